@@ -1,0 +1,35 @@
+# zoo: `make demo` and `make test` set up .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+
+.PHONY: setup demo test lint bench bench-quality clean
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# torch first: the CPU build this machine keeps on disk, else any release in the project's range
+	$(BIN)/python -m pip install -q torch==2.13.0 || $(BIN)/python -m pip install -q "torch>=2.4,<3"
+	$(BIN)/python -m pip install -q -e ".[dev,plot,bpe]" $(foreach p,$(PLUGINS),-e $(p))
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/zoo train --model simplenet-small --trainer classifier-quick --out runs/demo --force
+
+lint: setup
+	$(BIN)/ruff check zoo plugins tests bench
+	$(BIN)/ruff format --check zoo plugins tests bench
+	$(BIN)/mypy
+
+test: lint
+	HF_HUB_OFFLINE=1 $(BIN)/pytest
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

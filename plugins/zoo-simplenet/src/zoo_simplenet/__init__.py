@@ -1,0 +1,1 @@
+"""SimpleNet: a configurable MLP classifier, registered with zoo as type ``simplenet``."""

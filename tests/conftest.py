@@ -1,0 +1,64 @@
+"""Shared fixtures: every test gets a fresh registry (no state leaks between tests)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import zoo
+from zoo.config import Config, config_from_dict, load_config
+from zoo.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def config() -> Config:
+    """The repository's registry.toml over a fresh registry of the installed plugins."""
+    return load_config(ROOT / "registry.toml", env={})
+
+
+@pytest.fixture
+def make_config() -> Callable[..., Config]:
+    """Build a Config from a dict, with a fresh registry plus optional inline plugins."""
+
+    def make(raw: dict | None = None, *plugins: object, entry_points: bool = True, env: dict | None = None) -> Config:
+        from zoo.specs import PluginsSpec
+
+        settings = PluginsSpec.model_validate((raw or {}).get("plugins", {}))
+        registry = Registry(settings, entry_points=entry_points, env=env or {})
+        for i, plugin in enumerate(plugins):
+            name = getattr(plugin, "__name__", f"inline{i}")
+            registry.add_plugin(plugin, name=name, distribution=getattr(plugin, "DIST", name), version="9.9")
+        return config_from_dict(raw or {}, registry=registry)
+
+    return make
+
+
+@pytest.fixture
+def no_torch_python() -> Callable[[str], str]:
+    """Run Python code in a subprocess; returns its stdout; fails if torch got imported."""
+    import subprocess
+
+    def run(code: str) -> str:
+        probe = code + "\nimport sys\nassert 'torch' not in sys.modules, 'torch was imported'\n"
+        probe += "assert 'transformers' not in sys.modules, 'transformers was imported'\n"
+        res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    return run
+
+
+__all__ = ["SHARED_DATA", "zoo"]

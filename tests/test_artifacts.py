@@ -1,0 +1,106 @@
+"""Saving and loading: round trip, verification, refusal of pickle, atomic replacement."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+import zoo
+from zoo.artifacts import atomic_dir
+
+
+@pytest.fixture
+def saved(tmp_path, config):
+    model = zoo.build_model("simplenet-small", config=config)
+    path = zoo.save(model, tmp_path / "art", config=config)
+    return model, path
+
+
+def test_round_trip_gives_identical_outputs(saved, config):
+    model, path = saved
+    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "model.safetensors", "spec.json"]
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["plugin"]["distribution"] == "zoo-simplenet"
+    assert manifest["parameters"] == sum(p.numel() for p in model.parameters())
+    assert manifest["torch_version"] == torch.__version__.split("+")[0]
+    loaded = zoo.load(path, config=config)
+    x = torch.randn(5, 20)
+    model.eval()
+    assert torch.equal(loaded(x), model(x))
+    assert loaded.zoo_spec == model.zoo_spec
+
+
+def test_existing_artifact_is_never_overwritten_silently(saved, config):
+    model, path = saved
+    with pytest.raises(zoo.ArtifactError, match="already exists"):
+        zoo.save(model, path, config=config)
+    zoo.save(model, path, config=config, overwrite=True)
+
+
+def test_failed_write_leaves_the_old_artifact_intact(saved):
+    _, path = saved
+    before = (path / "model.safetensors").read_bytes()
+    with pytest.raises(RuntimeError), atomic_dir(path, overwrite=True) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"partial")
+        raise RuntimeError("crash mid-save")
+    assert (path / "model.safetensors").read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["art"]  # no temp dirs left behind
+
+
+def test_checksum_mismatch_is_refused(saved, config):
+    _, path = saved
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(zoo.ArtifactError, match=r"model\.safetensors: sha256 .* does not match the manifest"):
+        zoo.load(path, config=config)
+
+
+def test_shape_mismatch_lists_the_tensors(saved, config):
+    _, path = saved
+    spec = json.loads((path / "spec.json").read_text())
+    spec["hidden"] = [64, 32, 8]
+    (path / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(zoo.ArtifactError) as info:
+        zoo.load(path, config=config)
+    text = str(info.value)
+    assert "missing: body.4.weight, body.4.bias" in text
+    assert "wrong shape: body.2.weight (file (64, 64), model (32, 64))" in text
+
+
+def test_pickle_is_never_loaded(tmp_path, config):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    art = tmp_path / "evil"
+    art.mkdir()
+    (art / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(zoo.ArtifactError, match="never loads pickle"):
+        zoo.load(art, config=config)
+    assert not marker.exists()
+
+
+def test_unknown_plugin_in_spec_names_the_distribution(saved, config):
+    _, path = saved
+    (path / "spec.json").write_text(json.dumps({"type": "resnet-9000"}))
+    with pytest.raises(zoo.ArtifactError, match=r"spec\.json: cannot rebuild.*pip install zoo-simplenet"):
+        zoo.load(path, config=config)
+
+
+def test_tied_weights_are_stored_once(tmp_path, config):
+    from zoo.artifacts import load_into, read_tensors, unique_state, write_tensors
+
+    net = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False))
+    net[1].weight = net[0].weight
+    tensors, aliases = unique_state(net)
+    assert list(tensors) == ["0.weight"] and aliases == {"1.weight": "0.weight"}
+    write_tensors(tmp_path / "w.safetensors", tensors)
+    other = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False))
+    load_into(other, read_tensors(tmp_path / "w.safetensors"), aliases, "w")
+    assert torch.equal(other[1].weight, net[0].weight)

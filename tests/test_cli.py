@@ -1,0 +1,122 @@
+"""The command line: exit codes, --json outputs, and no torch import for listing commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from zoo.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_json(capsys, root, monkeypatch):
+    monkeypatch.chdir(root)
+    code, out, _ = run(capsys, "list", "models", "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert data["models"]["types"]["simplenet"]["distribution"] == "zoo-simplenet"
+    assert data["models"]["presets"]["simplenet-small"] == "simplenet"
+
+
+def test_show_params_on_meta_device(capsys, root, monkeypatch):
+    monkeypatch.chdir(root)
+    code, out, _ = run(capsys, "show", "simplenet-small", "--params", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["type"] == "simplenet"
+    assert data["params"]["parameters"] == 20 * 64 + 64 + 64 * 64 + 64 + 64 * 4 + 4
+    assert {f["name"] for f in data["fields"]} >= {"in_features", "hidden", "activation"}
+
+
+def test_plugins_json(capsys, root, monkeypatch):
+    monkeypatch.chdir(root)
+    code, out, _ = run(capsys, "plugins", "--json")
+    rows = {r["distribution"]: r for r in json.loads(out)}
+    assert code == 0 and rows["zoo-simplenet"]["status"] == "loaded"
+    assert "model:simplenet" in rows["zoo-simplenet"]["entries"]
+
+
+def test_bad_input_exits_2_without_traceback(capsys, root, monkeypatch, tmp_path):
+    monkeypatch.chdir(root)
+    code, _, err = run(capsys, "show", "simplnet")
+    assert code == 2 and "did you mean 'simplenet'" in err and "Traceback" not in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[models.x\n")
+    code, _, err = run(capsys, "check", str(bad))
+    assert code == 2 and "invalid TOML" in err
+    code, _, err = run(
+        capsys,
+        "train",
+        "--model",
+        "simplenet-small",
+        "--trainer",
+        "classifier-quick",
+        "--out",
+        str(tmp_path / "o"),
+        "--set",
+        "trainers.classifier-quick.lr=-1",
+    )
+    assert code == 2 and "trainers.classifier-quick.lr" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_check_ok_and_schema(capsys, root, monkeypatch):
+    monkeypatch.chdir(root)
+    code, out, _ = run(capsys, "check", "--json")
+    assert code == 0 and json.loads(out)["ok"] is True
+    code, out, _ = run(capsys, "schema")
+    assert code == 0 and json.loads(out)["title"] == "zoo registry.toml"
+
+
+def test_train_then_refuse_then_resume(capsys, root, monkeypatch, tmp_path):
+    monkeypatch.chdir(root)
+    args = [
+        "train",
+        "--model",
+        "simplenet-small",
+        "--trainer",
+        "classifier-quick",
+        "--out",
+        str(tmp_path / "r"),
+        "--set",
+        "trainers.classifier-quick.max_steps=20",
+        "--set",
+        "trainers.classifier-quick.progress=false",
+        "--set",
+        "trainers.classifier-quick.schedule.warmup_steps=2",
+    ]
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and "model saved to" in out
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "--resume" in err
+    code, _, _ = run(capsys, *args, "--resume")
+    assert code == 0
+    code, _, _ = run(capsys, *args, "--force")
+    assert code == 0
+
+
+@pytest.mark.parametrize("command", [["list"], ["plugins"], ["show", "simplenet-small"], ["schema"], ["check"]])
+def test_listing_commands_never_import_torch(root, command):
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['zoo', *{command!r}]\n"
+        "from zoo.cli import main\n"
+        "import io, contextlib\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(sys.argv[1:]) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'transformers' not in sys.modules, 'transformers was imported'\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert res.returncode == 0, res.stderr
+
+
+def test_import_zoo_does_not_import_torch(no_torch_python):
+    no_torch_python("import zoo; zoo.default_config()")

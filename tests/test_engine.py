@@ -1,0 +1,173 @@
+"""The training engine: learning, exact resume, accumulation, clipping, schedules, non-finite stops."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import zoo
+from zoo.runtime import Runtime
+from zoo.trainers.classifier import ClassificationTask
+from zoo.trainers.optim import lr_factor
+from zoo.trainers.specs import ClassifierTrainerSpec, ScheduleSpec
+
+MODEL = {"type": "simplenet", "in_features": 8, "hidden": [32], "num_classes": 3, "dropout": 0.1}
+
+
+def fit(config, out, *, model=None, **trainer):
+    if model is None:
+        torch.manual_seed(0)
+        model = zoo.build_model(MODEL, config=config)
+    spec = ClassifierTrainerSpec(**{"max_steps": 30, "batch_size": 16, "eval_every": 10, "progress": False, **trainer})
+    return model, spec.build().fit(model, Runtime(device="cpu", seed=3), out)
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_classifier_reaches_the_known_ceiling(config, tmp_path):
+    _, result = fit(config, tmp_path / "r", max_steps=300, batch_size=64, lr=1e-2, synthetic={"label_noise": 0.2})
+    ceiling = result.metrics["reachable_accuracy"]
+    assert ceiling == pytest.approx(1 - 0.2 * (1 - 1 / 3))
+    assert result.metrics["val_accuracy"] > ceiling - 0.08
+
+
+def test_run_writes_metrics_checkpoints_and_refuses_to_clobber(config, tmp_path):
+    fit(config, tmp_path / "r", checkpoint_every=10, keep_checkpoints=2)
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["split"] == "val"] == [10, 20, 30]
+    assert all(math.isfinite(x["loss"]) for x in lines if x["split"] == "train")
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == ["step-00000020", "step-00000030"]
+    with pytest.raises(zoo.TrainingError, match="already holds a run; pass --resume"):
+        fit(config, tmp_path / "r")
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(config, tmp_path, monkeypatch):
+    kw = {"checkpoint_every": 10, "schedule": {"name": "cosine", "warmup_steps": 5}, "optimizer": {"weight_decay": 0.1}}
+    straight, _ = fit(config, tmp_path / "a", **kw)
+
+    calls = {"n": 0}
+    real = ClassificationTask.sample
+
+    def crash_at_step_17(self, generator, batch_size):
+        calls["n"] += 1
+        if calls["n"] == 17:
+            raise KeyboardInterrupt
+        return real(self, generator, batch_size)
+
+    monkeypatch.setattr(ClassificationTask, "sample", crash_at_step_17)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, tmp_path / "b", **kw)
+    monkeypatch.setattr(ClassificationTask, "sample", real)
+    model = zoo.build_model(MODEL, config=config)  # fresh weights: the checkpoint must restore them
+    spec = ClassifierTrainerSpec(max_steps=30, batch_size=16, eval_every=10, progress=False, **kw)
+    spec.build().fit(model, Runtime(device="cpu", seed=3), tmp_path / "b", resume=True)
+    a, b = weights(straight), weights(model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    pairs = [(x["step"], x["split"]) for x in lines]
+    assert len(pairs) == len(set(pairs)), "resume must not duplicate metrics lines"
+    assert [s for s, _ in pairs] == sorted(s for s, _ in pairs)
+
+
+def test_gradient_accumulation_matches_large_batch(config, tmp_path):
+    model = zoo.build_model({**MODEL, "dropout": 0.0}, config=config)
+    x = torch.randn(16, 8)
+    y = torch.randint(0, 3, (16,))
+    full = torch.nn.functional.cross_entropy(model(x), y)
+    g_full = torch.autograd.grad(full, list(model.parameters()))
+    halves = [torch.nn.functional.cross_entropy(model(x[i : i + 8]), y[i : i + 8]) / 2 for i in (0, 8)]
+    g_acc = torch.autograd.grad(sum(halves), list(model.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_full, g_acc, strict=True))
+    _, result = fit(config, tmp_path / "acc", grad_accum=4)
+    assert result.steps == 30
+
+
+def test_schedules():
+    cos = ScheduleSpec(name="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(cos, 0, 110) == pytest.approx(0.1)
+    assert lr_factor(cos, 9, 110) == pytest.approx(1.0)
+    assert lr_factor(cos, 60, 110) == pytest.approx(0.55)
+    assert lr_factor(cos, 110, 110) == pytest.approx(0.1)
+    step = ScheduleSpec(name="step", step_size=10, gamma=0.5)
+    assert [lr_factor(step, s, 100) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
+def test_each_optimizer_trains(config, tmp_path, optimizer):
+    _, result = fit(
+        config,
+        tmp_path / optimizer,
+        max_steps=100,
+        lr=0.05 if optimizer == "sgd" else 3e-3,
+        optimizer={"name": optimizer},
+    )
+    assert result.metrics["val_accuracy"] > 0.6
+
+
+def test_gradient_clipping_bounds_the_update(config, tmp_path):
+    model = zoo.build_model({**MODEL, "dropout": 0.0}, config=config)
+    before = weights(model)
+    fit(
+        config,
+        tmp_path / "clip",
+        model=model,
+        max_steps=1,
+        lr=1.0,
+        grad_clip=1e-3,
+        optimizer={"name": "sgd", "momentum": 0.0},
+    )
+    delta = torch.sqrt(sum(((model.state_dict()[k] - before[k]) ** 2).sum() for k in before))
+    assert float(delta) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_non_finite_loss_stops_naming_the_step(config, tmp_path, monkeypatch):
+    real = ClassificationTask.loss
+    calls = {"n": 0}
+
+    def nan_at_step_12(self, model, batch):
+        calls["n"] += 1
+        loss = real(self, model, batch)
+        return loss * float("nan") if calls["n"] == 12 else loss
+
+    monkeypatch.setattr(ClassificationTask, "loss", nan_at_step_12)
+    with pytest.raises(
+        zoo.TrainingError, match=r"non-finite loss \(nan\) at step 12; last good checkpoint kept: .*step-00000010"
+    ):
+        fit(config, tmp_path / "nan", checkpoint_every=10)
+    assert (tmp_path / "nan" / "checkpoints" / "step-00000010").is_dir()
+
+
+def test_bf16_mixed_training_on_cpu(config, tmp_path):
+    model = zoo.build_model(MODEL, config=config)
+    spec = ClassifierTrainerSpec(max_steps=20, batch_size=16, progress=False)
+    result = spec.build().fit(model, Runtime(device="cpu", precision="bf16-mixed"), tmp_path / "bf16")
+    assert math.isfinite(result.metrics["val_loss"])
+    assert next(model.parameters()).dtype == torch.float32  # master weights stay fp32
+
+
+def test_train_from_config_saves_a_loadable_model(config, tmp_path):
+    from zoo.training import train_from_config
+
+    result = train_from_config(
+        config, "simplenet-small", {"type": "classifier", "max_steps": 5, "progress": False}, tmp_path / "r"
+    )
+    loaded = zoo.load(result.artifact, config=config)
+    assert loaded.zoo_spec == config.spec("models", "simplenet-small")
+
+
+def test_wrong_protocol_fails_at_build_time(config):
+    from zoo.specs import TrainerSpec
+
+    class LMTrainerSpec(TrainerSpec):
+        protocol = "causal-lm"
+        type: str = "lm-x"
+
+    with pytest.raises(
+        zoo.ProtocolError, match="'lm-x' works on causal-lm models, but model type 'simplenet' is a classifier"
+    ):
+        zoo.api.check_protocol(LMTrainerSpec(), "simplenet-small", config=config)

@@ -1,0 +1,260 @@
+"""`zoo ...`: the command line. Bad input exits 2 with one message (a traceback only with --debug).
+
+The listing commands (list, show, plugins, schema, check) never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from zoo.config import Config, load_config
+from zoo.errors import UnknownNameError, ZooError
+from zoo.specs import KINDS, Kind, Spec, field_table
+
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.registry, args.set or ())
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    kinds: Sequence[Kind] = [args.kind] if args.kind else KINDS
+    data: dict[str, Any] = {}
+    for kind in kinds:
+        data[kind] = {
+            "types": {
+                name: {"distribution": e.distribution, "version": e.version, "class": e.spec_cls.__name__}
+                for name, e in cfg.registry.types(kind).items()
+            },
+            "presets": {name: spec.type for name, spec in cfg.presets[kind].items()},
+        }
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    for kind_name, block in data.items():
+        print(f"{kind_name}:")
+        for name, info in block["types"].items():
+            print(f"  {name:<24} type    ({info['distribution']} {info['version']})")
+        for name, type_name in block["presets"].items():
+            print(f"  {name:<24} preset  -> {type_name}")
+        if not block["types"] and not block["presets"]:
+            print("  (none)")
+    for conflict in cfg.registry.conflicts():
+        from zoo.registry import conflict_message
+
+        print(f"conflict: {conflict_message(conflict)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _find(cfg: Config, name: str) -> tuple[Kind, Spec | None, Any]:
+    """A preset or type name, in any kind: (kind, preset spec or None, entry)."""
+    for kind in KINDS:
+        if name in cfg.presets[kind]:
+            spec = cfg.presets[kind][name]
+            return kind, spec, cfg.registry.entry(kind, spec.type)
+        if name in cfg.registry.types(kind):
+            return kind, None, cfg.registry.entry(kind, name)
+    every = [n for kind in KINDS for n in cfg.names(kind)]
+    raise UnknownNameError("name", name, every, hint=cfg.registry.not_loaded_hint())
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    kind, preset, entry = _find(cfg, args.name)
+    data: dict[str, Any] = {
+        "name": args.name,
+        "kind": kind,
+        "type": entry.type,
+        "distribution": entry.distribution,
+        "version": entry.version,
+        "fields": field_table(entry.spec_cls),
+    }
+    if preset is not None:
+        data["values"] = preset.model_dump(mode="json")
+    if args.params:
+        if kind != "models":
+            raise ZooError(f"--params applies to models; {args.name!r} is a {kind[:-1]}")
+        from zoo.api import parameter_estimate
+
+        spec = preset or cfg.spec("models", entry.type)
+        data["params"] = parameter_estimate(spec)  # type: ignore[arg-type]
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    what = f"preset of type {entry.type!r}" if preset is not None else "type"
+    print(f"{args.name}: {kind[:-1]} {what} from {entry.distribution} {entry.version}")
+    doc = (entry.spec_cls.__doc__ or "").strip().splitlines()
+    if doc:
+        print(f"  {doc[0]}")
+    values = data.get("values", {})
+    for f in data["fields"]:
+        if f["name"] == "type":
+            continue
+        value = values.get(f["name"], f["default"]) if values else f["default"]
+        shown = "(required)" if f["required"] and f["name"] not in values else json.dumps(value, default=str)
+        bounds = f" [{', '.join(f['bounds'])}]" if f["bounds"] else ""
+        print(f"  {f['name']:<18} {shown:<22} {f['type']}{bounds}  {f['description']}")
+    if "params" in data:
+        p = data["params"]
+        print(
+            f"  parameters: {p['parameters']:,} ({p['weights_fp32_mb']} MB fp32, {p['weights_bf16_mb']} MB bf16; "
+            f"~{p['training_adamw_fp32_mb']} MB to train with AdamW in fp32, before activations)"
+        )
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    rows = [
+        {
+            "name": p.name,
+            "distribution": p.distribution,
+            "version": p.version,
+            "status": p.status,
+            "reason": p.reason,
+            "entries": [f"{k[:-1]}:{t}" for k, t in p.entries],
+        }
+        for p in cfg.registry.plugins.values()
+    ]
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    for r in rows:
+        line = f"{r['distribution']:<20} {r['version']:<10} {r['status']:<9}"
+        line += f" {', '.join(r['entries'])}" if r["status"] == "loaded" else f" {r['reason']}"
+        print(line)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    _print_json(_config(args).schema())
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from zoo.registry import conflict_message
+
+    cfg = load_config(args.file or args.registry, args.set or ())
+    problems = [f"{k}.{n}: {why}" for (k, n), why in cfg.unavailable.items()]
+    problems += [conflict_message(c) for c in cfg.registry.conflicts()]
+    counts = {kind: len(cfg.presets[kind]) for kind in KINDS}
+    if args.json:
+        _print_json({"ok": not problems, "problems": problems, "presets": counts, "source": cfg.source})
+    elif problems:
+        print(f"{cfg.source}: {len(problems)} problem(s):", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+    else:
+        print(f"{cfg.source or '(no registry file)'}: ok ({', '.join(f'{v} {k}' for k, v in counts.items())})")
+    return EXIT_BAD_INPUT if problems else EXIT_OK
+
+
+# --------------------------------------------------------------------------- running
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc and args.nproc > 1:
+        from zoo.launch import relaunch_with_torchrun
+
+        return relaunch_with_torchrun(args.nproc, sys.argv[1:])
+    overrides = list(args.set or [])
+    for flag in ("device", "precision", "seed"):
+        if getattr(args, flag) is not None:
+            overrides.append(f"runtime.{flag}={json.dumps(getattr(args, flag))}")
+    if args.compile:
+        overrides.append("runtime.compile=true")
+    cfg = load_config(args.registry, overrides)
+    from zoo.training import train_from_config
+
+    result = train_from_config(
+        cfg, args.model, args.trainer, args.out, data=args.data, resume=args.resume, force=args.force
+    )
+    if result is not None:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+        print(f"done: {result.steps} steps; {shown}; model saved to {result.artifact}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--registry", help="registry file (default: $ZOO_REGISTRY or ./registry.toml)")
+    common.add_argument("--set", action="append", metavar="PATH=VALUE", help="override, e.g. runtime.seed=3")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = argparse.ArgumentParser(prog="zoo", description="A plugin-based model zoo for PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("list", cmd_list, "list registered types and named presets")
+    p.add_argument("kind", nargs="?", choices=KINDS)
+    p.add_argument("--json", action="store_true")
+    p = add("show", cmd_show, "show a type's or preset's fields, defaults and bounds")
+    p.add_argument("name")
+    p.add_argument("--params", action="store_true", help="parameter count and memory (builds on the meta device)")
+    p.add_argument("--json", action="store_true")
+    p = add("plugins", cmd_plugins, "list plugin distributions and their status")
+    p.add_argument("--json", action="store_true")
+    add("schema", cmd_schema, "print the JSON Schema of registry.toml")
+    p = add("check", cmd_check, "validate a registry file, reporting every problem")
+    p.add_argument("file", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p = add("train", cmd_train, "train a model with a trainer")
+    p.add_argument("--model", required=True, help="model preset or type")
+    p.add_argument("--trainer", required=True, help="trainer preset or type")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, model)")
+    p.add_argument("--data", help="data file or folder (default: the trainer's)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--device", help="runtime.device")
+    p.add_argument("--precision", help="runtime.precision")
+    p.add_argument("--seed", type=int, help="runtime.seed")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun (DDP)")
+    for extra in _extra_commands():
+        extra(sub, common)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
+    from zoo import cli_lm
+
+    return [cli_lm.add_commands]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ZooError as err:
+        if args.debug:
+            raise
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data sources: tabular (.npz/.csv, synthetic) for classifiers, text for language models."""

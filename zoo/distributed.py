@@ -1,0 +1,83 @@
+"""torch.distributed for the runtime: join the process group torchrun set up, wrap the model.
+
+``torchrun --nproc_per_node=N -m zoo train ...`` sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR;
+`setup` then initialises gloo (CPU) or nccl (CUDA). Outside torchrun everything is one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from zoo.errors import RuntimeConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    mode: str  # "none" | "ddp" | "fsdp"
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "none"
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        if self.mode == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            return DistributedDataParallel(model, device_ids=ids)
+        if self.mode == "fsdp":
+            from torch.distributed.fsdp import fully_shard
+
+            for module in model.modules():
+                if getattr(module, "zoo_shard_unit", False):
+                    fully_shard(module)
+            fully_shard(model)
+            return model
+        return model
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            value = value.clone()
+            dist.all_reduce(value)
+            value /= self.world_size
+        return value
+
+
+def launched_by_torchrun(env: Any = None) -> bool:
+    env = os.environ if env is None else env
+    return int(env.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(mode: str, device: torch.device) -> DistInfo:
+    """Join (or reuse) the process group when launched with several processes."""
+    if mode == "none" or (mode == "auto" and not launched_by_torchrun()):
+        return DistInfo("none")
+    if not launched_by_torchrun():
+        raise RuntimeConfigError(
+            f"runtime.distributed = {mode!r} needs several processes: launch with "
+            "`torchrun --nproc_per_node=N -m zoo train ...` or `zoo train --nproc N`"
+        )
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+    resolved = "ddp" if mode == "auto" else mode
+    return DistInfo(resolved, dist.get_rank(), dist.get_world_size())
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,280 @@
+"""The training engine every trainer reuses.
+
+A trainer supplies a `Task` (how to sample a batch, compute its loss, evaluate); the engine owns
+the rest: optimizer and schedule, autocast and loss scaling through the runtime, gradient
+accumulation and clipping, non-finite checks, evaluation, metrics, checkpoints and exact resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from zoo import checkpoints
+from zoo.errors import TrainingError
+from zoo.runtime import Runtime
+from zoo.trainers.optim import build_optimizer, lr_factor
+from zoo.trainers.specs import EngineSpec
+
+Batch = tuple[torch.Tensor, ...]
+
+
+class Task(Protocol):
+    """What a trainer plugs into the engine."""
+
+    unit: str  # what throughput counts: "examples" or "tokens"
+
+    def sample(self, generator: torch.Generator, batch_size: int) -> Batch:
+        """A batch of ``batch_size`` examples on the CPU, drawn with ``generator``."""
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Mean loss of a batch already on the runtime's device."""
+
+    def count(self, batch: Batch) -> int:
+        """How many units (examples or tokens) a batch holds."""
+
+    def evaluate(self, model: nn.Module, runtime: Runtime, batches: int) -> dict[str, float]:
+        """Validation metrics (``val_loss`` first); must not touch the global RNG."""
+
+
+@dataclass
+class FitResult:
+    out: Path
+    steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifact: Path | None = None
+
+
+def prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to clobber an earlier run unless asked; make sure the directory is writable."""
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"--out {out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        if not force:
+            raise TrainingError(f"{out} already holds a run; pass --resume to continue it or --force to replace it")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise TrainingError(f"cannot write to --out {out}: {err.strerror or err}") from None
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``; on resume, lines past the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+
+    def truncate_after(self, step: int) -> None:
+        if not (self.enabled and self.path.exists()):
+            return
+        keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and _line_step(ln) <= step]
+        self.path.write_text("".join(ln + "\n" for ln in keep))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+def _line_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return sys.maxsize  # an unreadable (half-written) line goes
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    spec: EngineSpec,
+    runtime: Runtime,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    run_info: dict[str, Any] | None = None,
+    save_artifact: Any = None,
+) -> FitResult:
+    """Run ``spec.max_steps`` optimizer steps of ``task`` on ``model``, writing under ``out``."""
+    out = Path(out)
+    main = runtime.is_main
+    if main:
+        prepare_out_dir(out, resume=resume, force=force)
+    runtime.dist.barrier()
+    ckpt_root = out / "checkpoints"
+    info = json.loads(json.dumps(run_info or {}, default=str))
+    _check_run_info(out / "run.json", info, resume=resume, write=main)
+
+    runtime.seed_everything()
+    data_rng = torch.Generator().manual_seed(runtime.seed)
+    model.train()
+    wrapped = runtime.prepare(model)
+    optimizer = build_optimizer(spec.optimizer, model, spec.lr, runtime.device)
+    scaler = runtime.grad_scaler()
+    state = checkpoints.TrainState(0, model, optimizer, scaler, data_rng, {})
+    log = MetricsLog(out / "metrics.jsonl", main)
+    last = checkpoints.latest(ckpt_root) if resume else None
+    if last is not None:
+        checkpoints.load_checkpoint(last, state)
+        log.truncate_after(state.step)
+        if main:
+            print(f"resuming from {last} (step {state.step})", file=sys.stderr)
+    elif resume and main:
+        print(f"no checkpoint in {ckpt_root}: starting from step 0", file=sys.stderr)
+
+    world = runtime.dist.world_size
+    micro = spec.batch_size // spec.grad_accum
+    if micro % world:
+        raise TrainingError(f"batch_size / grad_accum = {micro} must be divisible by the number of processes ({world})")
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = spec.grad_clip if spec.grad_clip is not None else math.inf
+    bar = _progress(spec, state.step, enabled=main and spec.progress)
+    window_loss, window_units, window_start = 0.0, 0, time.perf_counter()
+    metrics: dict[str, float] = {}
+    step = state.step
+    try:
+        while step < spec.max_steps:
+            lr = spec.lr * lr_factor(spec.schedule, step, spec.max_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_loss = 0.0
+            for i in range(spec.grad_accum):
+                batch = _shard(task.sample(data_rng, micro), runtime.dist.rank, world)
+                window_units += task.count(batch) * world
+                batch = runtime.to_device(batch)
+                sync = contextlib.nullcontext() if i == spec.grad_accum - 1 else _no_sync(wrapped)
+                with sync:
+                    with runtime.autocast():
+                        loss = task.loss(wrapped, batch)
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise TrainingError(
+                            f"non-finite loss ({value}) at step {step + 1}; "
+                            + _last_good(ckpt_root)
+                            + "; lower lr, enable grad_clip, or use bf16-mixed/fp32"
+                        )
+                    scaler.scale(loss / spec.grad_accum).backward()
+                step_loss += value / spec.grad_accum
+            scaler.unscale_(optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            if not math.isfinite(grad_norm) and not scaler.is_enabled():
+                raise TrainingError(
+                    f"non-finite gradient at step {step + 1} in {_bad_grads(model, optimizer)}; "
+                    + _last_good(ckpt_root)
+                )
+            scale_before = scaler.get_scale() if scaler.is_enabled() else 1.0
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            state.step = step
+            if scaler.is_enabled() and scaler.get_scale() < scale_before:
+                log.write({"step": step, "split": "train", "event": "skipped", "loss_scale": scaler.get_scale()})
+                if main:
+                    bar.write(
+                        f"step {step}: fp16 gradient overflow, step skipped (loss scale -> {scaler.get_scale():g})"
+                    )
+            window_loss += step_loss
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+            if step % spec.log_every == 0 or step == spec.max_steps:
+                elapsed = time.perf_counter() - window_start
+                n = spec.log_every if step % spec.log_every == 0 else (step % spec.log_every)
+                record: dict[str, Any] = {
+                    "step": step,
+                    "split": "train",
+                    "loss": window_loss / n,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    f"{task.unit}_per_s": window_units / max(elapsed, 1e-9),
+                }
+                log.write(record)
+                metrics["train_loss"] = window_loss / n
+                window_loss, window_units, window_start = 0.0, 0, time.perf_counter()
+            if (spec.eval_every and step % spec.eval_every == 0) or step == spec.max_steps:
+                model.eval()
+                with runtime.inference():
+                    val = task.evaluate(model, runtime, spec.eval_batches)
+                model.train()
+                metrics.update(val)
+                log.write({"step": step, "split": "val", **val})
+                if main:
+                    bar.write(_table_row(step, metrics))
+            if (spec.checkpoint_every and step % spec.checkpoint_every == 0) or step == spec.max_steps:
+                if main:
+                    checkpoints.save_checkpoint(ckpt_root, state, spec.keep_checkpoints)
+                runtime.dist.barrier()
+    finally:
+        bar.close()
+    artifact = None
+    if main and save_artifact is not None:
+        artifact = save_artifact(out / "model")
+    runtime.dist.barrier()
+    return FitResult(out, step, metrics, artifact)
+
+
+def _check_run_info(path: Path, info: dict[str, Any], *, resume: bool, write: bool) -> None:
+    """A resumed run must train the same model spec it started with."""
+    if resume and path.exists():
+        before = json.loads(path.read_text())
+        if before.get("model") != info.get("model"):
+            raise TrainingError(
+                f"{path.parent} was started with a different model spec; resume it with the same "
+                "--model, or start a new run with another --out"
+            )
+    if write:
+        path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def _shard(batch: Batch, rank: int, world: int) -> Batch:
+    if world == 1:
+        return batch
+    size = batch[0].shape[0] // world
+    return tuple(t[rank * size : (rank + 1) * size] for t in batch)
+
+
+def _no_sync(wrapped: nn.Module) -> contextlib.AbstractContextManager[Any]:
+    no_sync = getattr(wrapped, "no_sync", None)
+    return no_sync() if callable(no_sync) else contextlib.nullcontext()
+
+
+def _bad_grads(model: nn.Module, optimizer: torch.optim.Optimizer) -> str:
+    group_of = {id(p): g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
+    bad = [
+        f"{name} (param group {group_of.get(id(p), '?')!r})"
+        for name, p in model.named_parameters()
+        if p.grad is not None and not torch.isfinite(p.grad).all()
+    ]
+    return ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "") if bad else "(unknown)"
+
+
+def _last_good(root: Path) -> str:
+    last = checkpoints.latest(root)
+    return f"last good checkpoint kept: {last}" if last else "no checkpoint was written yet"
+
+
+def _progress(spec: EngineSpec, start: int, *, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=spec.max_steps, initial=start, disable=not enabled, dynamic_ncols=True, leave=False, mininterval=0.5
+    )
+
+
+def _table_row(step: int, metrics: dict[str, float]) -> str:
+    cells = [f"step {step:>6}"] + [f"{k} {v:.4f}" for k, v in metrics.items()]
+    return " | ".join(cells)

@@ -1,0 +1,72 @@
+"""Exceptions whose messages are meant for users: they name the entry, the field and the fix.
+
+The CLI turns any `ZooError` into a one-line message and exit code 2 (a traceback only with
+`--debug`); anything else is a bug in zoo or in a plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+class ZooError(Exception):
+    """Base class of every error zoo reports to a user as bad input."""
+
+
+class SpecError(ZooError):
+    """One or more spec fields are invalid; each issue is `(path, message)`."""
+
+    def __init__(self, issues: Sequence[tuple[str, str]], *, source: str | None = None) -> None:
+        self.issues = list(issues)
+        self.source = source
+        head = f"{source}: " if source else ""
+        if len(self.issues) == 1:
+            path, msg = self.issues[0]
+            text = f"{head}{path}: {msg}" if path else f"{head}{msg}"
+        else:
+            lines = [f"  {p}: {m}" if p else f"  {m}" for p, m in self.issues]
+            text = f"{head}{len(self.issues)} problems:\n" + "\n".join(lines)
+        super().__init__(text)
+
+
+class UnknownNameError(ZooError):
+    """A name or type that is not registered; the message lists close matches and what exists."""
+
+    def __init__(self, what: str, name: str, known: Iterable[str], *, hint: str = "") -> None:
+        import difflib
+
+        known = sorted(set(known))
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        parts = [f"unknown {what} {name!r}"]
+        if close:
+            parts.append("did you mean " + " or ".join(repr(c) for c in close) + "?")
+        parts.append("known: " + (", ".join(known) if known else "(none)"))
+        if hint:
+            parts.append(hint)
+        self.name = name
+        self.close_matches = close
+        super().__init__("; ".join(parts))
+
+
+class PluginError(ZooError):
+    """A plugin is broken, or two plugins claim the same type."""
+
+
+class ProtocolError(ZooError):
+    """A trainer or sampler was given a model of the wrong protocol."""
+
+
+class RuntimeConfigError(ZooError):
+    """The requested device or precision cannot be used on this machine."""
+
+
+class ArtifactError(ZooError):
+    """A saved model or checkpoint is missing, corrupt, unsafe or does not match its spec."""
+
+
+class DataError(ZooError):
+    """A data file is missing, empty, undecodable or has the wrong shape."""
+
+
+class TrainingError(ZooError):
+    """Training stopped: a non-finite loss or gradient, or an output directory in the way."""

@@ -1,0 +1,67 @@
+"""The whole plugin contract of zoo.
+
+A plugin is any module (usually exposed through the entry-point group ``zoo``) that implements
+some of the hooks below with ``@zoo.hookimpl``. Each hook receives one argument, ``register``: call
+it once per spec class the plugin provides.
+
+    from typing import Literal
+    import zoo
+
+    class MySpec(zoo.ModelSpec):
+        type: Literal["my-model"] = "my-model"
+        width: int = zoo.Field(64, gt=0, description="hidden width")
+
+        def build(self):
+            from my_plugin.model import MyModel   # torch is imported here, not at import time
+            return MyModel(self)
+
+    @zoo.hookimpl
+    def zoo_register_models(register):
+        register(MySpec)
+
+Rules the registry enforces: a hook module must not import torch at import time (so that
+``zoo list`` stays fast); ``type`` is a single-string ``Literal``; a hook that raises, or a
+spec class that is invalid, takes down only its own plugin, which ``zoo plugins`` then reports
+as failed with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+PROJECT = "zoo"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Register = Callable[[type[Any]], None]
+
+
+@hookspec
+def zoo_register_models(register: Register) -> None:
+    """Called once when a registry loads this plugin: ``register(spec_cls)`` for each model.
+
+    ``spec_cls`` subclasses ``zoo.ModelSpec`` and sets ``protocol`` (``"classifier"`` or
+    ``"causal-lm"``); its ``build()`` returns a ``torch.nn.Module`` on the CPU in fp32 (the
+    runtime moves it).
+    """
+
+
+@hookspec
+def zoo_register_samplers(register: Register) -> None:
+    """Called once when a registry loads this plugin: ``register(spec_cls)`` for each sampler.
+
+    ``spec_cls`` subclasses ``zoo.SamplerSpec``; its ``build()`` returns an object with
+    ``select(logits, generated, generator) -> next_ids`` (see ``zoo.samplers``).
+    """
+
+
+@hookspec
+def zoo_register_trainers(register: Register) -> None:
+    """Called once when a registry loads this plugin: ``register(spec_cls)`` for each trainer.
+
+    ``spec_cls`` subclasses ``zoo.TrainerSpec`` and sets ``protocol``, the model protocol it
+    trains; its ``build()`` returns an object with ``fit(model, runtime, out, ...)``.
+    """

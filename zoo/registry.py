@@ -1,0 +1,258 @@
+"""Plugin discovery and the table of registered types.
+
+A `Registry` loads every plugin module found in the entry-point group ``zoo`` (and any plugin
+object handed to `add_plugin`), calls its hooks, and keeps one `Entry` per registered spec class
+with the distribution and version that provided it. A plugin that fails to import, whose hook
+raises, or that registers an invalid spec class is recorded as failed and contributes nothing;
+the rest of the registry keeps working.
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import importlib.metadata as metadata
+import os
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pluggy
+
+from zoo import hookspecs
+from zoo.errors import PluginError, UnknownNameError
+from zoo.specs import BASES, KINDS, Kind, PluginsSpec, Spec
+
+ENTRY_POINT_GROUP = "zoo"
+DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
+HOOKS: dict[str, Kind] = {f"zoo_register_{kind}": kind for kind in KINDS}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered type and where it came from."""
+
+    kind: Kind
+    type: str
+    spec_cls: builtins.type[Spec]
+    plugin: str
+    distribution: str
+    version: str
+
+    @property
+    def provenance(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+
+@dataclass
+class PluginInfo:
+    """What `zoo plugins` shows for one plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    status: Literal["loaded", "disabled", "failed"]
+    reason: str = ""
+    entries: list[tuple[Kind, str]] = field(default_factory=list)
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    """A fresh pluggy manager knowing zoo's hookspecs (never created at import time)."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def normalize(name: str) -> str:
+    """Distribution names compare like pip compares them: case- and separator-insensitive."""
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def disabled_from_env(env: Mapping[str, str]) -> set[str]:
+    return {normalize(n) for n in env.get(DISABLE_ENV, "").split(",") if n.strip()}
+
+
+class Registry:
+    """The registered model, sampler and trainer types of one process (or one test)."""
+
+    def __init__(
+        self,
+        plugins: PluginsSpec | None = None,
+        *,
+        entry_points: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = plugins or PluginsSpec()
+        self.pm = make_plugin_manager()
+        self.plugins: dict[str, PluginInfo] = {}
+        self._candidates: dict[Kind, dict[str, list[Entry]]] = {k: {} for k in KINDS}
+        env = os.environ if env is None else env
+        self._disabled = {normalize(n) for n in self.settings.disable} | disabled_from_env(env)
+        if entry_points:
+            self._load_entry_points()
+
+    # ------------------------------------------------------------------ loading
+
+    def _load_entry_points(self) -> None:
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist is not None else "unknown"
+            version = ep.dist.version if ep.dist is not None else "0"
+            name = f"{dist}:{ep.name}"
+            if normalize(dist) in self._disabled or normalize(ep.name) in self._disabled:
+                self.plugins[name] = PluginInfo(name, dist, version, "disabled", "disabled by configuration")
+                continue
+            try:
+                module = ep.load()
+            except BaseException as err:  # a plugin's import must never take zoo down
+                if isinstance(err, KeyboardInterrupt):
+                    raise
+                self._fail(name, dist, version, f"import of {ep.value!r} failed: {_describe(err)}")
+                continue
+            self.add_plugin(module, name=name, distribution=dist, version=version)
+
+    def add_plugin(
+        self,
+        plugin: object,
+        *,
+        name: str | None = None,
+        distribution: str | None = None,
+        version: str = "0",
+    ) -> PluginInfo:
+        """Register a plugin object (usually a module) and run its hooks, isolated from others.
+
+        This is how users register their own components from Python, and how tests build
+        registries with inline fake plugins.
+        """
+        name = name or getattr(plugin, "__name__", None) or repr(plugin)
+        distribution = distribution or name
+        if normalize(distribution) in self._disabled or normalize(name) in self._disabled:
+            info = PluginInfo(name, distribution, version, "disabled", "disabled by configuration")
+            self.plugins[name] = info
+            return info
+        if name in self.plugins:
+            raise PluginError(f"a plugin named {name!r} is already registered")
+        staged: list[Entry] = []
+        try:
+            self._check_hook_names(plugin)
+            self.pm.register(plugin, name=name)
+            for hook_name, kind in HOOKS.items():
+                caller = getattr(self.pm.hook, hook_name)
+                for impl in caller.get_hookimpls():
+                    if impl.plugin_name != name:
+                        continue
+                    register = self._registrar(kind, name, distribution, version, staged)
+                    impl.function(**{arg: register for arg in impl.argnames})
+        except BaseException as err:
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            return self._fail(name, distribution, version, _describe(err))
+        for entry in staged:
+            self._candidates[entry.kind].setdefault(entry.type, []).append(entry)
+        info = PluginInfo(name, distribution, version, "loaded", entries=[(e.kind, e.type) for e in staged])
+        self.plugins[name] = info
+        return info
+
+    def _check_hook_names(self, plugin: object) -> None:
+        for attr in dir(plugin):
+            marked = attr.startswith("zoo_") and self.pm.parse_hookimpl_opts(plugin, attr) is not None
+            if marked and attr not in HOOKS:
+                close = difflib.get_close_matches(attr, list(HOOKS), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise PluginError(f"unknown hook {attr!r}{hint}")
+
+    def _registrar(self, kind: Kind, plugin: str, dist: str, version: str, staged: list[Entry]) -> Any:
+        def register(spec_cls: type[Spec]) -> None:
+            type_name = spec_type_name(spec_cls, kind)
+            for other in staged:
+                if other.kind == kind and other.type == type_name:
+                    raise PluginError(f"registers {kind[:-1]} type {type_name!r} twice")
+            staged.append(Entry(kind, type_name, spec_cls, plugin, dist, version))
+
+        return register
+
+    def _fail(self, name: str, dist: str, version: str, reason: str) -> PluginInfo:
+        info = PluginInfo(name, dist, version, "failed", reason)
+        self.plugins[name] = info
+        return info
+
+    # ------------------------------------------------------------------ lookup
+
+    def types(self, kind: Kind) -> dict[str, Entry]:
+        """Usable types of one kind (contested types without a configured winner are left out)."""
+        out = {}
+        for type_name, cands in sorted(self._candidates[kind].items()):
+            chosen = self._choose(cands)
+            if chosen is not None:
+                out[type_name] = chosen
+        return out
+
+    def known(self, kind: Kind) -> set[str]:
+        """Every registered type name of a kind, contested ones included."""
+        return set(self._candidates[kind])
+
+    def conflicts(self) -> list[list[Entry]]:
+        """Types registered by several distributions with no winner named in `[plugins.prefer]`."""
+        return [c for kind in KINDS for c in self._candidates[kind].values() if self._choose(c) is None]
+
+    def entry(self, kind: Kind, type_name: str) -> Entry:
+        """The entry for a type, or an error with close matches / the conflict to resolve."""
+        cands = self._candidates[kind].get(type_name)
+        if not cands:
+            raise UnknownNameError(f"{kind[:-1]} type", type_name, self._candidates[kind], hint=self.not_loaded_hint())
+        chosen = self._choose(cands)
+        if chosen is None:
+            raise PluginError(conflict_message(cands))
+        return chosen
+
+    def _choose(self, cands: list[Entry]) -> Entry | None:
+        if len(cands) == 1:
+            return cands[0]
+        wanted = self.settings.prefer.get(cands[0].type)
+        for entry in cands:
+            if wanted is not None and normalize(entry.distribution) == normalize(wanted):
+                return entry
+        return None
+
+    def not_loaded_hint(self) -> str:
+        """Names plugins that failed or are disabled: a missing type may belong to one of them."""
+        off = [f"{p.distribution} ({p.status})" for p in self.plugins.values() if p.status != "loaded"]
+        return ("plugins not loaded: " + ", ".join(off)) if off else ""
+
+    def distributions(self) -> dict[str, str]:
+        return {p.distribution: p.version for p in self.plugins.values()}
+
+
+def spec_type_name(spec_cls: Any, kind: Kind) -> str:
+    """Validate a spec class handed to ``register`` and return its ``type`` string."""
+    base = BASES[kind]
+    if not isinstance(spec_cls, type) or not issubclass(spec_cls, base):
+        raise PluginError(f"{spec_cls!r} registered as a {kind[:-1]} must subclass zoo.{base.__name__}")
+    field_info = spec_cls.model_fields.get("type")
+    args = typing.get_args(field_info.annotation) if field_info is not None else ()
+    if field_info is None or typing.get_origin(field_info.annotation) is not Literal or len(args) != 1:
+        raise PluginError(f"{spec_cls.__name__}.type must be a Literal of one string, e.g. Literal['my-model']")
+    type_name = args[0]
+    if not isinstance(type_name, str) or not type_name:
+        raise PluginError(f"{spec_cls.__name__}.type must be a non-empty string Literal")
+    try:
+        spec_cls.model_json_schema()
+    except Exception as err:
+        raise PluginError(f"{spec_cls.__name__} has no valid JSON Schema: {_describe(err)}") from err
+    return type_name
+
+
+def conflict_message(cands: Iterable[Entry]) -> str:
+    cands = list(cands)
+    first = cands[0]
+    who = " and ".join(f"{e.distribution} {e.version}" for e in cands)
+    return (
+        f"{first.kind[:-1]} type {first.type!r} is registered by {who}; choose one in registry.toml: "
+        f'[plugins.prefer] "{first.type}" = "{first.distribution}", or disable one in [plugins] disable'
+    )
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"

@@ -1,0 +1,234 @@
+"""Spec base classes, the `[runtime]` and `[plugins]` tables, and TOML helpers.
+
+Specs are pure pydantic: importing this module never imports torch. A spec's ``build()`` imports
+its implementation lazily.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from zoo.errors import SpecError
+
+Kind = Literal["models", "samplers", "trainers"]
+KINDS: tuple[Kind, ...] = ("models", "samplers", "trainers")
+Protocol = Literal["classifier", "causal-lm"]
+
+
+class Spec(BaseModel):
+    """Base of every buildable spec: strict (unknown fields are errors) and immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    kind: ClassVar[Kind]
+    type: str
+
+    def build(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__}.build() is not implemented")
+
+
+class ModelSpec(Spec):
+    """A model: ``build()`` returns a ``torch.nn.Module`` speaking ``protocol``."""
+
+    kind: ClassVar[Kind] = "models"
+    protocol: ClassVar[Protocol] = "classifier"
+
+
+class SamplerSpec(Spec):
+    """A decoding strategy for causal LMs: ``build()`` returns a sampler."""
+
+    kind: ClassVar[Kind] = "samplers"
+    protocol: ClassVar[Protocol] = "causal-lm"
+
+
+class TrainerSpec(Spec):
+    """A training recipe: ``build()`` returns a trainer for models speaking ``protocol``."""
+
+    kind: ClassVar[Kind] = "trainers"
+    protocol: ClassVar[Protocol] = "classifier"
+
+
+BASES: dict[str, type[Spec]] = {"models": ModelSpec, "samplers": SamplerSpec, "trainers": TrainerSpec}
+
+
+class RuntimeSpec(BaseModel):
+    """`[runtime]`: where and how everything runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "fp32", "bf16-mixed", "fp16-mixed"] = Field(
+        "auto", description="auto picks bf16-mixed on GPUs that support it, else fp32"
+    )
+    seed: int = Field(0, ge=0, description="seed for every random number generator")
+    compile: bool = Field(False, description="wrap the model in torch.compile (opt-in)")
+    distributed: Literal["auto", "none", "ddp", "fsdp"] = Field(
+        "auto", description="auto uses DDP when launched by torchrun, else a single process"
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda", "mps"):
+            return value
+        if value.startswith("cuda:") and value[5:].isdigit():
+            return value
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, not {value!r}")
+
+
+class PluginsSpec(BaseModel):
+    """`[plugins]`: which plugin distributions load, and who wins a contested type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    disable: list[str] = Field(
+        default_factory=list, description="distribution names not to load (also $ZOO_DISABLE_PLUGINS)"
+    )
+    prefer: dict[str, str] = Field(
+        default_factory=dict,
+        description="type -> distribution that wins when several plugins register that type",
+    )
+
+
+# --------------------------------------------------------------------------- error formatting
+
+
+def format_validation_error(
+    err: ValidationError, prefix: str, spec_cls: type[BaseModel] | None = None
+) -> list[tuple[str, str]]:
+    """Turn pydantic's errors into `(toml.path, message)` pairs, suggesting field names."""
+    issues = []
+    for e in err.errors(include_url=False):
+        loc = [str(p) for p in e["loc"]]
+        path = ".".join([prefix, *loc]) if prefix else ".".join(loc)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and spec_cls is not None and loc:
+            known = [f for f in spec_cls.model_fields if f != "type"]
+            close = difflib.get_close_matches(loc[-1], known, n=2, cutoff=0.6)
+            msg = "unknown field"
+            if close:
+                msg += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+            msg += "; fields: " + ", ".join(known)
+        elif e["type"] not in ("missing",) and "input" in e and not isinstance(e["input"], dict):
+            msg += f" (got {e['input']!r})"
+        issues.append((path, msg))
+    return issues
+
+
+def validate(cls: type[BaseModel], data: Any, prefix: str = "", source: str | None = None) -> Any:
+    """``cls.model_validate(data)`` with zoo's path-naming `SpecError` on failure."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, prefix, cls), source=source) from None
+
+
+# --------------------------------------------------------------------------- TOML and overrides
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file, naming the file and line on a syntax error."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([("", "file not found")], source=str(path)) from None
+    except (UnicodeDecodeError, IsADirectoryError) as err:
+        raise SpecError([("", f"cannot read as UTF-8 text: {err}")], source=str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError([("", f"invalid TOML: {err}")], source=str(path)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b.c=value"`` -> (["a", "b", "c"], value); the value is read as TOML, else a string."""
+    key, sep, raw = text.partition("=")
+    parts = [p.strip() for p in key.split(".")]
+    if not sep or len(parts) < 2 or not all(parts):
+        raise SpecError([("", f"--set {text!r}: expected PATH=VALUE, e.g. runtime.seed=3")])
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of a parsed registry file with ``--set`` overrides applied (not validated)."""
+    import copy
+
+    data = copy.deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        if parts[0] in KINDS and len(parts) > 2 and parts[1] not in data.get(parts[0], {}):
+            known = list(data.get(parts[0], {}))
+            where = ".".join(parts[:2])
+            raise SpecError([(where, _no_such_entry(parts[1], known))], source=f"--set {text}")
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise SpecError([(where, "is a value, not a table")], source=f"--set {text}")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _no_such_entry(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    msg = f"no entry named {name!r}"
+    if close:
+        msg += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return msg
+
+
+def field_table(cls: type[BaseModel]) -> list[dict[str, Any]]:
+    """Fields of a spec class for `zoo show`: name, type, default, description, bounds."""
+    rows = []
+    for name, info in cls.model_fields.items():
+        default: Any = info.get_default(call_default_factory=True) if not info.is_required() else None
+        if isinstance(default, BaseModel):
+            default = default.model_dump(mode="json")
+        rows.append(
+            {
+                "name": name,
+                "type": _type_name(info.annotation),
+                "default": default,
+                "required": info.is_required(),
+                "description": info.description or "",
+                "bounds": [_bound(m) for m in info.metadata],
+            }
+        )
+    return rows
+
+
+_OPS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _bound(meta: Any) -> str:
+    for attr, op in _OPS.items():
+        if hasattr(meta, attr):
+            return f"{op} {getattr(meta, attr)}"
+    return str(meta)
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return " | ".join(str(a) for a in typing.get_args(annotation))
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return text.replace("typing.", "")
+
+
+def as_mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SpecError([(where, f"expected a table, got {type(value).__name__}")])
+    return value

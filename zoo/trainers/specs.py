@@ -1,0 +1,97 @@
+"""Specs of the standard trainers (pure pydantic: importing this never imports torch)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from zoo.specs import TrainerSpec
+
+
+class OptimizerSpec(BaseModel):
+    """The optimizer; ``lr`` lives on the trainer so that ``--set trainers.X.lr=...`` works."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["adamw", "adam", "sgd"] = Field("adamw", description="adamw | adam | sgd (with momentum)")
+    weight_decay: float = Field(0.0, ge=0.0, description="decoupled for adamw; L2 for adam and sgd")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam moment decay rates, each in [0, 1)")
+    eps: float = Field(1e-8, gt=0.0, description="Adam denominator epsilon")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    fused: bool = Field(False, description="use the fused Adam/AdamW kernel (CUDA; ignored elsewhere)")
+    decay_norms_and_biases: bool = Field(
+        False, description="apply weight decay to 1-D parameters (norm gains, biases) too"
+    )
+
+    @model_validator(mode="after")
+    def _betas_range(self) -> OptimizerSpec:
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must each be in [0, 1), got {self.betas}")
+        return self
+
+
+class ScheduleSpec(BaseModel):
+    """Learning-rate schedule as a factor of ``lr`` at each step, after a linear warmup."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["constant", "step", "cosine"] = Field("constant", description="constant | step | cosine")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup from 0 to lr over this many steps")
+    step_size: int = Field(100, gt=0, description="step: multiply lr by gamma every step_size steps")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="step: decay factor")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine: final lr as a fraction of lr")
+
+
+class EngineSpec(TrainerSpec):
+    """Fields every trainer built on the training engine shares."""
+
+    max_steps: int = Field(1000, gt=0, description="optimizer steps to run")
+    batch_size: int = Field(32, gt=0, description="examples per optimizer step, over all processes")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (divides batch_size)")
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="optimizer settings")
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="learning-rate schedule")
+    grad_clip: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm; null disables")
+    eval_every: int = Field(100, ge=0, description="evaluate every N steps (0: only at the end)")
+    eval_batches: int = Field(10, gt=0, description="validation batches per evaluation")
+    log_every: int = Field(10, gt=0, description="append training metrics every N steps")
+    checkpoint_every: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
+    progress: bool = Field(True, description="show a progress bar with the live loss")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Any:
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
+        if self.schedule.warmup_steps >= self.max_steps:
+            raise ValueError(
+                f"schedule.warmup_steps ({self.schedule.warmup_steps}) must be below max_steps ({self.max_steps})"
+            )
+        return self
+
+
+class SyntheticSpec(BaseModel):
+    """A classification set with a known reachable accuracy (labels from a random linear teacher)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_samples: int = Field(4096, ge=16, description="examples (train + validation)")
+    label_noise: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of labels replaced at random")
+    seed: int = Field(1234, ge=0, description="seed of the generated data (independent of runtime.seed)")
+
+
+class ClassifierTrainerSpec(EngineSpec):
+    """Cross-entropy training of a classifier on tabular data."""
+
+    type: Literal["classifier"] = "classifier"
+    protocol = "classifier"
+    data: str | None = Field(None, description="a .npz or .csv file; null uses the synthetic set")
+    label_column: str | None = Field(None, description="csv: label column name (default: the last column)")
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of examples held out for validation")
+    synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec, description="synthetic data settings")
+
+    def build(self) -> Any:
+        from zoo.trainers.classifier import ClassifierTrainer
+
+        return ClassifierTrainer(self)
