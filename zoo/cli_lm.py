@@ -1,10 +1,153 @@
-"""CLI commands for language models (generate, plot, export, import)."""
+"""CLI commands for language models: generate, plot."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
+
+from zoo.config import load_config
+from zoo.errors import DataError, ZooError
+
+
+def artifact_dir(path: str | Path) -> Path:
+    """A run directory (holding ``model/``) or an artifact directory."""
+    path = Path(path)
+    return path / "model" if (path / "model" / "manifest.json").is_file() else path
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    overrides = list(args.set or [])
+    for flag in ("device", "precision"):
+        if getattr(args, flag) is not None:
+            overrides.append(f"runtime.{flag}={json.dumps(getattr(args, flag))}")
+    cfg = load_config(args.registry, overrides)
+    prompts = list(args.prompt or [])
+    if args.prompt_file:
+        try:
+            text = Path(args.prompt_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(f"--prompt-file {args.prompt_file}: {err}") from None
+        prompts += [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ZooError("give --prompt TEXT (repeatable) or --prompt-file FILE (one prompt per line)")
+    from zoo.artifacts import load
+    from zoo.generation import generate, stream
+    from zoo.runtime import Runtime
+    from zoo.tokenizers import ByteTokenizer
+
+    model = load(artifact_dir(args.path), config=cfg)
+    tokenizer = getattr(model, "zoo_tokenizer", None) or ByteTokenizer()
+    runtime = Runtime(cfg.runtime)
+    seed = args.seed if args.seed is not None else cfg.runtime.seed
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": args.max_new_tokens,
+        "min_new_tokens": args.min_new_tokens,
+        "stop": args.stop or (),
+        "seed": seed,
+        "runtime": runtime,
+        "config": cfg,
+    }
+    if args.stream:
+        if len(prompts) != 1 or args.json:
+            raise ZooError("--stream prints one prompt's text as it is generated; give one --prompt, no --json")
+        sys.stdout.write(prompts[0])
+        for chunk in stream(model, tokenizer, prompts, args.sampler, **kwargs):
+            sys.stdout.write(chunk.deltas[0])
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    result = generate(model, tokenizer, prompts, args.sampler, **kwargs)
+    if args.json:
+        rows = [
+            {"prompt": p, "text": t, "ids": i, "finish_reason": r}
+            for p, t, i, r in zip(prompts, result.texts, result.ids, result.finish_reasons, strict=True)
+        ]
+        print(json.dumps(rows, indent=2))
+    else:
+        for p, t in zip(prompts, result.texts, strict=True):
+            print(p + t)
+            if len(prompts) > 1:
+                print("-" * 40)
+    return 0
+
+
+def read_metrics(run: Path) -> list[dict[str, Any]]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: no metrics (is {run} a training run directory?)")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise DataError(f"{path}:{n}: not a JSON line") from None
+    return rows
+
+
+def loss_table(rows: list[dict[str, Any]]) -> str:
+    """Validation points with the latest training loss before each."""
+    lines = [f"{'step':>6} {'train loss':>11} {'val loss':>9}"]
+    train = None
+    for r in rows:
+        if r.get("split") == "train" and "loss" in r:
+            train = r["loss"]
+        elif r.get("split") == "val":
+            shown = f"{train:.4f}" if train is not None else "-"
+            lines.append(f"{r['step']:>6} {shown:>11} {r['val_loss']:>9.4f}")
+    return "\n".join(lines)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    run = Path(args.run)
+    rows = read_metrics(run)
+    out = Path(args.out) if args.out else run / "loss.png"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ZooError("zoo plot needs matplotlib: pip install 'zoo[plot]'") from None
+    train = [(r["step"], r["loss"]) for r in rows if r.get("split") == "train" and "loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("split") == "val"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train", alpha=0.8)
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{run.name}: loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    print(loss_table(rows))
+    print(f"wrote {out}")
+    return 0
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Added by later work; kept separate so that cli.py stays about the core."""
+    p = sub.add_parser("generate", parents=[common], help="generate text from a trained causal LM")
+    p.set_defaults(func=cmd_generate)
+    p.add_argument("path", help="a run directory or a saved model directory")
+    p.add_argument("--prompt", action="append", help="prompt text (repeatable: a batch)")
+    p.add_argument("--prompt-file", help="a file with one prompt per line")
+    p.add_argument("--sampler", default="greedy", help="sampler preset or type (default: greedy)")
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--min-new-tokens", type=int, default=0)
+    p.add_argument("--stop", action="append", help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, help="sampling seed (default: runtime.seed)")
+    p.add_argument("--stream", action="store_true", help="print text as it is generated")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--device")
+    p.add_argument("--precision")
+    p = sub.add_parser("plot", parents=[common], help="plot a run's loss curves to loss.png")
+    p.set_defaults(func=cmd_plot)
+    p.add_argument("run", help="a training run directory")
+    p.add_argument("--out", help="output PNG (default: RUN/loss.png)")

@@ -106,13 +106,18 @@ def train(
     *,
     resume: bool = False,
     force: bool = False,
+    prepared: bool = False,
     run_info: dict[str, Any] | None = None,
     save_artifact: Any = None,
 ) -> FitResult:
-    """Run ``spec.max_steps`` optimizer steps of ``task`` on ``model``, writing under ``out``."""
+    """Run ``spec.max_steps`` optimizer steps of ``task`` on ``model``, writing under ``out``.
+
+    ``prepared`` says the trainer already checked ``out`` with `prepare_out_dir` (and may have
+    written its data cache there).
+    """
     out = Path(out)
     main = runtime.is_main
-    if main:
+    if main and not prepared:
         prepare_out_dir(out, resume=resume, force=force)
     runtime.dist.barrier()
     ckpt_root = out / "checkpoints"
@@ -270,8 +275,10 @@ def _last_good(root: Path) -> str:
 def _progress(spec: EngineSpec, start: int, *, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
+    # a bar only on a terminal: in logs, the evaluation rows it writes are the record
+    shown = enabled and sys.stderr.isatty()
     return tqdm(
-        total=spec.max_steps, initial=start, disable=not enabled, dynamic_ncols=True, leave=False, mininterval=0.5
+        total=spec.max_steps, initial=start, disable=not shown, dynamic_ncols=True, leave=False, mininterval=0.5
     )
 
 

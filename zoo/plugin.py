@@ -10,6 +10,15 @@ from zoo.hookspecs import Register, hookimpl
 
 @hookimpl
 def zoo_register_trainers(register: Register) -> None:
-    from zoo.trainers.specs import ClassifierTrainerSpec
+    from zoo.trainers.specs import CausalLMTrainerSpec, ClassifierTrainerSpec
 
     register(ClassifierTrainerSpec)
+    register(CausalLMTrainerSpec)
+
+
+@hookimpl
+def zoo_register_samplers(register: Register) -> None:
+    from zoo.samplers.specs import ALL
+
+    for spec in ALL:
+        register(spec)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from zoo.specs import TrainerSpec
+from zoo.tokenizers import ByteTokenizerSpec, TokenizerSpec
 
 
 class OptimizerSpec(BaseModel):
@@ -95,3 +96,21 @@ class ClassifierTrainerSpec(EngineSpec):
         from zoo.trainers.classifier import ClassifierTrainer
 
         return ClassifierTrainer(self)
+
+
+class CausalLMTrainerSpec(EngineSpec):
+    """Next-token prediction on text, through the training engine."""
+
+    type: Literal["causal-lm"] = "causal-lm"
+    protocol = "causal-lm"
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
+    batch_size: int = Field(16, gt=0, description="sequences per optimizer step, over all processes")
+    data: str | None = Field(None, description="a text file or folder of .txt files; null: the default corpus")
+    context: int | None = Field(None, gt=1, description="training window in tokens; null: the model's max_seq_len")
+    tokenizer: TokenizerSpec = Field(default_factory=ByteTokenizerSpec, description="byte | bpe")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the corpus (its end) held out")
+
+    def build(self) -> Any:
+        from zoo.trainers.causal_lm import CausalLMTrainer
+
+        return CausalLMTrainer(self)

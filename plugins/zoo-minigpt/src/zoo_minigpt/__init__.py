@@ -1,0 +1,1 @@
+"""MiniGPT: a GPT-style decoder-only transformer registered with zoo as type ``minigpt``."""

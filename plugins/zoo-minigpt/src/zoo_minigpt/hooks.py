@@ -1,0 +1,61 @@
+"""MiniGPT's spec and registration hook (no torch import here)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+import zoo
+from zoo.hookspecs import Register
+
+
+class MiniGPTSpec(zoo.ModelSpec):
+    """A GPT-style decoder: pre-norm blocks, learned positions, fused-QKV SDPA attention, KV cache."""
+
+    type: Literal["minigpt"] = "minigpt"
+    protocol = "causal-lm"
+    vocab_size: int = Field(256, gt=0, description="vocabulary size (256 for the byte tokenizer)")
+    d_model: int = Field(128, gt=0, description="embedding width")
+    n_layers: int = Field(4, gt=0, description="transformer blocks")
+    n_heads: int = Field(4, gt=0, description="attention heads (must divide d_model)")
+    max_seq_len: int = Field(256, gt=0, description="context length (positions)")
+    mlp_ratio: float = Field(4.0, gt=0.0, description="MLP hidden width as a multiple of d_model")
+    activation: Literal["gelu", "gelu_tanh", "silu", "relu"] = Field(
+        "gelu", description="MLP activation (gelu_tanh is GPT-2's approximation)"
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings, attention and residuals")
+    norm: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="normalisation layer")
+    norm_eps: float = Field(1e-5, gt=0.0, description="epsilon of the normalisation layers")
+    bias: bool = Field(True, description="biases in linear and LayerNorm layers")
+    tie_weights: bool = Field(True, description="share the token embedding with the output head")
+    padding_idx: int | None = Field(None, ge=0, description="token id whose embedding stays zero (padding)")
+    init_std: float = Field(
+        0.02, gt=0.0, description="std of the normal init; residual projections are scaled by depth"
+    )
+
+    @model_validator(mode="after")
+    def _shapes(self) -> MiniGPTSpec:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.padding_idx is not None and self.padding_idx >= self.vocab_size:
+            raise ValueError(f"padding_idx ({self.padding_idx}) must be below vocab_size ({self.vocab_size})")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def d_ff(self) -> int:
+        return round(self.d_model * self.mlp_ratio)
+
+    def build(self) -> object:
+        from zoo_minigpt.model import MiniGPT
+
+        return MiniGPT(self)
+
+
+@zoo.hookimpl
+def zoo_register_models(register: Register) -> None:
+    register(MiniGPTSpec)

@@ -1,0 +1,137 @@
+"""The generation loop on MiniGPT: cache correctness, padding, stopping, seeds, streaming, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import zoo
+from zoo.cli import main
+from zoo.generation import generate, stream
+from zoo.tokenizers import ByteTokenizer
+
+TOK = ByteTokenizer()
+
+
+@pytest.fixture(scope="module")
+def lm():
+    torch.manual_seed(0)
+    spec = {"type": "minigpt", "vocab_size": 256, "d_model": 48, "n_layers": 2, "n_heads": 4, "max_seq_len": 96}
+    return zoo.build_model(spec).eval()
+
+
+def greedy_without_cache(model, ids, n):
+    ids = torch.tensor([ids])
+    for _ in range(n):
+        logits, _ = model(ids)
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    return ids[0].tolist()
+
+
+def test_greedy_with_cache_equals_greedy_without(lm):
+    prompt = TOK.encode("def main():")
+    out = generate(lm, TOK, [prompt], "greedy", max_new_tokens=40)
+    assert prompt + out.ids[0] == greedy_without_cache(lm, prompt, 40)
+
+
+def test_padding_never_changes_a_sequence(lm):
+    prompts = ["a", "The quick brown fox", "import numpy as np"]
+    batch = generate(lm, TOK, prompts, "greedy", max_new_tokens=30)
+    for i, p in enumerate(prompts):
+        alone = generate(lm, TOK, [p], "greedy", max_new_tokens=30)
+        assert alone.ids[0] == batch.ids[i]
+
+
+def test_padding_never_changes_a_sequence_when_sampling(lm):
+    prompts = ["hi", "a much longer prompt here"]
+    batch = generate(lm, TOK, prompts, {"type": "top-k", "k": 1}, max_new_tokens=20, seed=5)
+    alone = generate(lm, TOK, prompts[1:], {"type": "top-k", "k": 1}, max_new_tokens=20, seed=5)
+    assert batch.ids[1] == alone.ids[0]
+
+
+def test_same_seed_same_text_other_seed_other_text(lm):
+    a = generate(lm, TOK, ["x"], {"type": "sample", "temperature": 1.5}, max_new_tokens=30, seed=1)
+    b = generate(lm, TOK, ["x"], {"type": "sample", "temperature": 1.5}, max_new_tokens=30, seed=1)
+    c = generate(lm, TOK, ["x"], {"type": "sample", "temperature": 1.5}, max_new_tokens=30, seed=2)
+    assert a.ids == b.ids and a.ids != c.ids
+
+
+def test_eos_min_new_tokens_and_stop_strings(lm):
+    first = generate(lm, TOK, ["abc"], "greedy", max_new_tokens=10).ids[0]
+    eos = first[2]
+    out = generate(lm, TOK, ["abc"], "greedy", max_new_tokens=10, eos_ids=[eos])
+    assert out.ids[0] == first[: first.index(eos)] and out.finish_reasons == ["eos"]
+    late = generate(lm, TOK, ["abc"], "greedy", max_new_tokens=10, eos_ids=[eos], min_new_tokens=5)
+    assert len(late.ids[0]) >= 5 and eos not in late.ids[0][:5]
+    text = TOK.decode(first)
+    stop = text[3:5]
+    stopped = generate(lm, TOK, ["abc"], "greedy", max_new_tokens=10, stop=[stop])
+    assert stopped.texts[0] == text[: text.index(stop)] and stopped.finish_reasons == ["stop"]
+
+
+def test_each_sequence_stops_on_its_own(lm):
+    prompts = ["abc", "zzzz zz"]
+    free = generate(lm, TOK, prompts, "greedy", max_new_tokens=12)
+    eos = free.ids[0][1]
+    out = generate(lm, TOK, prompts, "greedy", max_new_tokens=12, eos_ids=[eos])
+    for got, full in zip(out.ids, free.ids, strict=True):
+        assert got == (full[: full.index(eos)] if eos in full else full)
+
+
+def test_streaming_yields_the_same_text(lm):
+    full = generate(lm, TOK, ["stream me"], {"type": "sample"}, max_new_tokens=25, seed=4)
+    pieces = [c.deltas[0] for c in stream(lm, TOK, ["stream me"], {"type": "sample"}, max_new_tokens=25, seed=4)]
+    assert "".join(pieces) == full.texts[0]
+
+
+def test_prompt_longer_than_context_is_a_clear_error(lm):
+    with pytest.raises(
+        zoo.ZooError, match="prompt of 90 tokens \\+ max_new_tokens 10 exceeds the model's context of 96"
+    ):
+        generate(lm, TOK, ["x" * 90], "greedy", max_new_tokens=10)
+
+
+def test_bf16_autocast_generation_on_cpu(lm):
+    rt = zoo.Runtime(device="cpu", precision="bf16-mixed")
+    out = generate(lm, TOK, ["abc", "de"], "greedy", max_new_tokens=8, runtime=rt)
+    assert all(len(ids) == 8 for ids in out.ids)
+
+
+def test_generate_on_a_classifier_is_refused(config):
+    net = zoo.build_model("simplenet-small", config=config)
+    with pytest.raises(zoo.ProtocolError, match="samplers work on causal-lm models; model type 'simplenet'"):
+        generate(net, TOK, ["x"], "greedy")
+
+
+def test_cli_generate_json_and_stream(lm, tmp_path, capsys, root, monkeypatch):
+    monkeypatch.chdir(root)
+    zoo.save(lm, tmp_path / "m", tokenizer=TOK)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one\ntwo two\n")
+    assert (
+        main(["generate", str(tmp_path / "m"), "--prompt-file", str(prompts), "--json", "--max-new-tokens", "5"]) == 0
+    )
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["prompt"] for r in rows] == ["one", "two two"] and all(len(r["ids"]) == 5 for r in rows)
+    args = [
+        "generate",
+        str(tmp_path / "m"),
+        "--prompt",
+        "x",
+        "--sampler",
+        "creative",
+        "--seed",
+        "3",
+        "--set",
+        "samplers.creative.temperature=0.7",
+        "--max-new-tokens",
+        "6",
+    ]
+    assert main([*args, "--stream"]) == 0
+    streamed = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == streamed
+    assert main(["generate", str(tmp_path / "m"), "--prompt", "x" * 200]) == 2
+    assert "exceeds the model's context" in capsys.readouterr().err

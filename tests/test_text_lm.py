@@ -1,0 +1,155 @@
+"""Text corpora, tokenizers and the causal-lm trainer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import zoo
+from zoo.data.text import iter_chunks, sources, tokenize_to_file
+from zoo.runtime import Runtime
+from zoo.tokenizers import BPETokenizerSpec, ByteTokenizer, train_bpe
+
+TINY_LM = {"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 64}
+QUICK = {
+    "type": "causal-lm",
+    "max_steps": 12,
+    "batch_size": 4,
+    "context": 32,
+    "eval_every": 6,
+    "eval_batches": 2,
+    "checkpoint_every": 6,
+    "progress": False,
+    "schedule": {"name": "cosine", "warmup_steps": 2},
+}
+
+
+def test_default_corpus_needs_no_download():
+    (src,) = sources(None)
+    text = next(iter_chunks(src))
+    assert src.path is None and len(text) > 100_000
+
+
+def test_folder_of_txt_files(tmp_path):
+    (tmp_path / "b.txt").write_text("second")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_text("first")
+    (tmp_path / "skip.md").write_text("ignored")
+    assert [s.path.name for s in sources(tmp_path)] == ["b.txt", "a.txt"]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "file is empty"),
+        (b"   \n\n", "file is empty"),
+        (b"text\x00\x01binary", "NUL byte at offset 4: a binary file"),
+        (b"caf\xe9 latin-1", "not valid UTF-8 at byte 3"),
+    ],
+)
+def test_bad_text_files(tmp_path, content, match):
+    path = tmp_path / "f.txt"
+    path.write_bytes(content)
+    with pytest.raises(zoo.DataError, match=match):
+        list(iter_chunks(sources(path)[0]))
+
+
+def test_chunks_never_split_a_character_or_lose_text(tmp_path):
+    text = ("é" * 5 + "x") * 7  # a single huge line of multi-byte characters
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    chunks = list(iter_chunks(sources(path)[0], chunk_bytes=5))
+    assert "".join(chunks) == text and len(chunks) > 3
+
+
+def test_tokens_are_memory_mapped_and_reused(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("hello world\n" * 100)
+    tokens = tokenize_to_file(corpus, ByteTokenizer(), tmp_path / "cache")
+    assert isinstance(tokens, __import__("numpy").memmap) and len(tokens) == 1200
+    stamp = (tmp_path / "cache" / "tokens.bin").stat().st_mtime_ns
+    tokenize_to_file(corpus, ByteTokenizer(), tmp_path / "cache")
+    assert (tmp_path / "cache" / "tokens.bin").stat().st_mtime_ns == stamp
+
+
+def test_bpe_round_trip():
+    tok = train_bpe(BPETokenizerSpec(vocab_size=300), iter(["the cat sat on the mat. " * 50]))
+    ids = tok.encode("the cat sat")
+    assert tok.decode(ids) == "the cat sat" and len(ids) < len("the cat sat")
+    assert tok.vocab_size <= 300 and tok.eos_id is not None
+
+
+def fit_lm(config, out, resume=False, vocab_size=256, **trainer):
+    torch.manual_seed(0)
+    model = zoo.build_model({**TINY_LM, "vocab_size": vocab_size}, config=config)
+    spec = config.spec("trainers", {**QUICK, **trainer})
+    result = spec.build().fit(
+        model,
+        Runtime(device="cpu"),
+        out,
+        resume=resume,
+        save_artifact=lambda p: zoo.save(model, p, config=config, overwrite=True),
+    )
+    return model, result
+
+
+def test_lm_training_lowers_loss_and_saves_tokenizer(config, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    _, result = fit_lm(config, tmp_path / "run", data=str(corpus), max_steps=40, lr=3e-3)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [x["val_loss"] for x in lines if x["split"] == "val"]
+    assert val[-1] < val[0] - 1.0
+    assert result.metrics["val_ppl"] == pytest.approx(torch.tensor(val[-1]).exp().item(), rel=1e-4)
+    loaded = zoo.load(result.artifact, config=config)
+    assert isinstance(loaded.zoo_tokenizer, ByteTokenizer)
+
+
+def test_bpe_trainer_saves_and_restores_its_tokenizer(config, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("zoo models train and sample text quickly. " * 300)
+    _, result = fit_lm(
+        config, tmp_path / "run", data=str(corpus), vocab_size=300, tokenizer={"type": "bpe", "vocab_size": 280}
+    )
+    loaded = zoo.load(result.artifact, config=config)
+    assert loaded.zoo_tokenizer.decode(loaded.zoo_tokenizer.encode("zoo models")) == "zoo models"
+    manifest = json.loads((result.artifact / "manifest.json").read_text())
+    assert manifest["tokenizer"]["type"] == "bpe"
+
+
+def test_lm_resume_is_exact(config, tmp_path, monkeypatch):
+    from zoo.trainers.causal_lm import CausalLMTask
+
+    straight, _ = fit_lm(config, tmp_path / "a")
+    real, calls = CausalLMTask.sample, {"n": 0}
+
+    def crash(self, generator, batch_size):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return real(self, generator, batch_size)
+
+    monkeypatch.setattr(CausalLMTask, "sample", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fit_lm(config, tmp_path / "b")
+    monkeypatch.setattr(CausalLMTask, "sample", real)
+    resumed, _ = fit_lm(config, tmp_path / "b", resume=True)
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_vocab_and_context_mismatches_are_clear(config, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abc " * 1000)
+    with pytest.raises(
+        zoo.DataError,
+        match=r"the tokenizer has 2\d\d tokens but the model's vocab_size is 256; set the model's vocab_size",
+    ):
+        fit_lm(config, tmp_path / "v", data=str(corpus), tokenizer={"type": "bpe", "vocab_size": 300})
+    with pytest.raises(zoo.DataError, match="context 128 exceeds the model's max_seq_len 64"):
+        fit_lm(config, tmp_path / "c", data=str(corpus), context=128)
+    (tmp_path / "short.txt").write_text("too short")
+    with pytest.raises(zoo.DataError, match="fewer than context \\+ 1 = 33"):
+        fit_lm(config, tmp_path / "s", data=str(tmp_path / "short.txt"))

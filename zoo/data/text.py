@@ -1,0 +1,169 @@
+"""Text corpora for language models: a file, a folder of .txt files, or the default corpus.
+
+The default corpus is the English documentation text that ships with every CPython
+(`pydoc_data.topics`), so nothing is downloaded. Token ids are written once to a binary file and
+memory-mapped, so corpora larger than memory train without loading them whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo.errors import DataError
+from zoo.tokenizers import Tokenizer
+
+CHUNK_BYTES = 8 << 20
+DEFAULT_CORPUS = "pydoc_data.topics"
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    path: Path | None  # None: the built-in default corpus
+
+    def fingerprint(self) -> list[Any]:
+        if self.path is None:
+            import sys
+
+            return [self.name, sys.version]
+        stat = self.path.stat()
+        return [str(self.path.resolve()), stat.st_size, stat.st_mtime_ns]
+
+
+def sources(data: str | Path | None) -> list[Source]:
+    """Resolve a data argument: None -> default corpus; a file; a folder -> its .txt files."""
+    if data is None:
+        return [Source(DEFAULT_CORPUS, None)]
+    path = Path(data)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise DataError(f"{path}: folder holds no .txt files")
+        return [Source(str(p), p) for p in files]
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or folder")
+    return [Source(str(path), path)]
+
+
+def default_corpus_text() -> str:
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+def iter_chunks(source: Source, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+    """Decoded text of a source in chunks cut at line ends; bad files raise `DataError`."""
+    if source.path is None:
+        yield default_corpus_text()
+        return
+    path, offset, seen_any = source.path, 0, False
+    with open(path, "rb") as fh:
+        pending = b""
+        while True:
+            block = fh.read(chunk_bytes)
+            data = pending + block
+            if not data:
+                break
+            if block:
+                cut = _safe_cut(data)
+                data, pending = data[:cut], data[cut:]
+            else:
+                pending = b""
+            nul = data.find(b"\x00")
+            if nul >= 0:
+                raise DataError(f"{path}: NUL byte at offset {offset + nul}: a binary file, not text")
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{path}: not valid UTF-8 at byte {offset + err.start}; convert it (e.g. iconv -t utf-8)"
+                ) from None
+            offset += len(data)
+            if text.strip():
+                seen_any = True
+            yield text
+            if not block:
+                break
+    if not seen_any:
+        raise DataError(f"{path}: file is empty (or only whitespace)")
+
+
+def _safe_cut(data: bytes) -> int:
+    """Where to end a chunk: after the last newline, else before a split UTF-8 sequence."""
+    cut = data.rfind(b"\n") + 1
+    if cut:
+        return cut
+    end = len(data)
+    for back in range(1, min(4, end) + 1):
+        byte = data[end - back]
+        if byte < 0x80:  # ASCII: nothing split
+            return end
+        if byte >= 0xC0:  # lead byte: is its sequence complete?
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return end if back >= need else end - back
+    return end
+
+
+def iter_texts(data: str | Path | None) -> Iterator[str]:
+    for source in sources(data):
+        yield from iter_chunks(source)
+
+
+@dataclass
+class TokenData:
+    """Token ids of a corpus (memory-mapped) with a deterministic train/validation split."""
+
+    tokens: np.ndarray
+    val_fraction: float
+
+    @property
+    def boundary(self) -> int:
+        return len(self.tokens) - int(len(self.tokens) * self.val_fraction)
+
+    def train(self) -> np.ndarray:
+        return self.tokens[: self.boundary]
+
+    def val(self) -> np.ndarray:
+        return self.tokens[self.boundary :]
+
+
+def tokenize_to_file(data: str | Path | None, tokenizer: Tokenizer, folder: Path) -> np.ndarray:
+    """Encode every source once into ``folder/tokens.bin`` and memory-map it (reused if unchanged)."""
+    srcs = sources(data)
+    desc = tokenizer.describe() if hasattr(tokenizer, "describe") else {}
+    key = hashlib.sha256(json.dumps([[s.fingerprint() for s in srcs], desc], default=str).encode()).hexdigest()
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+    meta_path, bin_path = folder / "tokens.json", folder / "tokens.bin"
+    if meta_path.exists() and bin_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            return np.memmap(bin_path, dtype=meta["dtype"], mode="r", shape=(meta["n_tokens"],))
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = bin_path.with_suffix(".bin.tmp")
+    n = 0
+    with open(tmp, "wb") as fh:
+        for text in iter_texts(data):
+            ids = np.asarray(tokenizer.encode(text), dtype=dtype)
+            fh.write(ids.tobytes())
+            n += len(ids)
+    if n == 0:
+        tmp.unlink()
+        raise DataError(f"{data or DEFAULT_CORPUS}: no tokens")
+    tmp.replace(bin_path)
+    meta_path.write_text(json.dumps({"key": key, "dtype": np.dtype(dtype).name, "n_tokens": n}))
+    return np.memmap(bin_path, dtype=dtype, mode="r", shape=(n,))
+
+
+def windows(tokens: np.ndarray, starts: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets (B, length) for windows starting at ``starts``."""
+    rows = np.stack([np.asarray(tokens[s : s + length + 1], dtype=np.int64) for s in starts.tolist()])
+    block = torch.from_numpy(rows)
+    return block[:, :-1], block[:, 1:]

@@ -1,0 +1,270 @@
+"""Text generation on any causal LM: prefill once, then one token at a time through a KV cache.
+
+Prompts of different lengths are left-padded with an attention mask, so every sequence decodes
+exactly as it would alone; each stops on its own (EOS ids after ``min_new_tokens``, stop strings,
+or ``max_new_tokens``). Without EOS ids or stop strings the loop never waits on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.errors import ProtocolError, ZooError
+from zoo.lm import is_causal_lm
+from zoo.runtime import Runtime
+
+
+@dataclass
+class Generation:
+    """Result of `generate`: per prompt, the new text, the new ids and why it stopped."""
+
+    texts: list[str]
+    ids: list[list[int]]
+    prompt_ids: list[list[int]]
+    finish_reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StreamChunk:
+    """One decoding step while streaming: the text each sequence added (may be empty)."""
+
+    step: int
+    deltas: list[str]
+    finished: list[bool]
+
+
+def resolve_sampler(sampler: Any, model: nn.Module, config: Any = None) -> Any:
+    """A sampler object from a name, dict, spec, or an object that already has ``select``."""
+    if hasattr(sampler, "select"):
+        return sampler
+    from zoo.api import build_sampler
+
+    return build_sampler(sampler, model=model, config=config)
+
+
+def _check_model(model: nn.Module) -> None:
+    if not is_causal_lm(model):
+        spec = getattr(model, "zoo_spec", None)
+        what = f"model type {spec.type!r} is a {spec.protocol} model" if spec is not None else "this model"
+        raise ProtocolError(f"samplers work on causal-lm models; {what} (no new_cache / max_seq_len)")
+
+
+class Decoder:
+    """One batched decoding run; `steps()` yields the next token of every sequence."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        prompt_ids: Sequence[Sequence[int]],
+        sampler: Any,
+        *,
+        max_new_tokens: int,
+        min_new_tokens: int = 0,
+        eos_ids: Sequence[int] = (),
+        seed: int = 0,
+        runtime: Runtime,
+        pad_id: int = 0,
+    ) -> None:
+        _check_model(model)
+        if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
+            raise ZooError("every prompt needs at least one token")
+        if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
+            raise ZooError(f"need 0 <= min_new_tokens ({min_new_tokens}) <= max_new_tokens ({max_new_tokens}), >= 1")
+        longest = max(len(p) for p in prompt_ids)
+        limit = int(model.max_seq_len)  # type: ignore[arg-type]
+        if longest + max_new_tokens > limit:
+            raise ZooError(
+                f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the model's context "
+                f"of {limit} tokens; shorten the prompt or lower --max-new-tokens"
+            )
+        vocab = int(model.vocab_size)  # type: ignore[arg-type]
+        if any(t < 0 or t >= vocab for p in prompt_ids for t in p):
+            raise ZooError(f"prompt token ids must be in [0, {vocab})")
+        self.model, self.sampler, self.runtime = model, sampler, runtime
+        self.max_new, self.min_new, self.longest = max_new_tokens, min_new_tokens, longest
+        device = runtime.device
+        B = len(prompt_ids)
+        ids = torch.full((B, longest), pad_id, dtype=torch.long)
+        mask = torch.zeros((B, longest + max_new_tokens), dtype=torch.long)
+        for i, p in enumerate(prompt_ids):
+            ids[i, longest - len(p) :] = torch.tensor(p)
+            mask[i, longest - len(p) :] = 1  # generated positions are real tokens too
+        self.padded = any(len(p) != longest for p in prompt_ids)
+        self.ids, self.mask = ids.to(device), mask.to(device)
+        self.eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.seen = torch.zeros((B, vocab), dtype=torch.bool, device=device)
+        self.seen.scatter_(1, self.ids, self.mask[:, :longest].bool())
+
+    def steps(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (next_ids (B,), done (B,) bool) per step, on the device; no host sync here."""
+        model, B, P = self.model, self.ids.shape[0], self.longest
+        mask = self.mask if self.padded else None
+        positions = (self.mask.cumsum(-1) - 1).clamp(min=0)  # (B, P + max_new): left padding aware
+        dtype = self.runtime.autocast_dtype or next(model.parameters()).dtype
+        cache = model.new_cache(B, P + self.max_new, dtype=dtype)  # type: ignore[operator]
+        done = torch.zeros(B, dtype=torch.bool, device=self.ids.device)
+        with self.runtime.inference():
+            logits, cache = model(
+                self.ids, cache, attention_mask=None if mask is None else mask[:, :P], position_ids=positions[:, :P]
+            )
+            for t in range(self.max_new):
+                last = logits[:, -1].float()  # (B, V)
+                if t < self.min_new and self.eos.numel():
+                    last[:, self.eos] = float("-inf")
+                nxt = self.sampler.select(last, self.seen, self.generator)  # (B,)
+                nxt = torch.where(done, torch.zeros_like(nxt), nxt)
+                self.seen.scatter_(1, nxt[:, None], True)
+                if self.eos.numel():
+                    done = done | torch.isin(nxt, self.eos)
+                yield nxt, done
+                if t + 1 == self.max_new:
+                    break
+                pos = P + t
+                logits, cache = model(
+                    nxt[:, None],
+                    cache,
+                    attention_mask=None if mask is None else mask[:, : pos + 1],
+                    position_ids=positions[:, pos : pos + 1],
+                )
+
+
+def _encode(tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+    return [tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
+
+
+def _setup(
+    model: nn.Module, tokenizer: Any, prompts: Any, sampler: Any, runtime: Runtime | None, config: Any
+) -> tuple[list[list[int]], Any, Runtime]:
+    _check_model(model)
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    runtime = runtime or Runtime(device=str(next(model.parameters()).device))
+    model.to(runtime.device).eval()
+    return _encode(tokenizer, prompts), resolve_sampler(sampler, model, config), runtime
+
+
+def stream(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: str | Sequence[str],
+    sampler: str | Mapping[str, Any] | Any = "greedy",
+    *,
+    max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
+    eos_ids: Sequence[int] | None = None,
+    stop: Sequence[str] = (),
+    seed: int = 0,
+    runtime: Runtime | None = None,
+    config: Any = None,
+) -> Iterator[StreamChunk]:
+    """Yield the text each sequence adds at every step (a Python iterator over the decode loop)."""
+    prompt_ids, sampler_obj, runtime = _setup(model, tokenizer, prompts, sampler, runtime, config)
+    eos = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer)
+    decoder = Decoder(
+        model,
+        prompt_ids,
+        sampler_obj,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        eos_ids=eos,
+        seed=seed,
+        runtime=runtime,
+        pad_id=getattr(tokenizer, "pad_id", 0),
+    )
+    B = len(prompt_ids)
+    new: list[list[int]] = [[] for _ in range(B)]
+    shown = [""] * B
+    finished = [False] * B
+    for t, (nxt, done) in enumerate(decoder.steps()):
+        ids, flags = nxt.tolist(), done.tolist()
+        deltas = []
+        for i in range(B):
+            if finished[i]:
+                deltas.append("")
+                continue
+            if flags[i] and ids[i] in eos:
+                finished[i] = True
+            else:
+                new[i].append(ids[i])
+            text = tokenizer.decode(new[i])
+            if stop and any(s in text for s in stop):
+                text = text[: min(text.index(s) for s in stop if s in text)]
+                finished[i] = True
+            last = finished[i] or t + 1 == max_new_tokens
+            safe = text if last else text.rstrip("\ufffd")  # hold back half a UTF-8 character
+            deltas.append(safe[len(shown[i]) :])
+            shown[i] = max(shown[i], safe, key=len)
+        yield StreamChunk(t, deltas, list(finished))
+        if all(finished):
+            return
+
+
+def generate(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: str | Sequence[str] | Sequence[Sequence[int]],
+    sampler: str | Mapping[str, Any] | Any = "greedy",
+    *,
+    max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
+    eos_ids: Sequence[int] | None = None,
+    stop: Sequence[str] = (),
+    seed: int = 0,
+    runtime: Runtime | None = None,
+    config: Any = None,
+) -> Generation:
+    """Generate for a prompt or a batch of prompts; returns text and ids per prompt."""
+    prompt_ids, sampler_obj, runtime = _setup(model, tokenizer, prompts, sampler, runtime, config)
+    eos = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer)
+    decoder = Decoder(
+        model,
+        prompt_ids,
+        sampler_obj,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        eos_ids=eos,
+        seed=seed,
+        runtime=runtime,
+        pad_id=getattr(tokenizer, "pad_id", 0),
+    )
+    B = len(prompt_ids)
+    steps: list[torch.Tensor] = []
+    check_every = 1 if (eos or stop) else 0
+    for nxt, done in decoder.steps():
+        steps.append(nxt)
+        if check_every and bool(done.all()):  # the only host sync: can we stop early?
+            break
+        if stop and len(steps) % 8 == 0 and _all_stopped(tokenizer, steps, stop):
+            break
+    out = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(B)]
+    texts, ids, reasons = [], [], []
+    for row in out:
+        reason = "length"
+        for j, tok in enumerate(row):
+            if tok in eos:
+                row, reason = row[:j], "eos"
+                break
+        text = tokenizer.decode(row)
+        for s in stop:
+            if s in text:
+                text, reason = text[: text.index(s)], "stop"
+        texts.append(text)
+        ids.append(row)
+        reasons.append(reason)
+    return Generation(texts, ids, prompt_ids, reasons)
+
+
+def _all_stopped(tokenizer: Any, steps: list[torch.Tensor], stop: Sequence[str]) -> bool:
+    rows = torch.stack(steps, dim=1).tolist()
+    return all(any(s in tokenizer.decode(r) for s in stop) for r in rows)
+
+
+def _default_eos(tokenizer: Any) -> list[int]:
+    eos = getattr(tokenizer, "eos_id", None)
+    return [eos] if eos is not None else []

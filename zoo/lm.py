@@ -1,0 +1,86 @@
+"""The causal-LM protocol every sampler and the `causal-lm` trainer rely on.
+
+A causal LM is an ``nn.Module`` with
+
+* ``forward(input_ids, cache=None, *, attention_mask=None, position_ids=None) -> (logits, cache)``
+  where ``input_ids`` is (B, T), ``logits`` is (B, T, V) and ``attention_mask`` (B, S) marks real
+  tokens (1) and padding (0) over every position seen so far, cached ones included;
+* ``new_cache(batch_size, max_len, dtype=None) -> cache`` whose ``length`` is the number of
+  positions stored (``dtype``: the autocast dtype when decoding under autocast);
+* ``max_seq_len`` and ``vocab_size`` attributes.
+
+`KVCache` below is a preallocated cache any plugin may use: decoding writes into fixed buffers, so
+each new token costs O(context) and no memory is allocated per token.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@runtime_checkable
+class CausalLM(Protocol):
+    max_seq_len: int
+    vocab_size: int
+
+    def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype | None = None) -> Any: ...
+
+    def __call__(self, input_ids: torch.Tensor, cache: Any = None, **kwargs: Any) -> tuple[torch.Tensor, Any]: ...
+
+
+class KVCache:
+    """Keys and values of every layer in buffers of shape (B, H, max_len, D)."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_heads: int,
+        max_len: int,
+        head_dim: int,
+        *,
+        device: torch.device | str,
+        dtype: torch.dtype,
+    ) -> None:
+        shape = (batch_size, n_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.max_len = max_len
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, H, T, D) after the current length; return all keys/values so far."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; {end} requested")
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        """Called by the model once every layer has stored ``n`` new positions."""
+        self.length += n
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    return callable(getattr(model, "new_cache", None)) and hasattr(model, "max_seq_len")
+
+
+def attention_mask_4d(attention_mask: torch.Tensor | None, q_len: int, past: int, device: torch.device) -> torch.Tensor:
+    """Boolean (B, 1, T, S) mask: causal over past + new positions, padding keys masked out."""
+    total = past + q_len
+    q_pos = torch.arange(past, total, device=device).unsqueeze(1)  # (T, 1)
+    k_pos = torch.arange(total, device=device).unsqueeze(0)  # (1, S)
+    mask = (k_pos <= q_pos)[None, None]  # (1, 1, T, S)
+    if attention_mask is not None:
+        keys = attention_mask[:, None, None, :total].to(torch.bool)  # (B, 1, 1, S)
+        mask = mask & keys
+        # a fully padded query row (left padding) would be all False -> NaN; let it see itself
+        mask = mask | (k_pos == q_pos)[None, None]
+    return mask

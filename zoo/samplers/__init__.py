@@ -1,0 +1,6 @@
+"""The standard decoding strategies. Specs in `specs` (no torch); implementations in `logits`.
+
+Every sampler is an object with ``select(logits, seen, generator) -> next_ids`` where ``logits``
+is (B, V) float32 for the next position, ``seen`` (B, V) bool marks tokens already in each
+sequence (prompt + generated) and ``generator`` is the seeded ``torch.Generator``.
+"""

@@ -1,0 +1,141 @@
+"""Tokenizers: byte-level (the default: nothing to train or download) and BPE trained with HF
+`tokenizers` on the corpus. Specs are pure pydantic; artifacts record which one a model needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from zoo.errors import ArtifactError, DataError
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+    eos_id: int | None
+    pad_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Iterable[int]) -> str: ...
+
+    def save(self, folder: Path) -> dict[str, Any]: ...
+
+
+class ByteTokenizerSpec(BaseModel):
+    """UTF-8 bytes as tokens: vocabulary 256."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["byte"] = "byte"
+
+
+class BPETokenizerSpec(BaseModel):
+    """Byte-level BPE trained on the training corpus with HF `tokenizers`, saved with the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["bpe"] = "bpe"
+    vocab_size: int = Field(1024, ge=260, le=65536, description="vocabulary size including special tokens")
+    min_frequency: int = Field(2, ge=1, description="minimum pair frequency for a merge")
+
+
+TokenizerSpec = Annotated[ByteTokenizerSpec | BPETokenizerSpec, Field(discriminator="type")]
+
+
+class ByteTokenizer:
+    vocab_size = 256
+    eos_id: int | None = None
+    pad_id = 0
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        return self.describe()
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "byte", "vocab_size": 256}
+
+
+SPECIALS = ("<|pad|>", "<|endoftext|>")
+
+
+class HFTokenizer:
+    """A `tokenizers.Tokenizer` (trained BPE, or loaded from a local tokenizer.json)."""
+
+    def __init__(self, tok: Any) -> None:
+        self.tok = tok
+        self.vocab_size = int(tok.get_vocab_size())
+        self.pad_id = tok.token_to_id(SPECIALS[0]) or 0
+        self.eos_id = tok.token_to_id(SPECIALS[1])
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok.encode(text).ids)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tok.encode_batch(texts)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return str(self.tok.decode([int(i) for i in ids], skip_special_tokens=True))
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        self.tok.save(str(folder / "tokenizer.json"))
+        return self.describe()
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "bpe", "vocab_size": self.vocab_size, "file": "tokenizer.json"}
+
+
+def _require_tokenizers() -> Any:
+    try:
+        import tokenizers
+    except ImportError:
+        raise DataError("the BPE tokenizer needs the `tokenizers` package: pip install 'zoo[bpe]'") from None
+    return tokenizers
+
+
+def train_bpe(spec: BPETokenizerSpec, texts: Iterator[str]) -> HFTokenizer:
+    tk = _require_tokenizers()
+    tok = tk.Tokenizer(tk.models.BPE())
+    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        min_frequency=spec.min_frequency,
+        special_tokens=list(SPECIALS),
+        initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return HFTokenizer(tok)
+
+
+def build_tokenizer(spec: ByteTokenizerSpec | BPETokenizerSpec, texts: Iterator[str] | None = None) -> Tokenizer:
+    if isinstance(spec, ByteTokenizerSpec):
+        return ByteTokenizer()
+    if texts is None:
+        raise DataError("a BPE tokenizer must be trained on a corpus")
+    return train_bpe(spec, texts)
+
+
+def load_tokenizer(folder: Path, desc: dict[str, Any]) -> Tokenizer:
+    """Restore the tokenizer an artifact recorded in its manifest."""
+    kind = desc.get("type")
+    if kind == "byte":
+        return ByteTokenizer()
+    if kind in ("bpe", "hf"):
+        path = folder / str(desc.get("file", "tokenizer.json"))
+        if not path.is_file():
+            raise ArtifactError(f"{path}: tokenizer file is missing")
+        tk = _require_tokenizers()
+        try:
+            return HFTokenizer(tk.Tokenizer.from_file(str(path)))
+        except Exception as err:
+            raise ArtifactError(f"{path}: unreadable tokenizer ({err})") from None
+    raise ArtifactError(f"unknown tokenizer type {kind!r} in manifest: {json.dumps(desc)}")

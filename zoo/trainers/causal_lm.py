@@ -1,0 +1,137 @@
+"""The `causal-lm` trainer: next-token prediction on text through the training engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.data.text import TokenData, iter_texts, tokenize_to_file, windows
+from zoo.engine import Batch, FitResult, train
+from zoo.errors import DataError
+from zoo.runtime import Runtime
+from zoo.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
+from zoo.trainers.specs import CausalLMTrainerSpec
+
+IGNORE = -100  # targets never scored (padding)
+EVAL_SEED = 1234  # the same validation windows at every evaluation, independent of training RNG
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over scored targets; logits (B, T, V), targets (B, T)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+
+
+class CausalLMTask:
+    unit = "tokens"
+
+    def __init__(self, data: TokenData, context: int, pad_id: int | None) -> None:
+        self.train_tokens, self.val_tokens = data.train(), data.val()
+        self.context, self.pad_id = context, pad_id
+        for name, split in (("training", self.train_tokens), ("validation", self.val_tokens)):
+            if len(split) < context + 1:
+                raise DataError(
+                    f"the {name} split has {len(split)} tokens, fewer than context + 1 = {context + 1}; "
+                    "use more text, a shorter context, or another val_fraction"
+                )
+
+    def _batch(self, tokens: np.ndarray, generator: torch.Generator, n: int) -> Batch:
+        starts = torch.randint(0, len(tokens) - self.context, (n,), generator=generator)
+        x, y = windows(tokens, starts, self.context)
+        if self.pad_id is not None:
+            y = y.masked_fill(y == self.pad_id, IGNORE)
+        return x, y
+
+    def sample(self, generator: torch.Generator, batch_size: int) -> Batch:
+        return self._batch(self.train_tokens, generator, batch_size)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        x, y = batch
+        logits, _ = model(x)
+        return lm_loss(logits, y)
+
+    def count(self, batch: Batch) -> int:
+        return int(batch[0].numel())
+
+    def evaluate(self, model: nn.Module, runtime: Runtime, batches: int) -> dict[str, float]:
+        g = torch.Generator().manual_seed(EVAL_SEED)
+        losses = []
+        for _ in range(batches):
+            x, y = runtime.to_device(self._batch(self.val_tokens, g, 8))
+            logits, _ = model(x)
+            losses.append(float(lm_loss(logits, y)))
+        loss = sum(losses) / len(losses)
+        return {"val_loss": loss, "val_ppl": float(np.exp(min(loss, 50.0)))}
+
+
+class CausalLMTrainer:
+    def __init__(self, spec: CausalLMTrainerSpec) -> None:
+        self.spec = spec
+
+    def tokenizer(self, data: str | Path | None, folder: Path, resume: bool) -> Tokenizer:
+        """Byte-level, or a BPE trained on the corpus once (a resumed run reuses it)."""
+        saved = folder / "tokenizer.json"
+        if self.spec.tokenizer.type == "bpe" and resume and saved.exists():
+            return load_tokenizer(folder, {"type": "bpe", "file": "tokenizer.json"})
+        tok = build_tokenizer(self.spec.tokenizer, iter_texts(data))
+        if self.spec.tokenizer.type == "bpe":
+            folder.mkdir(parents=True, exist_ok=True)
+            tok.save(folder)
+        return tok
+
+    def fit(
+        self,
+        model: nn.Module,
+        runtime: Runtime,
+        out: str | Path,
+        *,
+        data: str | Path | None = None,
+        resume: bool = False,
+        force: bool = False,
+        run_info: dict[str, Any] | None = None,
+        save_artifact: Any = None,
+    ) -> FitResult:
+        from zoo.engine import prepare_out_dir
+
+        out = Path(out)
+        data = data if data is not None else self.spec.data
+        if runtime.is_main:
+            prepare_out_dir(out, resume=resume, force=force)
+        runtime.dist.barrier()
+        cache = out / "data"
+        tok = self.tokenizer(data, cache, resume) if runtime.is_main else None
+        runtime.dist.barrier()
+        if tok is None:  # other ranks read what rank 0 wrote
+            tok = self.tokenizer(data, cache, True)
+        vocab = int(getattr(model, "vocab_size", 0))
+        if tok.vocab_size > vocab:
+            raise DataError(
+                f"the tokenizer has {tok.vocab_size} tokens but the model's vocab_size is {vocab}; "
+                f"set the model's vocab_size to at least {tok.vocab_size}"
+            )
+        max_len = int(getattr(model, "max_seq_len", 0))
+        context = self.spec.context or max_len
+        if context > max_len:
+            raise DataError(f"context {context} exceeds the model's max_seq_len {max_len}")
+        tokens = tokenize_to_file(data, tok, cache) if runtime.is_main else None
+        runtime.dist.barrier()
+        if tokens is None:
+            tokens = tokenize_to_file(data, tok, cache)
+        pad = tok.pad_id if getattr(tok, "eos_id", None) is not None else None  # byte level has no pad token
+        task = CausalLMTask(TokenData(tokens, self.spec.val_fraction), context, pad)
+        setattr(model, "zoo_tokenizer", tok)  # noqa: B010  (saved with the artifact)
+        return train(
+            model,
+            task,
+            self.spec,
+            runtime,
+            out,
+            resume=resume,
+            prepared=True,
+            run_info=run_info,
+            save_artifact=save_artifact,
+        )
