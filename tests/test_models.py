@@ -15,7 +15,8 @@ REGISTRY = load_config(Path(__file__).resolve().parents[1] / "registry.toml", en
 
 @pytest.mark.parametrize("type_name", sorted(REGISTRY.registry.types("models")))
 def test_every_registered_model(type_name, config):
-    zoo.testing.check_model(type_name, config=config)
+    example = config.registry.entry("models", type_name).spec_cls.example()
+    zoo.testing.check_model(example, config=config)
 
 
 @pytest.mark.parametrize("preset", sorted(REGISTRY.presets["models"]))

@@ -173,6 +173,7 @@ def save(
     entry = config.registry.entry("models", spec.type)
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "zoo_tokenizer", None)
     module = _unwrap(model)
+    spec = spec.artifact_spec(module)
     tensors, aliases = unique_state(module)
     path = Path(path)
     with atomic_dir(path, overwrite=overwrite) as tmp:
@@ -182,9 +183,7 @@ def save(
         if tokenizer is not None:
             (tmp / TOKENIZER_DIR).mkdir()
             tok_desc = tokenizer.save(tmp / TOKENIZER_DIR)
-        extra = getattr(spec, "write_artifact_files", None)
-        if callable(extra):
-            extra(module, tmp)
+        spec.write_artifact_files(module, tmp)
         write_json(
             tmp / MANIFEST_FILE,
             {

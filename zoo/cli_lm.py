@@ -1,4 +1,4 @@
-"""CLI commands for language models: generate, plot."""
+"""CLI commands for language models: generate, plot, export, import."""
 
 from __future__ import annotations
 
@@ -132,7 +132,63 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_hf() -> Any:
+    try:
+        from zoo_hf import convert
+    except ImportError:
+        raise ZooError("this command needs the zoo-hf plugin (and transformers): pip install zoo-hf") from None
+    return convert
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    cfg = load_config(args.registry, args.set or ())
+    import torch
+
+    from zoo.artifacts import load
+
+    model = load(artifact_dir(args.path), config=cfg)
+    convert = _zoo_hf()
+    out = Path(args.out)
+    if model.zoo_spec.type == "minigpt":
+        convert.export_hf(model, out, getattr(model, "zoo_tokenizer", None))
+    elif isinstance(hf := getattr(model, "hf", None), torch.nn.Module):
+        from zoo.artifacts import atomic_dir
+
+        with atomic_dir(out) as tmp:
+            hf.save_pretrained(tmp, safe_serialization=True)
+    else:
+        raise ZooError(f"model type {model.zoo_spec.type!r} has no Hugging Face export; minigpt and hf-* models do")
+    print(f"wrote {out} (loadable with transformers' AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    cfg = load_config(args.registry, args.set or ())
+    if args.as_ != "minigpt":
+        raise ZooError(f"--as {args.as_!r}: only minigpt is supported (from GPT-2 weights)")
+    from zoo.artifacts import save
+    from zoo.tokenizers import load_tokenizer
+
+    model = _zoo_hf().import_gpt2(Path(args.path), cfg)
+    folder = Path(args.path)
+    tokenizer = load_tokenizer(folder, {"type": "bpe"}) if (folder / "tokenizer.json").is_file() else None
+    save(model, args.out, tokenizer=tokenizer, config=cfg, overwrite=args.force)
+    print(f"wrote {args.out} (a minigpt artifact)")
+    return 0
+
+
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("export", parents=[common], help="export a saved model to another format")
+    p.set_defaults(func=cmd_export)
+    p.add_argument("path", help="a run directory or a saved model directory")
+    p.add_argument("--format", choices=["hf"], default="hf")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("import", parents=[common], help="import a Hugging Face GPT-2 directory as a MiniGPT artifact")
+    p.set_defaults(func=cmd_import)
+    p.add_argument("path", help="a local transformers GPT-2 directory")
+    p.add_argument("--as", dest="as_", default="minigpt")
+    p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
     p = sub.add_parser("generate", parents=[common], help="generate text from a trained causal LM")
     p.set_defaults(func=cmd_generate)
     p.add_argument("path", help="a run directory or a saved model directory")

@@ -39,6 +39,19 @@ class ModelSpec(Spec):
 
     kind: ClassVar[Kind] = "models"
     protocol: ClassVar[Protocol] = "classifier"
+    input_kind: ClassVar[Literal["features", "tokens"]] = "features"  # classifiers' input
+
+    @classmethod
+    def example(cls) -> ModelSpec:
+        """A small valid instance, for conformance checks (the defaults, unless overridden)."""
+        return cls.model_validate({})
+
+    def artifact_spec(self, module: Any) -> ModelSpec:
+        """The spec to store in an artifact's spec.json (e.g. with a path resolved inline)."""
+        return self
+
+    def write_artifact_files(self, module: Any, folder: Any) -> None:
+        """Extra files a model family puts in its artifacts (e.g. a transformers config.json)."""
 
 
 class SamplerSpec(Spec):

@@ -33,13 +33,14 @@ def example_batch(spec: ModelSpec, batch: int = 2, seq: int = 8) -> Any:
     import torch
 
     g = torch.Generator().manual_seed(0)
-    if spec.protocol == "classifier":
+    if spec.protocol == "classifier" and spec.input_kind == "features":
         in_features = getattr(spec, "in_features", None)
         if in_features is None:
             raise AssertionError(f"{spec.type}: classifier specs need an in_features field for conformance checks")
         return torch.randn(batch, in_features, generator=g)
-    vocab = int(getattr(spec, "vocab_size", 256))
-    ctx = int(getattr(spec, "max_seq_len", seq))
+    config = getattr(spec, "config", None) or {}
+    vocab = int(getattr(spec, "vocab_size", None) or config.get("vocab_size", 256))
+    ctx = int(getattr(spec, "max_seq_len", None) or seq)
     return torch.randint(0, vocab, (batch, min(seq, ctx)), generator=g)
 
 

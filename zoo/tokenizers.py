@@ -69,11 +69,13 @@ SPECIALS = ("<|pad|>", "<|endoftext|>")
 class HFTokenizer:
     """A `tokenizers.Tokenizer` (trained BPE, or loaded from a local tokenizer.json)."""
 
-    def __init__(self, tok: Any) -> None:
+    def __init__(self, tok: Any, eos_token: str | None = None, pad_token: str | None = None) -> None:
         self.tok = tok
         self.vocab_size = int(tok.get_vocab_size())
-        self.pad_id = tok.token_to_id(SPECIALS[0]) or 0
-        self.eos_id = tok.token_to_id(SPECIALS[1])
+        self.eos_token, self.pad_token = eos_token or SPECIALS[1], pad_token or SPECIALS[0]
+        self.eos_id = tok.token_to_id(self.eos_token)
+        pad = tok.token_to_id(self.pad_token)
+        self.pad_id = pad if pad is not None else (self.eos_id or 0)
 
     def encode(self, text: str) -> list[int]:
         return list(self.tok.encode(text).ids)
@@ -89,7 +91,13 @@ class HFTokenizer:
         return self.describe()
 
     def describe(self) -> dict[str, Any]:
-        return {"type": "bpe", "vocab_size": self.vocab_size, "file": "tokenizer.json"}
+        return {
+            "type": "bpe",
+            "vocab_size": self.vocab_size,
+            "file": "tokenizer.json",
+            "eos_token": self.eos_token,
+            "pad_token": self.pad_token,
+        }
 
 
 def _require_tokenizers() -> Any:
@@ -135,7 +143,7 @@ def load_tokenizer(folder: Path, desc: dict[str, Any]) -> Tokenizer:
             raise ArtifactError(f"{path}: tokenizer file is missing")
         tk = _require_tokenizers()
         try:
-            return HFTokenizer(tk.Tokenizer.from_file(str(path)))
+            return HFTokenizer(tk.Tokenizer.from_file(str(path)), desc.get("eos_token"), desc.get("pad_token"))
         except Exception as err:
             raise ArtifactError(f"{path}: unreadable tokenizer ({err})") from None
     raise ArtifactError(f"unknown tokenizer type {kind!r} in manifest: {json.dumps(desc)}")

@@ -103,10 +103,12 @@ class CausalLMTrainer:
             prepare_out_dir(out, resume=resume, force=force)
         runtime.dist.barrier()
         cache = out / "data"
-        tok = self.tokenizer(data, cache, resume) if runtime.is_main else None
-        runtime.dist.barrier()
-        if tok is None:  # other ranks read what rank 0 wrote
-            tok = self.tokenizer(data, cache, True)
+        tok: Tokenizer | None = getattr(model, "zoo_tokenizer", None)  # a model may bring its own
+        if tok is None:
+            tok = self.tokenizer(data, cache, resume) if runtime.is_main else None
+            runtime.dist.barrier()
+            if tok is None:  # other ranks read what rank 0 wrote
+                tok = self.tokenizer(data, cache, True)
         vocab = int(getattr(model, "vocab_size", 0))
         if tok.vocab_size > vocab:
             raise DataError(

@@ -22,6 +22,10 @@ ACTIVATIONS = {
 }
 
 
+def make_dropout(p: float) -> nn.Module:
+    return nn.Dropout(p) if p > 0 else nn.Identity()  # no dropout kernel at all when off
+
+
 def make_norm(spec: MiniGPTSpec) -> nn.Module:
     if spec.norm == "rmsnorm":
         return nn.RMSNorm(spec.d_model, eps=spec.norm_eps)
@@ -36,7 +40,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(spec.d_model, spec.d_model, bias=spec.bias)
         self.proj.zoo_residual = True  # type: ignore[assignment]
         self.dropout = spec.dropout
-        self.resid_drop = nn.Dropout(spec.dropout)
+        self.resid_drop = make_dropout(spec.dropout)
 
     def forward(
         self, x: torch.Tensor, cache: KVCache | None, mask: torch.Tensor | None, is_causal: bool
@@ -59,7 +63,7 @@ class MLP(nn.Module):
         self.proj = nn.Linear(spec.d_ff, spec.d_model, bias=spec.bias)
         self.proj.zoo_residual = True  # type: ignore[assignment]
         self.act = ACTIVATIONS[spec.activation]
-        self.drop = nn.Dropout(spec.dropout)
+        self.drop = make_dropout(spec.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.proj(self.act(self.fc(x))))
@@ -87,7 +91,7 @@ class MiniGPT(nn.Module):
         self.vocab_size, self.max_seq_len = spec.vocab_size, spec.max_seq_len
         self.tok_emb = nn.Embedding(spec.vocab_size, spec.d_model, padding_idx=spec.padding_idx)
         self.pos_emb = nn.Embedding(spec.max_seq_len, spec.d_model)
-        self.drop = nn.Dropout(spec.dropout)
+        self.drop = make_dropout(spec.dropout)
         self.blocks = nn.ModuleList(Block(spec, i) for i in range(spec.n_layers))
         self.ln_f = make_norm(spec)
         self.head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)

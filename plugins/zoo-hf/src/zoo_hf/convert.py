@@ -1,0 +1,168 @@
+"""MiniGPT <-> GPT-2 weight conversion (`zoo export --format hf`, `zoo import --as minigpt`).
+
+GPT-2's blocks are MiniGPT's with LayerNorm, biases, tied embeddings and Conv1D layers (weights
+stored transposed). Options GPT-2 cannot express are refused with the field to change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.errors import ZooError
+
+ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
+ACT_FROM_HF = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+    "silu": "silu",
+}
+
+
+class ConversionError(ZooError):
+    """The architectures differ in a way the other side cannot represent."""
+
+
+def _check_minigpt(spec: Any) -> None:
+    problems = []
+    if spec.norm != "layernorm":
+        problems.append(f"norm = {spec.norm!r} (GPT-2 uses LayerNorm; set norm = 'layernorm')")
+    if not spec.bias:
+        problems.append("bias = false (GPT-2 has biases in every linear and LayerNorm layer)")
+    if problems:
+        raise ConversionError("this MiniGPT cannot be expressed as GPT-2: " + "; ".join(problems))
+
+
+def gpt2_config(spec: Any) -> Any:
+    from transformers import GPT2Config
+
+    _check_minigpt(spec)
+    return GPT2Config(
+        vocab_size=spec.vocab_size,
+        n_positions=spec.max_seq_len,
+        n_embd=spec.d_model,
+        n_layer=spec.n_layers,
+        n_head=spec.n_heads,
+        n_inner=spec.d_ff,
+        activation_function=ACT_TO_HF[spec.activation],
+        resid_pdrop=spec.dropout,
+        embd_pdrop=spec.dropout,
+        attn_pdrop=spec.dropout,
+        layer_norm_epsilon=spec.norm_eps,
+        tie_word_embeddings=spec.tie_weights,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+
+
+def _pairs(n_layers: int) -> list[tuple[str, str, bool]]:
+    """(minigpt name, gpt2 name, transposed) for every tensor."""
+    pairs = [("tok_emb.weight", "transformer.wte.weight", False), ("pos_emb.weight", "transformer.wpe.weight", False)]
+    for i in range(n_layers):
+        m, h = f"blocks.{i}.", f"transformer.h.{i}."
+        for mine, theirs in (("ln1", "ln_1"), ("ln2", "ln_2")):
+            pairs += [
+                (f"{m}{mine}.weight", f"{h}{theirs}.weight", False),
+                (f"{m}{mine}.bias", f"{h}{theirs}.bias", False),
+            ]
+        for mine, theirs in (
+            ("attn.qkv", "attn.c_attn"),
+            ("attn.proj", "attn.c_proj"),
+            ("mlp.fc", "mlp.c_fc"),
+            ("mlp.proj", "mlp.c_proj"),
+        ):
+            pairs += [
+                (f"{m}{mine}.weight", f"{h}{theirs}.weight", True),
+                (f"{m}{mine}.bias", f"{h}{theirs}.bias", False),
+            ]
+    pairs += [
+        ("ln_f.weight", "transformer.ln_f.weight", False),
+        ("ln_f.bias", "transformer.ln_f.bias", False),
+        ("head.weight", "lm_head.weight", False),
+    ]
+    return pairs
+
+
+def minigpt_to_gpt2(model: Any) -> Any:
+    """A transformers GPT2LMHeadModel with the same weights (fp32, on the CPU)."""
+    from transformers import GPT2LMHeadModel
+
+    spec = model.zoo_spec
+    hf = GPT2LMHeadModel(gpt2_config(spec)).eval()
+    mine = model.state_dict()
+    theirs = {}
+    for m, h, transposed in _pairs(spec.n_layers):
+        t = mine[m].detach().to("cpu", torch.float32)
+        theirs[h] = t.t().contiguous() if transposed else t.clone()
+    missing, unexpected = hf.load_state_dict(theirs, strict=False)
+    leftover = [k for k in missing if not k.endswith("attn.bias") and k != "lm_head.weight"]
+    if leftover or unexpected:
+        raise ConversionError(f"GPT-2 tensors not matched: missing {leftover}, unexpected {unexpected}")
+    return hf
+
+
+def export_hf(model: Any, out: Path, tokenizer: Any = None) -> Path:
+    from zoo.artifacts import atomic_dir
+
+    hf = minigpt_to_gpt2(model)
+    with atomic_dir(out) as tmp:
+        hf.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None and hasattr(tokenizer, "save"):
+            tokenizer.save(tmp)
+    return out
+
+
+def minigpt_spec_from_gpt2(config: Any) -> dict[str, Any]:
+    problems = []
+    act = ACT_FROM_HF.get(config.activation_function)
+    if act is None:
+        problems.append(f"activation_function {config.activation_function!r} has no MiniGPT equivalent")
+    if getattr(config, "scale_attn_by_inverse_layer_idx", False):
+        problems.append("scale_attn_by_inverse_layer_idx = true (MiniGPT scales by 1/sqrt(head_dim) only)")
+    if not getattr(config, "scale_attn_weights", True):
+        problems.append("scale_attn_weights = false")
+    if problems:
+        raise ConversionError("this GPT-2 cannot be expressed as MiniGPT: " + "; ".join(problems))
+    n_inner = config.n_inner or 4 * config.n_embd
+    return {
+        "type": "minigpt",
+        "vocab_size": config.vocab_size,
+        "d_model": config.n_embd,
+        "n_layers": config.n_layer,
+        "n_heads": config.n_head,
+        "max_seq_len": config.n_positions,
+        "mlp_ratio": n_inner / config.n_embd,
+        "activation": act,
+        "dropout": 0.0,
+        "norm": "layernorm",
+        "norm_eps": config.layer_norm_epsilon,
+        "bias": True,
+        "tie_weights": bool(getattr(config, "tie_word_embeddings", True)),
+    }
+
+
+def import_gpt2(folder: Path, config_obj: Any = None) -> Any:
+    """A MiniGPT (built through the registry) carrying the weights of a local GPT-2 directory."""
+    from transformers import AutoConfig, GPT2LMHeadModel
+
+    import zoo
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ConversionError(f"{folder}: no config.json (expected a transformers GPT-2 directory)")
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    if config.model_type != "gpt2":
+        raise ConversionError(f"{folder}: model_type is {config.model_type!r}; only gpt2 converts to MiniGPT")
+    hf = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    model = zoo.build_model(minigpt_spec_from_gpt2(config), config=config_obj)
+    theirs = hf.state_dict()
+    mine = {}
+    for m, h, transposed in _pairs(config.n_layer):
+        t = theirs[h]
+        mine[m] = t.t().contiguous() if transposed else t.clone()
+    model.load_state_dict(mine, strict=True)
+    return model.eval()

@@ -1,0 +1,100 @@
+"""Specs of HF models (no torch or transformers import here: `zoo list` stays fast).
+
+A spec names either an inline ``config`` (any ``model_type`` transformers knows, built with
+random weights) or a local ``path`` (config.json + safetensors, optionally a tokenizer). Nothing
+is ever fetched from the network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+import zoo
+from zoo.hookspecs import Register
+
+
+class _HFSpec(zoo.ModelSpec):
+    config: dict[str, Any] | None = Field(
+        None, description="inline transformers config; must include model_type (e.g. gpt2, llama)"
+    )
+    path: str | None = Field(None, description="local directory with config.json + model.safetensors")
+    attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel")
+    trust_remote_code: ClassVar[bool] = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Any:
+        if (self.config is None) == (self.path is None):
+            raise ValueError("give exactly one of config (inline) or path (a local directory)")
+        if self.config is not None and not isinstance(self.config.get("model_type"), str):
+            raise ValueError('config needs a model_type, e.g. config = { model_type = "gpt2", ... }')
+        return self
+
+    def source(self) -> str:
+        return f"{self.type}.path" if self.path is not None else f"{self.type}.config"
+
+    def local_dir(self) -> Path | None:
+        return Path(self.path).expanduser() if self.path is not None else None
+
+
+TINY_GPT2 = {"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 256, "n_positions": 64}
+
+
+class HFCausalLMSpec(_HFSpec):
+    """A transformers causal LM adapted to zoo's causal-LM protocol (logits + KV cache)."""
+
+    type: Literal["hf-causal-lm"] = "hf-causal-lm"
+    protocol = "causal-lm"
+
+    @classmethod
+    def example(cls) -> HFCausalLMSpec:
+        return cls(config=TINY_GPT2)
+
+    def build(self) -> Any:
+        from zoo_hf.model import build_causal_lm
+
+        return build_causal_lm(self)
+
+    def artifact_spec(self, module: Any) -> HFCausalLMSpec:
+        """Saved artifacts carry the config inline, so they load without the original path."""
+        from zoo_hf.model import inline_config
+
+        return self.model_copy(update={"config": inline_config(module.hf.config), "path": None})
+
+    def write_artifact_files(self, module: Any, folder: Path) -> None:
+        """config.json beside model.safetensors: `from_pretrained` reads the artifact as is."""
+        module.hf.config.save_pretrained(folder)
+
+
+class HFClassifierSpec(_HFSpec):
+    """A transformers sequence classifier: forward(input_ids) -> logits (B, num_labels)."""
+
+    type: Literal["hf-classifier"] = "hf-classifier"
+    protocol = "classifier"
+    input_kind: ClassVar[str] = "tokens"
+    num_labels: int = Field(2, ge=2, description="number of classes")
+
+    @classmethod
+    def example(cls) -> HFClassifierSpec:
+        return cls(config={**TINY_GPT2, "pad_token_id": 0})
+
+    def build(self) -> Any:
+        from zoo_hf.model import build_classifier
+
+        return build_classifier(self)
+
+    def artifact_spec(self, module: Any) -> HFClassifierSpec:
+        from zoo_hf.model import inline_config
+
+        return self.model_copy(update={"config": inline_config(module.hf.config), "path": None})
+
+    def write_artifact_files(self, module: Any, folder: Path) -> None:
+        module.hf.config.save_pretrained(folder)
+
+
+@zoo.hookimpl
+def zoo_register_models(register: Register) -> None:
+    register(HFCausalLMSpec)
+    register(HFClassifierSpec)

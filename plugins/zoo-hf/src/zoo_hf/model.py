@@ -1,0 +1,200 @@
+"""Adapters from transformers models to zoo's protocols, built offline from a config or a local dir.
+
+`HFCausalLM` speaks the causal-LM protocol (``forward(ids, cache, attention_mask, position_ids)
+-> (logits, cache)``, ``new_cache``), so zoo's trainer and samplers run on it unchanged. Both
+adapters expose the wrapped model's own state dict, so an artifact's ``model.safetensors`` has
+the key names ``from_pretrained`` expects.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.errors import SpecError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def _spec_error(spec: Any, message: str) -> SpecError:
+    return SpecError([(spec.source(), message)])
+
+
+def make_config(spec: Any) -> Any:
+    """A transformers config from the spec's inline dict or its local directory; never online."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    folder = spec.local_dir()
+    if folder is not None:
+        if not folder.is_dir():
+            raise _spec_error(spec, f"{folder}: no such directory")
+        if not (folder / "config.json").is_file():
+            raise _spec_error(spec, f"{folder}: no config.json (expected a transformers model directory)")
+        try:
+            return AutoConfig.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise _spec_error(spec, f"{folder}/config.json: {err}") from None
+    values = dict(spec.config)
+    model_type = values.pop("model_type")
+    if model_type not in CONFIG_MAPPING:
+        close = difflib.get_close_matches(model_type, list(CONFIG_MAPPING.keys()), n=3)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise SpecError([(f"{spec.type}.config.model_type", f"transformers knows no model_type {model_type!r}{hint}")])
+    try:
+        config = AutoConfig.for_model(model_type, **values)
+    except (TypeError, ValueError) as err:
+        raise _spec_error(spec, f"transformers rejected the {model_type} config: {err}") from None
+    # GPT-2 style defaults (bos/eos 50256) point outside a small vocabulary: unset, unless given
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(config, key, None)
+        if key not in values and isinstance(value, int) and value >= getattr(config, "vocab_size", value + 1):
+            setattr(config, key, None)
+    return config
+
+
+def inline_config(config: Any) -> dict[str, Any]:
+    """A config as the JSON-able dict an inline spec takes (model_type first)."""
+    values = config.to_diff_dict()
+    values.pop("transformers_version", None)
+    values.pop("architectures", None)
+    values.pop("dtype", None)
+    values.pop("torch_dtype", None)
+    return {"model_type": config.model_type, **values}
+
+
+def _load(auto_cls: Any, spec: Any, **extra: Any) -> Any:
+    config = make_config(spec)
+    for key, value in extra.items():
+        setattr(config, key, value)
+    folder = spec.local_dir()
+    kwargs = {"attn_implementation": spec.attn_implementation}
+    try:
+        if folder is None:
+            return auto_cls.from_config(config, dtype=torch.float32, **kwargs)
+        return auto_cls.from_pretrained(folder, config=config, local_files_only=True, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        raise _spec_error(spec, f"transformers could not build the model: {err}") from None
+
+
+class _HFAdapter(nn.Module):
+    """Exposes the wrapped model's state dict unchanged (no ``hf.`` prefix)."""
+
+    def __init__(self, hf: nn.Module) -> None:
+        super().__init__()
+        self.hf = hf
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return self.hf.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        return self.hf.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+class HFCache:
+    """zoo's cache handle around a transformers cache object (created by the model on prefill)."""
+
+    def __init__(self) -> None:
+        self.hf: Any = None
+
+    @property
+    def length(self) -> int:
+        return int(self.hf.get_seq_length()) if self.hf is not None else 0
+
+
+class HFCausalLM(_HFAdapter):
+    def __init__(self, hf: nn.Module) -> None:
+        super().__init__(hf)
+        config = hf.config
+        self.vocab_size = int(config.vocab_size)
+        self.max_seq_len = int(
+            getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 2048
+        )
+        params = inspect.signature(hf.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.2x
+
+    def new_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> HFCache:
+        return HFCache()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: HFCache | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, HFCache | None]:
+        kwargs: dict[str, Any] = {"attention_mask": attention_mask, "use_cache": cache is not None}
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids.expand(input_ids.shape[0], -1)
+        if cache is not None and cache.hf is not None:
+            kwargs[self._cache_kw] = cache.hf
+        out = self.hf(input_ids=input_ids, **kwargs)
+        if cache is not None:
+            cache.hf = getattr(out, "cache", None) or out.past_key_values
+        return out.logits, cache
+
+
+class HFClassifier(_HFAdapter):
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.hf(input_ids=input_ids).logits  # (B, num_labels)
+
+
+class HFTokenizer:
+    """An AutoTokenizer from a local directory, speaking zoo's tokenizer protocol."""
+
+    def __init__(self, tok: Any) -> None:
+        self.tok = tok
+        self.vocab_size = len(tok)
+        self.eos_id = tok.eos_token_id
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (self.eos_id or 0)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Any) -> str:
+        return str(self.tok.decode([int(i) for i in ids], skip_special_tokens=True))
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        self.tok.backend_tokenizer.save(str(folder / "tokenizer.json"))
+        return {
+            "type": "bpe",
+            "file": "tokenizer.json",
+            "vocab_size": self.vocab_size,
+            "eos_token": self.tok.eos_token,
+            "pad_token": self.tok.pad_token,
+        }
+
+
+def local_tokenizer(spec: Any) -> HFTokenizer | None:
+    folder = spec.local_dir()
+    if folder is None or not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return HFTokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
+    except (OSError, ValueError) as err:
+        raise _spec_error(spec, f"{folder}: tokenizer files present but unreadable ({err})") from None
+
+
+def build_causal_lm(spec: Any) -> HFCausalLM:
+    from transformers import AutoModelForCausalLM
+
+    model = HFCausalLM(_load(AutoModelForCausalLM, spec))
+    tokenizer = local_tokenizer(spec)
+    if tokenizer is not None:
+        model.zoo_tokenizer = tokenizer
+    return model
+
+
+def build_classifier(spec: Any) -> HFClassifier:
+    from transformers import AutoModelForSequenceClassification
+
+    return HFClassifier(_load(AutoModelForSequenceClassification, spec, num_labels=spec.num_labels))
