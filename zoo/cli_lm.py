@@ -142,16 +142,15 @@ def _zoo_hf() -> Any:
 
 def cmd_export(args: argparse.Namespace) -> int:
     cfg = load_config(args.registry, args.set or ())
-    import torch
-
     from zoo.artifacts import load
 
     model = load(artifact_dir(args.path), config=cfg)
     convert = _zoo_hf()
     out = Path(args.out)
+    hf: Any = getattr(model, "hf", None)  # hf-* adapters wrap a transformers model
     if model.zoo_spec.type == "minigpt":
         convert.export_hf(model, out, getattr(model, "zoo_tokenizer", None))
-    elif isinstance(hf := getattr(model, "hf", None), torch.nn.Module):
+    elif hasattr(hf, "save_pretrained"):
         from zoo.artifacts import atomic_dir
 
         with atomic_dir(out) as tmp:
