@@ -137,3 +137,13 @@ def test_third_party_sampler_plugs_in_without_touching_zoo(make_config):
     picks = sampler.select(torch.randn(4, 10), torch.zeros(4, 10, dtype=torch.bool), torch.Generator().manual_seed(0))
     assert picks.shape == (4,)
     assert cfg.registry.entry("samplers", "typical-p").distribution == "typical_plugin"
+
+
+def test_draw_follows_the_distribution():
+    from zoo.samplers.logits import draw
+
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05, 0.0]]).expand(40_000, 5)
+    picks = draw(probs, torch.Generator().manual_seed(0))
+    freq = torch.bincount(picks, minlength=5).float() / len(picks)
+    torch.testing.assert_close(freq, probs[0], atol=0.01, rtol=0)
+    assert freq[4] == 0

@@ -98,8 +98,11 @@ class Decoder:
         self.ids, self.mask = ids.to(device), mask.to(device)
         self.eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
         self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.seen = torch.zeros((B, vocab), dtype=torch.bool, device=device)
-        self.seen.scatter_(1, self.ids, self.mask[:, :longest].bool())
+        # tokens present per sequence, kept only for samplers that ask (repetition penalty)
+        self.track_seen = bool(getattr(sampler, "needs_seen", True))
+        self.seen = torch.zeros((B, vocab if self.track_seen else 1), dtype=torch.bool, device=device)
+        if self.track_seen:
+            self.seen.scatter_(1, self.ids, self.mask[:, :longest].bool())
 
     def steps(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (next_ids (B,), done (B,) bool) per step, on the device; no host sync here."""
@@ -118,10 +121,11 @@ class Decoder:
                 if t < self.min_new and self.eos.numel():
                     last[:, self.eos] = float("-inf")
                 nxt = self.sampler.select(last, self.seen, self.generator)  # (B,)
-                nxt = torch.where(done, torch.zeros_like(nxt), nxt)
-                self.seen.scatter_(1, nxt[:, None], True)
-                if self.eos.numel():
+                if self.eos.numel():  # finished sequences emit padding from now on
+                    nxt = nxt.masked_fill(done, 0)
                     done = done | torch.isin(nxt, self.eos)
+                if self.track_seen:
+                    self.seen.scatter_(1, nxt[:, None], True)
                 yield nxt, done
                 if t + 1 == self.max_new:
                     break

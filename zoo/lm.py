@@ -53,12 +53,14 @@ class KVCache:
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, H, T, D) after the current length; return all keys/values so far."""
-        start, end = self.length, self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions; {end} requested")
-        self.k[layer][:, :, start:end] = k
-        self.v[layer][:, :, start:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        start, n = self.length, k.shape[2]
+        if start + n > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; {start + n} requested")
+        keys, values = self.k[layer], self.v[layer]
+        # narrow + copy_ rather than slice assignment: this runs once per layer per token
+        keys.narrow(2, start, n).copy_(k)
+        values.narrow(2, start, n).copy_(v)
+        return keys.narrow(2, 0, start + n), values.narrow(2, 0, start + n)
 
     def advance(self, n: int) -> None:
         """Called by the model once every layer has stored ``n`` new positions."""
