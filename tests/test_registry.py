@@ -133,6 +133,8 @@ def test_disable_by_config_and_env(make_config):
     assert status["zoo-simplenet"] == "disabled" and status["zoo"] == "loaded"
     cfg = make_config({}, env={"ZOO_DISABLE_PLUGINS": "zoo_simplenet"})
     assert "simplenet" not in cfg.registry.types("models")
+    cfg = make_config({"plugins": {"disable": ["zoo-simplenet"]}}, env={"ZOO_ENABLE_PLUGINS": "zoo-simplenet"})
+    assert "simplenet" in cfg.registry.types("models")
 
 
 def test_presets_of_a_disabled_plugin_stay_unavailable_not_fatal(make_config):

@@ -100,7 +100,7 @@ def test_sampler_given_a_classifier_fails_at_build_time(config):
 class TypicalSpec(zoo.SamplerSpec):
     """A third-party sampler: locally typical sampling."""
 
-    type: Literal["typical-p"] = "typical-p"
+    type: Literal["typical-inline"] = "typical-inline"
     mass: float = zoo.Field(0.9, gt=0, le=1, description="probability mass kept")
 
     def build(self):
@@ -130,13 +130,13 @@ def test_third_party_sampler_plugs_in_without_touching_zoo(make_config):
         register(TypicalSpec)
 
     cfg = make_config(
-        {"samplers": {"typical": {"type": "typical-p", "mass": 0.5}}},
+        {"samplers": {"typical": {"type": "typical-inline", "mass": 0.5}}},
         make_module("typical_plugin", zoo_register_samplers=zoo_register_samplers),
     )
     sampler = zoo.build_sampler("typical", config=cfg)
     picks = sampler.select(torch.randn(4, 10), torch.zeros(4, 10, dtype=torch.bool), torch.Generator().manual_seed(0))
     assert picks.shape == (4,)
-    assert cfg.registry.entry("samplers", "typical-p").distribution == "typical_plugin"
+    assert cfg.registry.entry("samplers", "typical-inline").distribution == "typical_plugin"
 
 
 def test_draw_follows_the_distribution():

@@ -42,11 +42,19 @@ def test_all_errors_are_reported_at_once(tmp_path):
     assert "did you mean 'hidden'?" in text and "did you mean 'models'?" in text
 
 
-def test_unknown_type_suggests_close_matches(make_config):
-    with pytest.raises(
-        zoo.SpecError, match=r"models\.n\.type: unknown model type 'simplnet'; did you mean 'simplenet'"
-    ):
-        make_config({"models": {"n": {"type": "simplnet"}}})
+def test_unknown_type_suggests_close_matches(make_config, capsys, tmp_path):
+    cfg = make_config({"models": {"n": {"type": "simplnet"}, "ok": {"type": "simplenet"}}})
+    assert "ok" in cfg.presets["models"]  # the rest of the file stays usable
+    with pytest.raises(zoo.SpecError, match=r"models\.n: type 'simplnet' is not available: .*did you mean 'simplenet'"):
+        cfg.spec("models", "n")
+    bad = tmp_path / "r.toml"
+    bad.write_text('[models.n]\ntype = "simplnet"\n')
+    from zoo.cli import main
+
+    assert main(["check", str(bad)]) == 2
+    assert "did you mean 'simplenet'" in capsys.readouterr().err
+    with pytest.raises(zoo.SpecError, match=r"models\.x\.type: unknown model type 'simplnet'"):
+        cfg.validate_entry("models", {"type": "simplnet"}, "models.x")
 
 
 def test_unknown_preset_suggests_close_matches(config):

@@ -25,11 +25,12 @@ def default_config() -> Config:
     """
     file = find_registry_file()
     stamp = file.stat().st_mtime_ns if file is not None and file.exists() else None
-    return _cached_config(str(file.resolve()) if file else None, stamp, os.environ.get("ZOO_DISABLE_PLUGINS", ""))
+    switches = (os.environ.get("ZOO_DISABLE_PLUGINS", ""), os.environ.get("ZOO_ENABLE_PLUGINS", ""))
+    return _cached_config(str(file.resolve()) if file else None, stamp, switches)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_config(path: str | None, stamp: int | None, disabled: str) -> Config:
+def _cached_config(path: str | None, stamp: int | None, switches: tuple[str, str]) -> Config:
     return load_config(Path(path) if path else None)
 
 
@@ -73,6 +74,12 @@ def check_protocol(user: TrainerSpec | SamplerSpec, model: Any, *, config: Confi
         raise ProtocolError(
             f"{user.kind[:-1]} type {user.type!r} works on {user.protocol} models, but model type "
             f"{mspec.type!r} is a {mspec.protocol} model"
+        )
+    wanted = getattr(user, "input_kind", mspec.input_kind)
+    if mspec.protocol == "classifier" and mspec.input_kind != wanted:
+        raise ProtocolError(
+            f"{user.kind[:-1]} type {user.type!r} trains classifiers of {wanted}, but model type "
+            f"{mspec.type!r} takes {mspec.input_kind}"
         )
 
 

@@ -22,6 +22,19 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.registry, args.set or ())
 
 
+def spec_ref(text: str) -> str | dict[str, Any]:
+    """A preset or type name, or an inline JSON spec such as '{"type": "minigpt", "d_model": 64}'."""
+    if not text.lstrip().startswith("{"):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ZooError(f"inline spec {text!r} is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ZooError(f"inline spec {text!r} must be a JSON object")
+    return value
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
@@ -180,7 +193,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from zoo.training import train_from_config
 
     result = train_from_config(
-        cfg, args.model, args.trainer, args.out, data=args.data, resume=args.resume, force=args.force
+        cfg,
+        spec_ref(args.model),
+        spec_ref(args.trainer),
+        args.out,
+        data=args.data,
+        resume=args.resume,
+        force=args.force,
     )
     if result is not None:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
@@ -218,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?")
     p.add_argument("--json", action="store_true")
     p = add("train", cmd_train, "train a model with a trainer")
-    p.add_argument("--model", required=True, help="model preset or type")
-    p.add_argument("--trainer", required=True, help="trainer preset or type")
+    p.add_argument("--model", required=True, help="model preset, type, or inline JSON spec")
+    p.add_argument("--trainer", required=True, help="trainer preset, type, or inline JSON spec")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, model)")
     p.add_argument("--data", help="data file or folder (default: the trainer's)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from zoo.cli import spec_ref
 from zoo.config import load_config
 from zoo.errors import DataError, ZooError
 
@@ -42,6 +43,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     tokenizer = getattr(model, "zoo_tokenizer", None) or ByteTokenizer()
     runtime = Runtime(cfg.runtime)
     seed = args.seed if args.seed is not None else cfg.runtime.seed
+    sampler = spec_ref(args.sampler)
     kwargs: dict[str, Any] = {
         "max_new_tokens": args.max_new_tokens,
         "min_new_tokens": args.min_new_tokens,
@@ -54,12 +56,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if len(prompts) != 1 or args.json:
             raise ZooError("--stream prints one prompt's text as it is generated; give one --prompt, no --json")
         sys.stdout.write(prompts[0])
-        for chunk in stream(model, tokenizer, prompts, args.sampler, **kwargs):
+        for chunk in stream(model, tokenizer, prompts, sampler, **kwargs):
             sys.stdout.write(chunk.deltas[0])
             sys.stdout.flush()
         sys.stdout.write("\n")
         return 0
-    result = generate(model, tokenizer, prompts, args.sampler, **kwargs)
+    result = generate(model, tokenizer, prompts, sampler, **kwargs)
     if args.json:
         rows = [
             {"prompt": p, "text": t, "ids": i, "finish_reason": r}

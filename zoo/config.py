@@ -165,11 +165,13 @@ def config_from_dict(
         for name, data in table.items():
             path = f"{kind}.{name}"
             type_name = data.get("type") if isinstance(data, Mapping) else None
-            if isinstance(type_name, str) and type_name not in registry.types(kind):
-                hint = registry.not_loaded_hint()
-                if hint:  # its plugin may simply be off: keep the rest of the file usable
-                    config.unavailable[(kind, name)] = f"type {type_name!r} is not available; {hint}"
-                    continue
+            if isinstance(type_name, str) and type_name not in registry.known(kind):
+                # its plugin may be missing or off here: keep the rest of the file usable, and
+                # report this entry when it is used and in `zoo check`
+                hint = registry.not_loaded_hint() or "is its plugin installed?"
+                unknown = UnknownNameError(f"{kind[:-1]} type", type_name, registry.types(kind), hint=hint)
+                config.unavailable[(kind, name)] = f"type {type_name!r} is not available: {unknown}"
+                continue
             try:
                 config.presets[kind][name] = config.validate_entry(kind, data, path)
             except SpecError as err:

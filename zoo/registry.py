@@ -26,6 +26,7 @@ from zoo.specs import BASES, KINDS, Kind, PluginsSpec, Spec
 
 ENTRY_POINT_GROUP = "zoo"
 DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
+ENABLE_ENV = "ZOO_ENABLE_PLUGINS"  # re-enables, for one run, plugins a registry file disables
 HOOKS: dict[str, Kind] = {f"zoo_register_{kind}": kind for kind in KINDS}
 
 
@@ -55,6 +56,7 @@ class PluginInfo:
     status: Literal["loaded", "disabled", "failed"]
     reason: str = ""
     entries: list[tuple[Kind, str]] = field(default_factory=list)
+    module: str = ""  # the hook module an entry point names, e.g. "zoo_minigpt.hooks"
 
 
 def make_plugin_manager() -> pluggy.PluginManager:
@@ -69,8 +71,8 @@ def normalize(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
-def disabled_from_env(env: Mapping[str, str]) -> set[str]:
-    return {normalize(n) for n in env.get(DISABLE_ENV, "").split(",") if n.strip()}
+def names_from_env(env: Mapping[str, str], key: str) -> set[str]:
+    return {normalize(n) for n in env.get(key, "").split(",") if n.strip()}
 
 
 class Registry:
@@ -88,7 +90,8 @@ class Registry:
         self.plugins: dict[str, PluginInfo] = {}
         self._candidates: dict[Kind, dict[str, list[Entry]]] = {k: {} for k in KINDS}
         env = os.environ if env is None else env
-        self._disabled = {normalize(n) for n in self.settings.disable} | disabled_from_env(env)
+        configured = {normalize(n) for n in self.settings.disable} - names_from_env(env, ENABLE_ENV)
+        self._disabled = configured | names_from_env(env, DISABLE_ENV)
         if entry_points:
             self._load_entry_points()
 
@@ -107,9 +110,9 @@ class Registry:
             except BaseException as err:  # a plugin's import must never take zoo down
                 if isinstance(err, KeyboardInterrupt):
                     raise
-                self._fail(name, dist, version, f"import of {ep.value!r} failed: {_describe(err)}")
+                self._fail(name, dist, version, f"import of {ep.value!r} failed: {_describe(err)}").module = ep.value
                 continue
-            self.add_plugin(module, name=name, distribution=dist, version=version)
+            self.add_plugin(module, name=name, distribution=dist, version=version).module = ep.value
 
     def add_plugin(
         self,
@@ -218,7 +221,11 @@ class Registry:
 
     def not_loaded_hint(self) -> str:
         """Names plugins that failed or are disabled: a missing type may belong to one of them."""
-        off = [f"{p.distribution} ({p.status})" for p in self.plugins.values() if p.status != "loaded"]
+        off = [
+            f"{p.distribution} ({p.status}: {p.reason})" if p.status == "failed" else f"{p.distribution} ({p.status})"
+            for p in self.plugins.values()
+            if p.status != "loaded"
+        ]
         return ("plugins not loaded: " + ", ".join(off)) if off else ""
 
     def distributions(self) -> dict[str, str]:

@@ -66,6 +66,7 @@ class TrainerSpec(Spec):
 
     kind: ClassVar[Kind] = "trainers"
     protocol: ClassVar[Protocol] = "classifier"
+    input_kind: ClassVar[Literal["features", "tokens"]] = "features"  # what its classifiers take
 
 
 BASES: dict[str, type[Spec]] = {"models": ModelSpec, "samplers": SamplerSpec, "trainers": TrainerSpec}

@@ -1,23 +1,30 @@
 """Conformance checks a plugin author runs against their own components.
 
+    # tests/test_conformance.py of a plugin package
     import zoo.testing
 
-    def test_my_model():
-        zoo.testing.check_model("my-type")
+    def test_my_plugin():
+        zoo.testing.check_plugin("my-zoo-plugin")     # every model, sampler and trainer it registers
 
-Each check raises ``AssertionError`` with a message saying what broke. zoo runs them over every
-registered type in its own test suite.
+or one component at a time: `check_model("my-type")`, `check_sampler(...)`, `check_trainer(...)`,
+`check_spec_class(MySpec)`, `check_hook_module("my_plugin.hooks")`. Each raises
+``AssertionError`` saying what broke and how to fix it. zoo runs `check_plugin` over every
+installed distribution in its own test suite.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from zoo.config import Config
-from zoo.specs import ModelSpec, Spec
+from zoo.specs import BASES, ModelSpec, SamplerSpec, Spec, TrainerSpec
 
 Ref = str | Mapping[str, Any] | Spec
 
@@ -28,15 +35,54 @@ def _config(config: Config | None) -> Config:
     return config or default_config()
 
 
+# --------------------------------------------------------------------------- specs and hooks
+
+
+def check_spec_class(spec_cls: type[Spec]) -> None:
+    """Strict pydantic: unknown fields rejected, every field documented, JSON round trip, schema."""
+    base = next((b for b in BASES.values() if issubclass(spec_cls, b)), None)
+    assert base is not None, f"{spec_cls.__name__} must subclass zoo.ModelSpec, SamplerSpec or TrainerSpec"
+    assert spec_cls.model_config.get("extra") == "forbid", f"{spec_cls.__name__}: keep extra='forbid' from the base"
+    annotation = spec_cls.model_fields["type"].annotation
+    assert typing.get_origin(annotation) is typing.Literal, f"{spec_cls.__name__}.type must be a Literal"
+    undocumented = [n for n, f in spec_cls.model_fields.items() if n != "type" and not f.description]
+    assert not undocumented, f"{spec_cls.__name__}: give Field(description=...) to {', '.join(undocumented)}"
+    example = example_spec(spec_cls)
+    again = spec_cls.model_validate_json(example.model_dump_json())
+    assert again == example, f"{spec_cls.__name__}: spec does not survive a JSON round trip"
+    schema = spec_cls.model_json_schema()
+    assert schema.get("additionalProperties") is False, f"{spec_cls.__name__}: schema must forbid extra keys"
+
+
+def example_spec(spec_cls: type[Spec]) -> Spec:
+    maker = getattr(spec_cls, "example", None)
+    return maker() if callable(maker) else spec_cls.model_validate({})
+
+
+def check_hook_module(module: str) -> None:
+    """Importing a plugin's hook module must not import torch or transformers (keeps `zoo list` fast)."""
+    code = (
+        f"import sys, importlib\nimportlib.import_module({module!r})\n"
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, f'imports {heavy} at import time; import them inside build()'\n"
+    )
+    paths = [os.environ.get("PYTHONPATH", ""), *sys.path]  # import it as this process would
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, f"hook module {module}: {res.stderr.strip().splitlines()[-1] if res.stderr else '?'}"
+
+
+# --------------------------------------------------------------------------- models
+
+
 def example_batch(spec: ModelSpec, batch: int = 2, seq: int = 8) -> Any:
-    """A small valid input for a model of this spec: features for classifiers, ids for LMs."""
+    """A small valid input for a model of this spec: features for classifiers, ids otherwise."""
     import torch
 
     g = torch.Generator().manual_seed(0)
     if spec.protocol == "classifier" and spec.input_kind == "features":
         in_features = getattr(spec, "in_features", None)
-        if in_features is None:
-            raise AssertionError(f"{spec.type}: classifier specs need an in_features field for conformance checks")
+        assert in_features is not None, f"{spec.type}: feature classifiers need an in_features field"
         return torch.randn(batch, in_features, generator=g)
     config = getattr(spec, "config", None) or {}
     vocab = int(getattr(spec, "vocab_size", None) or config.get("vocab_size", 256))
@@ -49,18 +95,30 @@ def logits_of(model: Any, x: Any) -> Any:
     return out[0] if isinstance(out, tuple) else out
 
 
-def check_model(ref: Ref, *, config: Config | None = None) -> None:
-    """Build on CPU, forward, backward, one optimizer step, and a save/load round trip."""
+def supported_precisions() -> list[str]:
+    """fp32 everywhere, bf16-mixed on CPU and bf16 GPUs, fp16-mixed on CUDA."""
+    import torch
+
+    found = ["fp32", "bf16-mixed"]
+    if torch.cuda.is_available():
+        found.append("fp16-mixed")
+        if not torch.cuda.is_bf16_supported():
+            found.remove("bf16-mixed")
+    return found
+
+
+def check_model(ref: Ref, *, config: Config | None = None, precisions: list[str] | None = None) -> None:
+    """Build on CPU in fp32, forward, backward, one train step per precision, save/load identity,
+    and for causal LMs the protocol and KV-cache agreement."""
     import torch
 
     from zoo.api import attach, model_spec
     from zoo.artifacts import load, save
+    from zoo.runtime import Runtime
 
     cfg = _config(config)
     spec = model_spec(ref, config=cfg)
-    again = type(spec).model_validate_json(spec.model_dump_json())
-    assert again == spec, f"{spec.type}: spec does not survive a JSON round trip"
-    type(spec).model_json_schema()
+    check_spec_class(type(spec))
     torch.manual_seed(0)
     model = attach(spec.build(), spec)
     assert isinstance(model, torch.nn.Module), f"{spec.type}: build() must return a torch.nn.Module"
@@ -70,20 +128,26 @@ def check_model(ref: Ref, *, config: Config | None = None) -> None:
         f"{spec.type}: build() must return an fp32 model on the CPU (the runtime moves it)"
     )
     x = example_batch(spec)
-    model.train()
-    logits = logits_of(model, x)
-    assert logits.shape[0] == x.shape[0], f"{spec.type}: batch dimension lost, got {tuple(logits.shape)}"
-    assert torch.isfinite(logits).all(), f"{spec.type}: non-finite logits"
-    loss = logits.float().logsumexp(-1).mean()
-    loss.backward()
-    grads = [p.grad for p in params if p.requires_grad]
-    assert any(g is not None and g.abs().sum() > 0 for g in grads), f"{spec.type}: no gradient reached parameters"
-    before = [p.detach().clone() for p in params]
-    torch.optim.SGD(params, lr=0.1).step()
-    assert any(not torch.equal(b, p) for b, p in zip(before, params, strict=True)), (
-        f"{spec.type}: an optimizer step changed nothing"
-    )
-    model.eval()
+    for precision in precisions or supported_precisions():
+        runtime = Runtime(device="auto", precision=precision)
+        model.to(runtime.device).train()
+        scaler = runtime.grad_scaler()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        before = [p.detach().clone() for p in model.parameters()]
+        with runtime.autocast():
+            logits = logits_of(model, runtime.to_device(x))
+        assert logits.shape[0] == x.shape[0], f"{spec.type}: batch dimension lost, got {tuple(logits.shape)}"
+        loss = logits.float().logsumexp(-1).mean()
+        assert torch.isfinite(loss), f"{spec.type}: non-finite output under {precision}"
+        scaler.scale(loss).backward()
+        reached = [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.parameters() if p.requires_grad]
+        assert any(reached), f"{spec.type}: no gradient reached the parameters under {precision}"
+        scaler.step(opt)
+        scaler.update()
+        moved = any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+        assert moved, f"{spec.type}: an optimizer step under {precision} changed nothing"
+        opt.zero_grad(set_to_none=True)
+    model.to("cpu").eval()
     with torch.no_grad():
         expected = logits_of(model, x)
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,3 +156,147 @@ def check_model(ref: Ref, *, config: Config | None = None) -> None:
     with torch.no_grad():
         got = logits_of(loaded, x)
     assert torch.equal(got, expected), f"{spec.type}: save/load changed the outputs"
+    if spec.protocol == "causal-lm":
+        check_causal_lm(model)
+
+
+def check_causal_lm(model: Any, *, atol: float = 1e-4) -> None:
+    """The causal-LM protocol: ``new_cache``, ``(logits, cache)``, incremental == full logits,
+    and left padding (with an attention mask) leaves a sequence's logits unchanged."""
+    import torch
+
+    name = type(model).__name__
+    for attr in ("new_cache", "max_seq_len", "vocab_size"):
+        assert hasattr(model, attr), f"{name}: causal LMs need {attr} (see zoo.lm)"
+    vocab, ctx = int(model.vocab_size), min(int(model.max_seq_len), 12)
+    ids = torch.randint(0, vocab, (2, ctx), generator=torch.Generator().manual_seed(1))
+    model.eval()
+    with torch.no_grad():
+        full, cache = model(ids)
+        assert full.shape == (2, ctx, vocab), f"{name}: logits must be (B, T, vocab), got {tuple(full.shape)}"
+        cache = model.new_cache(2, ctx)
+        half = ctx // 2
+        parts = [model(ids[:, :half], cache)[0]]
+        parts += [model(ids[:, t : t + 1], cache)[0] for t in range(half, ctx)]
+        assert cache.length == ctx, f"{name}: cache.length is {cache.length} after {ctx} tokens"
+        stepped = torch.cat(parts, 1)
+        assert torch.allclose(stepped, full, atol=atol), (
+            f"{name}: logits decoded through the cache differ from a full forward by "
+            f"{(stepped - full).abs().max().item():.2e}"
+        )
+        pad = 3
+        padded = torch.cat([torch.zeros(2, pad, dtype=ids.dtype), ids[:, : ctx - pad]], 1)
+        mask = torch.cat([torch.zeros(2, pad, dtype=torch.long), torch.ones(2, ctx - pad, dtype=torch.long)], 1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out, _ = model(padded, model.new_cache(2, ctx), attention_mask=mask, position_ids=positions)
+        alone, _ = model(ids[:, : ctx - pad])
+        assert torch.allclose(out[:, pad:], alone, atol=atol), f"{name}: left padding changed the logits"
+
+
+# --------------------------------------------------------------------------- samplers
+
+
+def check_sampler(ref: Ref, *, config: Config | None = None) -> None:
+    """Valid ids of shape (B,), never a token whose logit is -inf, the same picks for the same seed."""
+    import torch
+
+    cfg = _config(config)
+    spec = cfg.spec("samplers", ref)
+    assert isinstance(spec, SamplerSpec)
+    check_spec_class(type(spec))
+    sampler = spec.build()
+    assert callable(getattr(sampler, "select", None)), f"{spec.type}: build() must return an object with select()"
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 50, generator=g) * 3
+    logits[:, 40:] = float("-inf")
+    seen = torch.zeros(16, 50, dtype=torch.bool)
+    picks = [sampler.select(logits.clone(), seen, torch.Generator().manual_seed(s)) for s in (7, 7, 8)]
+    first = picks[0]
+    assert first.shape == (16,) and first.dtype == torch.long, f"{spec.type}: select() must return (B,) int64 ids"
+    assert bool(((first >= 0) & (first < 40)).all()), f"{spec.type}: picked a token whose logit is -inf"
+    assert torch.equal(first, picks[1]), f"{spec.type}: the same seed gave different tokens"
+
+
+# --------------------------------------------------------------------------- trainers
+
+
+def _shrunk(spec: TrainerSpec, model_spec: ModelSpec) -> TrainerSpec:
+    small: dict[str, Any] = {
+        "max_steps": 2,
+        "batch_size": 4,
+        "grad_accum": 1,
+        "eval_every": 2,
+        "eval_batches": 1,
+        "log_every": 1,
+        "checkpoint_every": 0,
+        "progress": False,
+    }
+    ctx = getattr(model_spec, "max_seq_len", None)
+    if ctx is not None:
+        small["context"] = min(16, int(ctx))
+    data = spec.model_dump()
+    data.update({k: v for k, v in small.items() if k in type(spec).model_fields})
+    if isinstance(data.get("schedule"), dict):
+        data["schedule"]["warmup_steps"] = 0
+    return type(spec).model_validate(data)
+
+
+def check_trainer(ref: Ref, *, model: Ref | None = None, config: Config | None = None) -> None:
+    """Build, run two steps on a small model of the trainer's protocol, and load the saved model."""
+    from zoo.api import attach, check_protocol, model_spec
+    from zoo.artifacts import load, save
+    from zoo.runtime import Runtime
+
+    cfg = _config(config)
+    spec = cfg.spec("trainers", ref)
+    assert isinstance(spec, TrainerSpec)
+    check_spec_class(type(spec))
+    if model is None:
+        classes: list[type[ModelSpec]] = [e.spec_cls for e in cfg.registry.types("models").values()]  # type: ignore[misc]
+        matching = [
+            c
+            for c in classes
+            if c.protocol == spec.protocol and (spec.protocol != "classifier" or c.input_kind == spec.input_kind)
+        ]
+        assert matching, f"{spec.type}: no registered model speaks {spec.protocol}; pass model=..."
+        mspec: ModelSpec = example_spec(matching[0])  # type: ignore[assignment]
+    else:
+        mspec = model_spec(model, config=cfg)
+    check_protocol(spec, mspec, config=cfg)
+    small = _shrunk(spec, mspec)
+    module = attach(mspec.build(), mspec)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = small.build().fit(
+            module,
+            Runtime(device="cpu"),
+            Path(tmp) / "run",
+            save_artifact=lambda p: save(module, p, config=cfg, overwrite=True),
+        )
+        assert result.steps == 2, f"{spec.type}: ran {result.steps} steps, asked for 2"
+        assert result.artifact is not None, f"{spec.type}: fit() must save the model through save_artifact"
+        load(result.artifact, config=cfg)
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+def check_plugin(distribution: str, *, config: Config | None = None) -> None:
+    """Everything a distribution registers passes its checks; its hook modules import no torch."""
+    from zoo.registry import normalize
+
+    cfg = _config(config)
+    plugins = [p for p in cfg.registry.plugins.values() if normalize(p.distribution) == normalize(distribution)]
+    assert plugins, f"no plugin from distribution {distribution!r} is installed (is its entry point in group 'zoo'?)"
+    for plugin in plugins:
+        assert plugin.status == "loaded", f"{plugin.name} is {plugin.status}: {plugin.reason}"
+        if plugin.module:
+            check_hook_module(plugin.module)
+        for kind, type_name in plugin.entries:
+            entry = cfg.registry.entry(kind, type_name)
+            example = example_spec(entry.spec_cls)
+            if kind == "models":
+                check_model(example, config=cfg)
+            elif kind == "samplers":
+                check_sampler(example, config=cfg)
+            else:
+                check_trainer(example, config=cfg)

@@ -48,6 +48,10 @@ class ClassifierTrainer:
     def __init__(self, spec: ClassifierTrainerSpec) -> None:
         self.spec = spec
 
+    def make_task(self, train_set: Table, val_set: Table) -> ClassificationTask:
+        """The task the engine runs; subclasses change the loss here (see zoo-example)."""
+        return ClassificationTask(train_set, val_set)
+
     def dataset(self, model_spec: Any, data: str | Path | None = None) -> Table:
         """The data a model of this spec trains on, checked against the model's shape."""
         in_features = getattr(model_spec, "in_features", None)
@@ -88,7 +92,7 @@ class ClassifierTrainer:
 
         table = self.dataset(spec_of(model), data)
         train_set, val_set = table.split(self.spec.val_fraction, seed=runtime.seed)
-        task = ClassificationTask(train_set, val_set)
+        task = self.make_task(train_set, val_set)
         result = train(
             model,
             task,

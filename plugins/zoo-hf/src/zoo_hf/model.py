@@ -48,15 +48,16 @@ def make_config(spec: Any) -> Any:
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise SpecError([(f"{spec.type}.config.model_type", f"transformers knows no model_type {model_type!r}{hint}")])
     try:
-        config = AutoConfig.for_model(model_type, **values)
+        # defaults such as GPT-2's bos/eos 50256 point outside a small vocabulary: unset those
+        defaults = CONFIG_MAPPING[model_type]()
+        vocab = values.get("vocab_size", getattr(defaults, "vocab_size", None))
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(defaults, key, None)
+            if key not in values and isinstance(vocab, int) and isinstance(value, int) and value >= vocab:
+                values[key] = None
+        return AutoConfig.for_model(model_type, **values)
     except (TypeError, ValueError) as err:
         raise _spec_error(spec, f"transformers rejected the {model_type} config: {err}") from None
-    # GPT-2 style defaults (bos/eos 50256) point outside a small vocabulary: unset, unless given
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        value = getattr(config, key, None)
-        if key not in values and isinstance(value, int) and value >= getattr(config, "vocab_size", value + 1):
-            setattr(config, key, None)
-    return config
 
 
 def inline_config(config: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The registry loop: every registered model passes the conformance checks."""
+"""Every model preset in registry.toml builds (on the meta device: cheap even for GPT-2 size)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,18 @@ from pathlib import Path
 import pytest
 
 import zoo
-import zoo.testing
 from zoo.config import load_config
 
 REGISTRY = load_config(Path(__file__).resolve().parents[1] / "registry.toml", env={})
-
-
-@pytest.mark.parametrize("type_name", sorted(REGISTRY.registry.types("models")))
-def test_every_registered_model(type_name, config):
-    example = config.registry.entry("models", type_name).spec_cls.example()
-    zoo.testing.check_model(example, config=config)
 
 
 @pytest.mark.parametrize("preset", sorted(REGISTRY.presets["models"]))
 def test_every_model_preset_builds_on_meta(preset, config):
     estimate = zoo.parameter_estimate(config.presets["models"][preset])
     assert estimate["parameters"] > 0
+
+
+@pytest.mark.parametrize("kind", ["samplers", "trainers"])
+def test_every_sampler_and_trainer_preset_builds(kind, config):
+    for name in config.presets[kind]:
+        assert config.spec(kind, name).build() is not None
