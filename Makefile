@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 
-.PHONY: setup demo test lint bench bench-quality clean
+.PHONY: setup demo test test-slow lint bench clean
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: setup
 
 test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
+
+test-slow: setup
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m slow
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py

@@ -11,3 +11,58 @@ def make_module(name: str, **attrs: object) -> types.ModuleType:
     for key, value in attrs.items():
         setattr(module, key, value)
     return module
+
+
+GOOD = '''
+from typing import Literal
+import zoo
+
+class Spec(zoo.ModelSpec):
+    """A fake model."""
+    type: Literal["{type}"] = "{type}"
+    in_features: int = zoo.Field(4, gt=0, description="inputs")
+
+    def build(self):
+        import torch
+        return torch.nn.Linear(self.in_features, 2)
+
+@zoo.hookimpl
+def zoo_register_models(register):
+    register(Spec)
+'''
+HOOK = "import zoo\n\n@zoo.hookimpl\ndef zoo_register_models(register):\n    {body}\n"
+BROKEN = {
+    "import": "raise ImportError('needs a package that is not installed')\n",
+    "hook": HOOK.format(body="raise RuntimeError('hook exploded')"),
+    "spec": HOOK.format(body="register(dict)"),
+}
+
+
+def fake_plugin_site(site, n: int = 50) -> dict[str, list[int]]:
+    """Write n installed fake plugin distributions (dist-info + module) into ``site``.
+
+    35 good ones, then 5 whose import fails, 4 whose hook raises, 3 registering an invalid spec
+    class, and 3 registering a type that plugin 0 already has. Returns the indices per group.
+    """
+    groups = {
+        "good": list(range(0, 35)),
+        "import": list(range(35, 40)),
+        "hook": list(range(40, 44)),
+        "spec": list(range(44, 47)),
+        "duplicate": list(range(47, n)),
+    }
+    site.mkdir(parents=True, exist_ok=True)
+    for group, indices in groups.items():
+        for i in indices:
+            if group == "good":
+                code = GOOD.replace("{type}", f"fake-{i}")
+            elif group == "duplicate":
+                code = GOOD.replace("{type}", "fake-0")
+            else:
+                code = BROKEN[group]
+            (site / f"fakeplug_{i}.py").write_text(code)
+            info = site / f"fakeplug_{i}-1.{i}.dist-info"
+            info.mkdir()
+            (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakeplug-{i}\nVersion: 1.{i}\n")
+            (info / "entry_points.txt").write_text(f"[zoo]\nfake = fakeplug_{i}\n")
+    return groups

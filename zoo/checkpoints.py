@@ -33,6 +33,15 @@ class TrainState:
     extra: dict[str, Any]
 
 
+def clean_stale(out: Path) -> None:
+    """Remove what a killed process left half-written: temporary and replaced directories."""
+    for folder in (out, out / "checkpoints"):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
+                    shutil.rmtree(p, ignore_errors=True)
+
+
 def checkpoint_dirs(root: Path) -> list[Path]:
     if not root.is_dir():
         return []

@@ -54,8 +54,13 @@ def cmd_list(args: argparse.Namespace) -> int:
             },
             "presets": {name: spec.type for name, spec in cfg.presets[kind].items()},
         }
+    from zoo.registry import conflict_message
+
+    conflicts = [conflict_message(c) for c in cfg.registry.conflicts()]
+    for message in conflicts:
+        print(f"conflict: {message}", file=sys.stderr)
     if args.json:
-        _print_json(data)
+        _print_json({**data, "conflicts": conflicts})
         return EXIT_OK
     for kind_name, block in data.items():
         print(f"{kind_name}:")
@@ -65,10 +70,6 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  {name:<24} preset  -> {type_name}")
         if not block["types"] and not block["presets"]:
             print("  (none)")
-    for conflict in cfg.registry.conflicts():
-        from zoo.registry import conflict_message
-
-        print(f"conflict: {conflict_message(conflict)}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -13,6 +13,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from zoo import checkpoints
-from zoo.errors import TrainingError
+from zoo.errors import ArtifactError, TrainingError
 from zoo.runtime import Runtime
 from zoo.trainers.optim import build_optimizer, lr_factor
 from zoo.trainers.specs import EngineSpec
@@ -53,6 +54,26 @@ class FitResult:
     steps: int
     metrics: dict[str, float] = field(default_factory=dict)
     artifact: Path | None = None
+
+
+@contextlib.contextmanager
+def run_directory(out: Path, *, resume: bool, force: bool, runtime: Runtime) -> Iterator[None]:
+    """Prepare ``out`` for a run (on the main process) and clean up after a failed start.
+
+    If this run created the directory and fails before writing its first checkpoint (bad data,
+    a wrong setting), the directory is removed again: nothing half-made stays behind, and the
+    next try needs no --force. Anything with a checkpoint in it is kept.
+    """
+    created = not (out.is_dir() and any(out.iterdir())) or (force and not resume)
+    if runtime.is_main:
+        prepare_out_dir(out, resume=resume, force=force)
+    runtime.dist.barrier()
+    try:
+        yield
+    except Exception:
+        if runtime.is_main and created and checkpoints.latest(out / "checkpoints") is None:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
@@ -105,22 +126,19 @@ def train(
     out: str | Path,
     *,
     resume: bool = False,
-    force: bool = False,
-    prepared: bool = False,
     run_info: dict[str, Any] | None = None,
     save_artifact: Any = None,
 ) -> FitResult:
     """Run ``spec.max_steps`` optimizer steps of ``task`` on ``model``, writing under ``out``.
 
-    ``prepared`` says the trainer already checked ``out`` with `prepare_out_dir` (and may have
-    written its data cache there).
+    ``out`` was prepared by the trainer with `run_directory`; with ``resume`` the latest complete
+    checkpoint there (if any) is restored first.
     """
     out = Path(out)
     main = runtime.is_main
-    if main and not prepared:
-        prepare_out_dir(out, resume=resume, force=force)
-    runtime.dist.barrier()
     ckpt_root = out / "checkpoints"
+    if main:
+        checkpoints.clean_stale(out)
     info = json.loads(json.dumps(run_info or {}, default=str))
     _check_run_info(out / "run.json", info, resume=resume, write=main)
 
@@ -221,7 +239,12 @@ def train(
                     bar.write(_table_row(step, metrics))
             if (spec.checkpoint_every and step % spec.checkpoint_every == 0) or step == spec.max_steps:
                 if main:
-                    checkpoints.save_checkpoint(ckpt_root, state, spec.keep_checkpoints)
+                    try:
+                        checkpoints.save_checkpoint(ckpt_root, state, spec.keep_checkpoints)
+                    except ArtifactError as err:
+                        raise TrainingError(
+                            f"checkpoint at step {step} could not be written ({err}); " + _last_good(ckpt_root)
+                        ) from None
                 runtime.dist.barrier()
     finally:
         bar.close()

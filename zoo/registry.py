@@ -98,7 +98,8 @@ class Registry:
     # ------------------------------------------------------------------ loading
 
     def _load_entry_points(self) -> None:
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        found = metadata.entry_points(group=ENTRY_POINT_GROUP)
+        for ep in sorted(found, key=lambda e: (e.dist.name if e.dist is not None else "", e.name)):
             dist = ep.dist.name if ep.dist is not None else "unknown"
             version = ep.dist.version if ep.dist is not None else "0"
             name = f"{dist}:{ep.name}"
@@ -252,7 +253,7 @@ def spec_type_name(spec_cls: Any, kind: Kind) -> str:
 
 
 def conflict_message(cands: Iterable[Entry]) -> str:
-    cands = list(cands)
+    cands = sorted(cands, key=lambda e: normalize(e.distribution))
     first = cands[0]
     who = " and ".join(f"{e.distribution} {e.version}" for e in cands)
     return (

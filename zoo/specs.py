@@ -167,7 +167,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     parts = [p.strip() for p in key.split(".")]
     if not sep or len(parts) < 2 or not all(parts):
-        raise SpecError([("", f"--set {text!r}: expected PATH=VALUE, e.g. runtime.seed=3")])
+        raise SpecError([("--set", f"{text!r}: expected PATH=VALUE, e.g. runtime.seed=3")])
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:

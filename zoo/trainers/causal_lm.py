@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.data.text import TokenData, iter_texts, tokenize_to_file, windows
-from zoo.engine import Batch, FitResult, train
+from zoo.engine import Batch, FitResult, run_directory, train
 from zoo.errors import DataError
 from zoo.runtime import Runtime
 from zoo.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
@@ -95,19 +95,23 @@ class CausalLMTrainer:
         run_info: dict[str, Any] | None = None,
         save_artifact: Any = None,
     ) -> FitResult:
-        from zoo.engine import prepare_out_dir
-
         out = Path(out)
         data = data if data is not None else self.spec.data
-        if runtime.is_main:
-            prepare_out_dir(out, resume=resume, force=force)
-        runtime.dist.barrier()
-        cache = out / "data"
+        with run_directory(out, resume=resume, force=force, runtime=runtime):
+            task = self.task(model, runtime, data, out / "data", resume)
+            return train(
+                model, task, self.spec, runtime, out, resume=resume, run_info=run_info, save_artifact=save_artifact
+            )
+
+    def task(
+        self, model: nn.Module, runtime: Runtime, data: str | Path | None, cache: Path, resume: bool
+    ) -> CausalLMTask:
+        """Tokenizer and token data (rank 0 writes the cache in ``cache``, the others read it)."""
         tok: Tokenizer | None = getattr(model, "zoo_tokenizer", None)  # a model may bring its own
         if tok is None:
             tok = self.tokenizer(data, cache, resume) if runtime.is_main else None
             runtime.dist.barrier()
-            if tok is None:  # other ranks read what rank 0 wrote
+            if tok is None:
                 tok = self.tokenizer(data, cache, True)
         vocab = int(getattr(model, "vocab_size", 0))
         if tok.vocab_size > vocab:
@@ -124,16 +128,5 @@ class CausalLMTrainer:
         if tokens is None:
             tokens = tokenize_to_file(data, tok, cache)
         pad = tok.pad_id if getattr(tok, "eos_id", None) is not None else None  # byte level has no pad token
-        task = CausalLMTask(TokenData(tokens, self.spec.val_fraction), context, pad)
         setattr(model, "zoo_tokenizer", tok)  # noqa: B010  (saved with the artifact)
-        return train(
-            model,
-            task,
-            self.spec,
-            runtime,
-            out,
-            resume=resume,
-            prepared=True,
-            run_info=run_info,
-            save_artifact=save_artifact,
-        )
+        return CausalLMTask(TokenData(tokens, self.spec.val_fraction), context, pad)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.data.tabular import Table, load_table, synthetic
-from zoo.engine import Batch, FitResult, train
+from zoo.engine import Batch, FitResult, run_directory, train
 from zoo.errors import DataError
 from zoo.runtime import Runtime
 from zoo.trainers.specs import ClassifierTrainerSpec
@@ -93,17 +93,11 @@ class ClassifierTrainer:
         table = self.dataset(spec_of(model), data)
         train_set, val_set = table.split(self.spec.val_fraction, seed=runtime.seed)
         task = self.make_task(train_set, val_set)
-        result = train(
-            model,
-            task,
-            self.spec,
-            runtime,
-            out,
-            resume=resume,
-            force=force,
-            run_info=run_info,
-            save_artifact=save_artifact,
-        )
+        out = Path(out)
+        with run_directory(out, resume=resume, force=force, runtime=runtime):
+            result = train(
+                model, task, self.spec, runtime, out, resume=resume, run_info=run_info, save_artifact=save_artifact
+            )
         if table.ceiling is not None:
             result.metrics["reachable_accuracy"] = table.ceiling
         return result
