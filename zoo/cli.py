@@ -183,7 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc and args.nproc > 1:
         from zoo.launch import relaunch_with_torchrun
 
-        return relaunch_with_torchrun(args.nproc, sys.argv[1:])
+        return relaunch_with_torchrun(args.nproc, args.argv)
     overrides = list(args.set or [])
     for flag in ("device", "precision", "seed"):
         if getattr(args, flag) is not None:
@@ -193,16 +193,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.registry, overrides)
     from zoo.training import train_from_config
 
-    result = train_from_config(
-        cfg,
-        spec_ref(args.model),
-        spec_ref(args.trainer),
-        args.out,
-        data=args.data,
-        resume=args.resume,
-        force=args.force,
-    )
-    if result is not None:
+    from zoo import distributed
+
+    try:
+        result = train_from_config(
+            cfg,
+            spec_ref(args.model),
+            spec_ref(args.trainer),
+            args.out,
+            data=args.data,
+            resume=args.resume,
+            force=args.force,
+        )
+    finally:
+        distributed.shutdown()
+    if distributed.rank() == 0:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
         print(f"done: {result.steps} steps; {shown}; model saved to {result.artifact}")
     return EXIT_OK
@@ -263,6 +268,7 @@ def _extra_commands() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         code: int = args.func(args)
         return code

@@ -78,6 +78,11 @@ def setup(mode: str, device: torch.device) -> DistInfo:
     return DistInfo(resolved, dist.get_rank(), dist.get_world_size())
 
 
+def rank() -> int:
+    """This process's rank (0 outside torchrun), valid before and after the process group."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -217,6 +217,8 @@ def train(
             if step % spec.log_every == 0 or step == spec.max_steps:
                 elapsed = time.perf_counter() - window_start
                 n = spec.log_every if step % spec.log_every == 0 else (step % spec.log_every)
+                # every rank logs the same mean over all ranks' micro-batches (a collective)
+                window_loss = float(runtime.dist.all_reduce_mean(torch.tensor(window_loss)))
                 record: dict[str, Any] = {
                     "step": step,
                     "split": "train",
