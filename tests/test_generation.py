@@ -135,3 +135,26 @@ def test_cli_generate_json_and_stream(lm, tmp_path, capsys, root, monkeypatch):
     assert capsys.readouterr().out == streamed
     assert main(["generate", str(tmp_path / "m"), "--prompt", "x" * 200]) == 2
     assert "exceeds the model's context" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("prompts", [["def main():"], ["a", "The quick brown fox", "x = 1"]])
+def test_static_decoding_equals_dynamic(lm, prompts):
+    for sampler in ("greedy", {"type": "top-p", "p": 0.8}):
+        dynamic = generate(lm, TOK, prompts, sampler, max_new_tokens=24, seed=3)
+        static = generate(lm, TOK, prompts, sampler, max_new_tokens=24, seed=3, static=True)
+        assert static.ids == dynamic.ids
+
+
+def test_compiled_static_decoding_on_cpu():
+    torch.manual_seed(0)
+    tiny = zoo.build_model(
+        {"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 48}
+    ).eval()
+    compiled = generate(tiny, TOK, ["ab", "abcdef"], "greedy", max_new_tokens=12, compile=True)
+    assert compiled.ids == generate(tiny, TOK, ["ab", "abcdef"], "greedy", max_new_tokens=12).ids
+
+
+def test_static_decoding_needs_a_decode_step(config):
+    hf = zoo.build_model("hf-gpt2-tiny", config=config)
+    with pytest.raises(zoo.ZooError, match="has no decode_step for static decoding"):
+        generate(hf, TOK, ["x"], "greedy", max_new_tokens=2, static=True)

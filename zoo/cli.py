@@ -191,9 +191,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.compile:
         overrides.append("runtime.compile=true")
     cfg = load_config(args.registry, overrides)
-    from zoo.training import train_from_config
-
     from zoo import distributed
+    from zoo.training import train_from_config
 
     try:
         result = train_from_config(

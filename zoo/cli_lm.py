@@ -51,6 +51,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "seed": seed,
         "runtime": runtime,
         "config": cfg,
+        "static": args.static,
+        "compile": args.compile,
     }
     if args.stream:
         if len(prompts) != 1 or args.json:
@@ -202,6 +204,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="sampling seed (default: runtime.seed)")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--static", action="store_true", help="decode with static shapes (the model's decode_step)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the static decode step (slow first call)")
     p.add_argument("--device")
     p.add_argument("--precision")
     p = sub.add_parser("plot", parents=[common], help="plot a run's loss curves to loss.png")

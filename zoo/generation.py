@@ -69,8 +69,16 @@ class Decoder:
         seed: int = 0,
         runtime: Runtime,
         pad_id: int = 0,
+        static: bool = False,
+        compile: bool = False,
     ) -> None:
+        """``static`` decodes through the model's ``decode_step`` (fixed shapes, whole-cache mask);
+        ``compile`` additionally wraps that step in ``torch.compile`` (implies static)."""
         _check_model(model)
+        static = static or compile
+        if static and not callable(getattr(model, "decode_step", None)):
+            raise ZooError(f"{type(model).__name__} has no decode_step for static decoding; use static=False")
+        self.static, self.compile = static, compile
         if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
             raise ZooError("every prompt needs at least one token")
         if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
@@ -112,6 +120,8 @@ class Decoder:
         dtype = self.runtime.autocast_dtype or next(model.parameters()).dtype
         cache = model.new_cache(B, P + self.max_new, dtype=dtype)  # type: ignore[operator]
         done = torch.zeros(B, dtype=torch.bool, device=self.ids.device)
+        step = self._static_step() if self.static else None
+        cache_positions = torch.arange(P, P + self.max_new, device=self.ids.device)
         with self.runtime.inference():
             logits, cache = model(
                 self.ids, cache, attention_mask=None if mask is None else mask[:, :P], position_ids=positions[:, :P]
@@ -130,12 +140,24 @@ class Decoder:
                 if t + 1 == self.max_new:
                     break
                 pos = P + t
+                if step is not None:
+                    logits = step(
+                        nxt[:, None], cache, self.mask, positions[:, pos : pos + 1], cache_positions[t : t + 1]
+                    )
+                    cache.advance(1)
+                    continue
                 logits, cache = model(
                     nxt[:, None],
                     cache,
                     attention_mask=None if mask is None else mask[:, : pos + 1],
                     position_ids=positions[:, pos : pos + 1],
                 )
+
+    def _static_step(self) -> Any:
+        step: Any = getattr(self.model, "decode_step")  # noqa: B009  (checked callable in __init__)
+        if self.compile:
+            step = torch.compile(step, fullgraph=True, dynamic=False)
+        return step
 
 
 def _encode(tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
@@ -153,6 +175,39 @@ def _setup(
     return _encode(tokenizer, prompts), resolve_sampler(sampler, model, config), runtime
 
 
+def _decoder(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Any,
+    sampler: Any,
+    runtime: Runtime | None,
+    config: Any,
+    max_new_tokens: int,
+    min_new_tokens: int,
+    eos_ids: Sequence[int] | None,
+    seed: int,
+    static: bool,
+    compile: bool,
+) -> tuple[Decoder, list[list[int]], list[int]]:
+    """What `generate` and `stream` share: encode, resolve the sampler, and set up the loop."""
+    prompt_ids, sampler_obj, runtime = _setup(model, tokenizer, prompts, sampler, runtime, config)
+    eos = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer)
+    decoder = Decoder(
+        model,
+        prompt_ids,
+        sampler_obj,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        eos_ids=eos,
+        seed=seed,
+        runtime=runtime,
+        pad_id=getattr(tokenizer, "pad_id", 0),
+        static=static,
+        compile=compile,
+    )
+    return decoder, prompt_ids, eos
+
+
 def stream(
     model: nn.Module,
     tokenizer: Any,
@@ -166,20 +221,23 @@ def stream(
     seed: int = 0,
     runtime: Runtime | None = None,
     config: Any = None,
+    static: bool = False,
+    compile: bool = False,
 ) -> Iterator[StreamChunk]:
     """Yield the text each sequence adds at every step (a Python iterator over the decode loop)."""
-    prompt_ids, sampler_obj, runtime = _setup(model, tokenizer, prompts, sampler, runtime, config)
-    eos = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer)
-    decoder = Decoder(
+    decoder, prompt_ids, eos = _decoder(
         model,
-        prompt_ids,
-        sampler_obj,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens,
-        eos_ids=eos,
-        seed=seed,
-        runtime=runtime,
-        pad_id=getattr(tokenizer, "pad_id", 0),
+        tokenizer,
+        prompts,
+        sampler,
+        runtime,
+        config,
+        max_new_tokens,
+        min_new_tokens,
+        eos_ids,
+        seed,
+        static,
+        compile,
     )
     B = len(prompt_ids)
     new: list[list[int]] = [[] for _ in range(B)]
@@ -222,20 +280,23 @@ def generate(
     seed: int = 0,
     runtime: Runtime | None = None,
     config: Any = None,
+    static: bool = False,
+    compile: bool = False,
 ) -> Generation:
     """Generate for a prompt or a batch of prompts; returns text and ids per prompt."""
-    prompt_ids, sampler_obj, runtime = _setup(model, tokenizer, prompts, sampler, runtime, config)
-    eos = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer)
-    decoder = Decoder(
+    decoder, prompt_ids, eos = _decoder(
         model,
-        prompt_ids,
-        sampler_obj,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens,
-        eos_ids=eos,
-        seed=seed,
-        runtime=runtime,
-        pad_id=getattr(tokenizer, "pad_id", 0),
+        tokenizer,
+        prompts,
+        sampler,
+        runtime,
+        config,
+        max_new_tokens,
+        min_new_tokens,
+        eos_ids,
+        seed,
+        static,
+        compile,
     )
     B = len(prompt_ids)
     steps: list[torch.Tensor] = []

@@ -9,6 +9,10 @@ A causal LM is an ``nn.Module`` with
   positions stored (``dtype``: the autocast dtype when decoding under autocast);
 * ``max_seq_len`` and ``vocab_size`` attributes.
 
+A model may also offer ``decode_step(input_ids, cache, attention_mask, position_ids,
+cache_position) -> logits``: one step with static shapes (a full-length mask, a position tensor),
+which the decoding loop can compile or capture as a CUDA graph (``Decoder(static=True)``).
+
 `KVCache` below is a preallocated cache any plugin may use: decoding writes into fixed buffers, so
 each new token costs O(context) and no memory is allocated per token.
 """
@@ -61,6 +65,16 @@ class KVCache:
         keys.narrow(2, start, n).copy_(k)
         values.narrow(2, start, n).copy_(v)
         return keys.narrow(2, 0, start + n), values.narrow(2, 0, start + n)
+
+    def write_at(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Static-shape update for compiled / graph-captured decoding: store k, v (B, H, T, D) at
+        ``positions`` (T,) and return the whole buffers (B, H, max_len, D); the caller masks the
+        positions not yet written. No Python integer changes from step to step."""
+        self.k[layer].index_copy_(2, positions, k)
+        self.v[layer].index_copy_(2, positions, v)
+        return self.k[layer], self.v[layer]
 
     def advance(self, n: int) -> None:
         """Called by the model once every layer has stored ``n`` new positions."""

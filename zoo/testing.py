@@ -191,6 +191,15 @@ def check_causal_lm(model: Any, *, atol: float = 1e-4) -> None:
         out, _ = model(padded, model.new_cache(2, ctx), attention_mask=mask, position_ids=positions)
         alone, _ = model(ids[:, : ctx - pad])
         assert torch.allclose(out[:, pad:], alone, atol=atol), f"{name}: left padding changed the logits"
+        if callable(getattr(model, "decode_step", None)):  # the static path agrees with the dynamic one
+            cache = model.new_cache(2, ctx)
+            model(ids[:, :half], cache)
+            full_mask = torch.ones(2, ctx, dtype=torch.long)
+            static = [
+                model.decode_step(ids[:, t : t + 1], cache, full_mask, torch.full((2, 1), t), torch.tensor([t]))
+                for t in range(half, ctx)
+            ]
+            assert torch.allclose(torch.cat(static, 1), full[:, half:], atol=atol), f"{name}: decode_step disagrees"
 
 
 # --------------------------------------------------------------------------- samplers

@@ -43,11 +43,19 @@ class Attention(nn.Module):
         self.resid_drop = make_dropout(spec.dropout)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None, mask: torch.Tensor | None, is_causal: bool
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache_position: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
-        if cache is not None:
+        if cache is not None and cache_position is not None:  # static shapes: whole buffers, masked
+            k, v = cache.write_at(self.layer, k, v, cache_position)  # (B, H, max_len, D)
+            q = q.to(k.dtype)
+        elif cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, H, S, D), S = past + T
             q = q.to(k.dtype)
         dropout = self.dropout if self.training else 0.0
@@ -78,9 +86,14 @@ class Block(nn.Module):
         self.ln2, self.mlp = make_norm(spec), MLP(spec)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None, mask: torch.Tensor | None, is_causal: bool
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache_position: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), cache, mask, is_causal)
+        x = x + self.attn(self.ln1(x), cache, mask, is_causal, cache_position)
         return x + self.mlp(self.ln2(x))
 
 
@@ -154,3 +167,25 @@ class MiniGPT(nn.Module):
             cache.advance(T)
         logits = self.head(self.ln_f(x))  # (B, T, V)
         return logits, cache
+
+    def decode_step(
+        self,
+        input_ids: torch.Tensor,
+        cache: KVCache,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache_position: torch.Tensor,
+    ) -> torch.Tensor:
+        """One token per sequence with static shapes, for torch.compile / CUDA graphs.
+
+        ``attention_mask`` (B, max_len) marks real tokens over the whole cache; ``cache_position``
+        (1,) is where this token goes. Keys past it are masked, so nothing depends on a Python
+        integer that changes per step. The caller advances ``cache.length`` afterwards.
+        """
+        x = self.tok_emb(input_ids) + self.pos_emb(position_ids)  # (B, 1, C)
+        key_pos = torch.arange(cache.max_len, device=input_ids.device)
+        visible = attention_mask.bool() & (key_pos <= cache_position)  # (B, max_len)
+        mask = visible[:, None, None, :]  # (B, 1, 1, max_len)
+        for block in self.blocks:
+            x = block(x, cache, mask, False, cache_position)
+        return self.head(self.ln_f(x))  # (B, 1, V)
