@@ -15,14 +15,39 @@ import torch
 from zoo.artifacts import read_tensors
 
 MODEL = {"type": "minigpt", "vocab_size": 256, "d_model": 64, "n_layers": 2, "n_heads": 2, "max_seq_len": 64}
-TRAINER = {"type": "causal-lm", "max_steps": 10, "batch_size": 8, "context": 32, "eval_every": 5, "eval_batches": 1,
-           "log_every": 5, "checkpoint_every": 5, "progress": False, "grad_clip": 1.0,
-           "schedule": {"name": "cosine", "warmup_steps": 2}}
+TRAINER = {
+    "type": "causal-lm",
+    "max_steps": 10,
+    "batch_size": 8,
+    "context": 32,
+    "eval_every": 5,
+    "eval_batches": 1,
+    "log_every": 5,
+    "checkpoint_every": 5,
+    "progress": False,
+    "grad_clip": 1.0,
+    "schedule": {"name": "cosine", "warmup_steps": 2},
+}
 
 
 def train(out: Path, corpus: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "zoo", "train", "--model", json.dumps(MODEL), "--trainer", json.dumps(TRAINER),
-           "--data", str(corpus), "--out", str(out), "--device", "cpu", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "zoo",
+        "train",
+        "--model",
+        json.dumps(MODEL),
+        "--trainer",
+        json.dumps(TRAINER),
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     return res
@@ -71,3 +96,17 @@ def test_ddp_run_resumes_exactly(runs, corpus, tmp_path):
     train(out, corpus, "--nproc", "2", "--resume")
     resumed, straight = weights(out), weights(runs["ddp"])
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+def test_fsdp_two_processes_equal_one(runs, corpus, tmp_path):
+    """FSDP (fully_shard per block) on gloo: same weights as one process, exact resume."""
+    out = tmp_path / "fsdp"
+    train(out, corpus, "--nproc", "2", "--set", "runtime.distributed=fsdp")
+    single, fsdp = weights(runs["single"]), weights(out)
+    for k in single:
+        torch.testing.assert_close(fsdp[k], single[k], atol=2e-5, rtol=1e-4)
+    shutil.rmtree(out / "checkpoints" / "step-00000010")
+    shutil.rmtree(out / "model")
+    train(out, corpus, "--nproc", "2", "--set", "runtime.distributed=fsdp", "--resume")
+    resumed = weights(out)
+    assert all(torch.equal(resumed[k], fsdp[k]) for k in fsdp)

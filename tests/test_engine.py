@@ -171,3 +171,14 @@ def test_wrong_protocol_fails_at_build_time(config):
         zoo.ProtocolError, match="'lm-x' works on causal-lm models, but model type 'simplenet' is a classifier"
     ):
         zoo.api.check_protocol(LMTrainerSpec(), "simplenet-small", config=config)
+
+
+def test_fused_adamw_when_asked_and_on_cuda_by_default(config):
+    from zoo.trainers.optim import build_optimizer
+    from zoo.trainers.specs import OptimizerSpec
+
+    model = zoo.build_model(MODEL, config=config)
+    cpu = torch.device("cpu")
+    assert not build_optimizer(OptimizerSpec(), model, 1e-3, cpu).defaults["fused"]  # auto: CUDA only
+    fused = build_optimizer(OptimizerSpec(fused=True), model, 1e-3, cpu)  # torch has a fused CPU AdamW too
+    assert fused.defaults["fused"] is True

@@ -37,7 +37,7 @@ def fit(config, out, *, resume=False, **trainer):
         Runtime(device="cpu"),
         out,
         resume=resume,
-        save_artifact=lambda p: zoo.save(model, p, config=config, overwrite=True),
+        save_artifact=lambda p, trained: zoo.save(trained, p, config=config, overwrite=True),
     )
     return model, result
 

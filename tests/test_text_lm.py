@@ -90,7 +90,7 @@ def fit_lm(config, out, resume=False, vocab_size=256, **trainer):
         Runtime(device="cpu"),
         out,
         resume=resume,
-        save_artifact=lambda p: zoo.save(model, p, config=config, overwrite=True),
+        save_artifact=lambda p, trained: zoo.save(trained, p, config=config, overwrite=True),
     )
     return model, result
 

@@ -99,11 +99,16 @@ def sha256_file(path: Path) -> str:
 
 
 def unique_state(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """State dict without duplicates: tied tensors are stored once, the others recorded as aliases."""
+    """A module's state dict without duplicates (see `dedupe`)."""
+    return dedupe(module.state_dict())
+
+
+def dedupe(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tied tensors are stored once, the other names recorded as aliases (safetensors needs it)."""
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
-    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
-    for name, tensor in module.state_dict().items():
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, tensor in state.items():
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
         if tensor.numel() and key in seen:
             aliases[name] = seen[key]
@@ -130,11 +135,22 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def load_into(module: nn.Module, tensors: Mapping[str, torch.Tensor], aliases: Mapping[str, str], where: str) -> None:
     """Load tensors, first checking that names and shapes match; list every difference."""
-    expected = module.state_dict()
+    full = expand(tensors, aliases)
+    check_tensors(module.state_dict(), full, where)
+    module.load_state_dict(full, strict=True)
+
+
+def expand(tensors: Mapping[str, torch.Tensor], aliases: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """Undo `dedupe`: every alias name gets its tensor back."""
     full = dict(tensors)
     for alias, target in aliases.items():
         if target in full:
             full[alias] = full[target]
+    return full
+
+
+def check_tensors(expected: Mapping[str, torch.Tensor], full: Mapping[str, torch.Tensor], where: str) -> None:
+    """Names and shapes must match the model's; the error lists missing, unexpected, mis-shaped."""
     missing = [n for n in expected if n not in full]
     unexpected = [n for n in full if n not in expected]
     misshaped = [
@@ -149,7 +165,6 @@ def load_into(module: nn.Module, tensors: Mapping[str, torch.Tensor], aliases: M
             problems.append(f"{label}: {shown}")
     if problems:
         raise ArtifactError(f"{where}: tensors do not match the spec; " + "; ".join(problems))
-    module.load_state_dict(full, strict=True)
 
 
 # --------------------------------------------------------------------------- save / load

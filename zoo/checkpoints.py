@@ -15,7 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.artifacts import atomic_dir, load_into, read_json, read_tensors, unique_state, write_json, write_tensors
+from zoo.artifacts import (
+    atomic_dir,
+    check_tensors,
+    dedupe,
+    expand,
+    read_json,
+    read_tensors,
+    write_json,
+    write_tensors,
+)
+from zoo.distributed import DistInfo
 from zoo.errors import ArtifactError
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -54,10 +64,14 @@ def latest(root: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def save_checkpoint(root: Path, state: TrainState, keep: int) -> Path:
+def save_checkpoint(root: Path, state: TrainState, keep: int, dist: DistInfo) -> Path | None:
+    """Gather the full state (a collective under FSDP) and write it on rank 0; returns its path there."""
+    model_state, optim_state = dist.full_state(state.model, state.optimizer)
+    if dist.rank != 0:
+        return None
     path = root / f"step-{state.step:08d}"
-    model_tensors, aliases = unique_state(state.model)
-    opt_tensors, opt_meta = _flatten_optimizer(state.optimizer)
+    model_tensors, aliases = dedupe(model_state)
+    opt_tensors, opt_meta = _flatten_optimizer(optim_state)
     rng = {"torch_cpu": torch.get_rng_state(), "data": state.data_rng.get_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng.update({f"torch_cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
@@ -80,12 +94,15 @@ def save_checkpoint(root: Path, state: TrainState, keep: int) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, state: TrainState) -> None:
-    """Restore ``state`` in place from a checkpoint directory."""
+def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None) -> None:
+    """Restore ``state`` in place from a checkpoint directory (every rank reads it)."""
+    dist = dist or DistInfo("none")
     meta = read_json(path / "state.json")
     try:
-        load_into(state.model, read_tensors(path / "model.safetensors"), meta["aliases"], str(path))
-        _restore_optimizer(state.optimizer, read_tensors(path / "optimizer.safetensors"), meta["optimizer"])
+        full = expand(read_tensors(path / "model.safetensors"), meta["aliases"])
+        check_tensors(state.model.state_dict(), full, str(path))
+        optim = _unflatten_optimizer(read_tensors(path / "optimizer.safetensors"), meta["optimizer"])
+        dist.load_full_state(state.model, state.optimizer, full, optim)
         rng = read_tensors(path / "rng.safetensors")
         if meta["scaler"]:
             state.scaler.load_state_dict(meta["scaler"])
@@ -100,26 +117,31 @@ def load_checkpoint(path: Path, state: TrainState) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
+SEP = "/"  # between a parameter key (an index, or a dotted name under FSDP) and a state name
+
+
+def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for idx, pstate in sd["state"].items():
         for key, value in pstate.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{idx}.{key}"] = value.detach().to("cpu").contiguous()
+                tensors[f"{idx}{SEP}{key}"] = value.detach().to("cpu").contiguous()
             else:
                 scalars.setdefault(str(idx), {})[key] = value
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    def key(idx: str) -> int | str:
+        return int(idx) if idx.isdigit() else idx
+
+    state: dict[int | str, dict[str, Any]] = {}
     for name, value in tensors.items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
+        idx, _, field = name.rpartition(SEP)
+        state.setdefault(key(idx), {})[field] = value
     for idx, values in meta["scalars"].items():
-        state.setdefault(int(idx), {}).update(values)
+        state.setdefault(key(idx), {}).update(values)
     groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
-    opt.load_state_dict({"state": state, "param_groups": groups})
+    return {"state": state, "param_groups": groups}

@@ -43,6 +43,65 @@ class DistInfo:
             return model
         return model
 
+    def full_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Unsharded model and optimizer state dicts (a collective under FSDP: call on every rank;
+        only rank 0 then holds the tensors)."""
+        if self.mode != "fsdp":
+            return model.state_dict(), optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return (
+            get_model_state_dict(model, options=options),
+            get_optimizer_state_dict(model, optimizer, options=options),
+        )
+
+    def load_full_state(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        model_state: dict[str, Any],
+        optim_state: dict[str, Any],
+    ) -> None:
+        """Load unsharded state dicts (every rank passes the same full dicts)."""
+        if self.mode != "fsdp":
+            model.load_state_dict(model_state, strict=True)
+            optimizer.load_state_dict(optim_state)
+            return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(model, model_state, options=options)
+        set_optimizer_state_dict(model, optimizer, optim_state, options=options)
+
+    def gathered(self, model: nn.Module) -> nn.Module | None:
+        """The trained model as one plain module on rank 0 (a collective under FSDP); ``model``
+        itself without sharding, None on the other ranks under FSDP."""
+        if self.mode != "fsdp":
+            return model
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.rank != 0:
+            return None
+        spec = getattr(model, "zoo_spec", None)
+        if spec is None:
+            raise RuntimeConfigError("FSDP training needs a model built by zoo (it is rebuilt from its spec to save)")
+        plain: nn.Module = spec.build()
+        plain.load_state_dict(state, strict=True)
+        for attr in ("zoo_spec", "zoo_tokenizer"):
+            if hasattr(model, attr):
+                setattr(plain, attr, getattr(model, attr))
+        return plain
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()

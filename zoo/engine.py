@@ -13,7 +13,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -127,7 +127,7 @@ def train(
     *,
     resume: bool = False,
     run_info: dict[str, Any] | None = None,
-    save_artifact: Any = None,
+    save_artifact: Callable[[Path, nn.Module], Path] | None = None,
 ) -> FitResult:
     """Run ``spec.max_steps`` optimizer steps of ``task`` on ``model``, writing under ``out``.
 
@@ -152,7 +152,7 @@ def train(
     log = MetricsLog(out / "metrics.jsonl", main)
     last = checkpoints.latest(ckpt_root) if resume else None
     if last is not None:
-        checkpoints.load_checkpoint(last, state)
+        checkpoints.load_checkpoint(last, state, runtime.dist)
         log.truncate_after(state.step)
         if main:
             print(f"resuming from {last} (step {state.step})", file=sys.stderr)
@@ -193,7 +193,8 @@ def train(
                     scaler.scale(loss / spec.grad_accum).backward()
                 step_loss += value / spec.grad_accum
             scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # DTensor under FSDP
             if not math.isfinite(grad_norm) and not scaler.is_enabled():
                 raise TrainingError(
                     f"non-finite gradient at step {step + 1} in {_bad_grads(model, optimizer)}; "
@@ -240,19 +241,20 @@ def train(
                 if main:
                     bar.write(_table_row(step, metrics))
             if (spec.checkpoint_every and step % spec.checkpoint_every == 0) or step == spec.max_steps:
-                if main:
-                    try:
-                        checkpoints.save_checkpoint(ckpt_root, state, spec.keep_checkpoints)
-                    except ArtifactError as err:
-                        raise TrainingError(
-                            f"checkpoint at step {step} could not be written ({err}); " + _last_good(ckpt_root)
-                        ) from None
+                try:  # every rank: gathering a sharded state is a collective; rank 0 writes
+                    checkpoints.save_checkpoint(ckpt_root, state, spec.keep_checkpoints, runtime.dist)
+                except ArtifactError as err:
+                    raise TrainingError(
+                        f"checkpoint at step {step} could not be written ({err}); " + _last_good(ckpt_root)
+                    ) from None
                 runtime.dist.barrier()
     finally:
         bar.close()
     artifact = None
-    if main and save_artifact is not None:
-        artifact = save_artifact(out / "model")
+    if save_artifact is not None:
+        final = runtime.dist.gathered(model)
+        if main and final is not None:
+            artifact = save_artifact(out / "model", final)
     runtime.dist.barrier()
     return FitResult(out, step, metrics, artifact)
 

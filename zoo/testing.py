@@ -279,7 +279,7 @@ def check_trainer(ref: Ref, *, model: Ref | None = None, config: Config | None =
             module,
             Runtime(device="cpu"),
             Path(tmp) / "run",
-            save_artifact=lambda p: save(module, p, config=cfg, overwrite=True),
+            save_artifact=lambda p, trained: save(trained, p, config=cfg, overwrite=True),
         )
         assert result.steps == 2, f"{spec.type}: ran {result.steps} steps, asked for 2"
         assert result.artifact is not None, f"{spec.type}: fit() must save the model through save_artifact"

@@ -37,8 +37,8 @@ def train_from_config(
         "data": str(data) if data is not None else None,
     }
 
-    def save_artifact(path: Path) -> Path:
-        return save(module, path, overwrite=True, config=cfg)
+    def save_artifact(path: Path, trained: Any) -> Path:
+        return save(trained, path, overwrite=True, config=cfg)
 
     result: FitResult = tspec.build().fit(
         module, runtime, out, data=data, resume=resume, force=force, run_info=run_info, save_artifact=save_artifact

@@ -22,7 +22,7 @@ def build_optimizer(spec: OptimizerSpec, model: nn.Module, lr: float, device: to
     groups = [g for g in groups if g["params"]]
     if spec.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=spec.momentum)
-    fused = spec.fused and device.type == "cuda"
+    fused = device.type == "cuda" if spec.fused is None else spec.fused
     cls = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
     return cls(groups, lr=lr, betas=spec.betas, eps=spec.eps, fused=fused or None)
 

@@ -20,7 +20,7 @@ class OptimizerSpec(BaseModel):
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam moment decay rates, each in [0, 1)")
     eps: float = Field(1e-8, gt=0.0, description="Adam denominator epsilon")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
-    fused: bool = Field(False, description="use the fused Adam/AdamW kernel (CUDA; ignored elsewhere)")
+    fused: bool | None = Field(None, description="fused Adam/AdamW kernel; null: on CUDA, where it is fastest")
     decay_norms_and_biases: bool = Field(
         False, description="apply weight decay to 1-D parameters (norm gains, biases) too"
     )
