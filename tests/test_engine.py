@@ -182,3 +182,16 @@ def test_fused_adamw_when_asked_and_on_cuda_by_default(config):
     assert not build_optimizer(OptimizerSpec(), model, 1e-3, cpu).defaults["fused"]  # auto: CUDA only
     fused = build_optimizer(OptimizerSpec(fused=True), model, 1e-3, cpu)  # torch has a fused CPU AdamW too
     assert fused.defaults["fused"] is True
+
+
+def test_runtime_compile_trains_and_saves_the_plain_model(config, tmp_path):
+    torch.manual_seed(0)
+    model = zoo.build_model({"type": "simplenet", "in_features": 8, "hidden": [16], "num_classes": 3}, config=config)
+    spec = ClassifierTrainerSpec(max_steps=3, batch_size=16, progress=False)
+    runtime = Runtime(device="cpu", compile=True)
+    result = spec.build().fit(
+        model, runtime, tmp_path / "r", save_artifact=lambda p, m: zoo.save(m, p, config=config, overwrite=True)
+    )
+    loaded = zoo.load(result.artifact, config=config)  # keys without torch.compile's _orig_mod prefix
+    x = torch.randn(4, 8)
+    assert torch.equal(loaded(x), model.eval()(x))

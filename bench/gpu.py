@@ -1,0 +1,232 @@
+"""The GPU check and benchmark, one prepared script for the lent GPU machine (fits in 6 minutes).
+
+    python bench/gpu.py              # on a CUDA machine: GPT-2-small shape, bf16
+    python bench/gpu.py --dry-run    # anywhere: tiny shapes on the CPU (CI runs this)
+
+Measures side by side in one run: training tokens/s and MFU (nanoGPT's 6N + 12*L*H*Q*T FLOPs per
+token against 989 TFLOP/s dense bf16) and peak memory for MiniGPT (eager, torch.compile) and HF
+GPT2LMHeadModel (eager, torch.compile); an fp16-mixed GradScaler run; batch-1 greedy decoding
+(32-token prompt, 256 new tokens, warm) through zoo's loop (dynamic cache, static step, static
+step captured as a CUDA graph) and HF generate(). Writes bench/results/gpu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, print_table, write_result
+
+import zoo
+from zoo.generation import generate
+from zoo.tokenizers import ByteTokenizer
+
+PEAK_BF16 = 989e12  # H100/H200 dense bf16 FLOP/s
+GPT2 = {"vocab_size": 50304, "d_model": 768, "n_layers": 12, "n_heads": 12, "max_seq_len": 1024}
+TINY = {"vocab_size": 256, "d_model": 64, "n_layers": 2, "n_heads": 2, "max_seq_len": 128}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def pair(shape: dict[str, int], device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    mini = zoo.build_model({"type": "minigpt", **shape, "activation": "gelu_tanh", "bias": True}).to(device)
+    cfg = GPT2Config(
+        vocab_size=shape["vocab_size"],
+        n_embd=shape["d_model"],
+        n_layer=shape["n_layers"],
+        n_head=shape["n_heads"],
+        n_positions=shape["max_seq_len"],
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    hf = GPT2LMHeadModel(cfg).to(device)
+    return mini, hf
+
+
+def flops_per_token(model: torch.nn.Module, shape: dict[str, int]) -> float:
+    n = sum(p.numel() for p in model.parameters()) - shape["max_seq_len"] * shape["d_model"]  # nanoGPT: no wpe
+    L, H, T = shape["n_layers"], shape["n_heads"], shape["max_seq_len"]
+    return 6 * n + 12 * L * H * (shape["d_model"] // H) * T
+
+
+def train_rate(
+    model: torch.nn.Module,
+    is_hf: bool,
+    shape: dict,
+    batch: int,
+    steps: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    compile: bool,
+) -> dict[str, float]:
+    fn = torch.compile(model) if compile else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    T = shape["max_seq_len"]
+    ids = torch.randint(0, shape["vocab_size"], (batch, T + 1), device=device)
+    amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    def step() -> None:
+        with amp:
+            out = fn(ids[:, :-1])
+            logits = out.logits if is_hf else out[0]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    for _ in range(3):  # warm up (and compile)
+        step()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    seconds = time.perf_counter() - start
+    rate = steps * batch * T / seconds
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return {"tok/s": rate, "mfu": rate * flops_per_token(model, shape) / PEAK_BF16, "peak GiB": peak}
+
+
+class GraphedDecoder:
+    """MiniGPT's static decode step captured once as a CUDA graph and replayed per token."""
+
+    def __init__(self, model: Any, batch: int, max_len: int, dtype: torch.dtype) -> None:
+        dev = next(model.parameters()).device
+        self.model, self.cache = model, model.new_cache(batch, max_len, dtype=dtype)
+        self.token = torch.zeros(batch, 1, dtype=torch.long, device=dev)
+        self.pos = torch.zeros(batch, 1, dtype=torch.long, device=dev)
+        self.cpos = torch.zeros(1, dtype=torch.long, device=dev)
+        self.mask = torch.ones(batch, max_len, dtype=torch.long, device=dev)
+        self.graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.autocast("cuda", dtype=dtype):
+            for _ in range(2):
+                model.decode_step(self.token, self.cache, self.mask, self.pos, self.cpos)
+        torch.cuda.current_stream().wait_stream(stream)
+        with torch.cuda.graph(self.graph), torch.autocast("cuda", dtype=dtype):
+            self.logits = model.decode_step(self.token, self.cache, self.mask, self.pos, self.cpos)
+
+    def generate(self, prompt: torch.Tensor, new: int) -> torch.Tensor:
+        P = prompt.shape[1]
+        self.cache.reset()
+        with torch.autocast("cuda", dtype=self.cache.k[0].dtype):
+            logits, _ = self.model(prompt, self.cache)
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        out = [nxt]
+        for t in range(new - 1):
+            self.token.copy_(nxt)
+            self.pos.fill_(P + t)
+            self.cpos.fill_(P + t)
+            self.graph.replay()
+            nxt = self.logits[:, -1].argmax(-1, keepdim=True)
+            out.append(nxt)
+        return torch.cat(out, 1)
+
+
+def decode_rates(mini: Any, hf: Any, device: torch.device, dtype: torch.dtype | None, new: int) -> dict[str, float]:
+    tok = ByteTokenizer()
+    prompt = torch.randint(0, 256, (1, 32), device=device)
+    runtime = zoo.Runtime(device=str(device), precision="bf16-mixed" if dtype == torch.bfloat16 else "fp32")
+    rates: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> None:
+        fn()  # warm (the first call compiles / captures)
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        rates[name] = new / (time.perf_counter() - start)
+
+    mini.eval()
+    hf.eval()
+    timed(
+        "zoo (dynamic cache)",
+        lambda: generate(mini, tok, prompt.tolist(), "greedy", max_new_tokens=new, runtime=runtime),
+    )
+    timed(
+        "zoo (static step, compiled)",
+        lambda: generate(mini, tok, prompt.tolist(), "greedy", max_new_tokens=new, runtime=runtime, compile=True),
+    )
+    if device.type == "cuda":
+        graphed = GraphedDecoder(mini, 1, 32 + new, dtype or torch.float32)
+        with torch.inference_mode():
+            timed("zoo (static step, CUDA graph)", lambda: graphed.generate(prompt, new))
+    amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    def hf_gen() -> None:
+        with torch.inference_mode(), amp:
+            hf.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                do_sample=False,
+                max_new_tokens=new,
+                min_new_tokens=new,
+                pad_token_id=0,
+            )
+
+    timed("hf generate()", hf_gen)
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU (checks the script)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available() and not args.dry_run
+    device = torch.device("cuda" if cuda else "cpu")
+    shape = GPT2 if cuda else TINY
+    batch, steps, new = (args.batch, args.steps, 256) if cuda else (2, 2, 16)
+    dtype = torch.bfloat16 if cuda else None
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    mini, hf = pair(shape, device)
+    rows = []
+    for name, model, is_hf, comp in (
+        ("minigpt eager", mini, False, False),
+        ("hf gpt2 eager", hf, True, False),
+        ("minigpt compiled", mini, False, True),
+        ("hf gpt2 compiled", hf, True, True),
+    ):
+        r = train_rate(model, is_hf, shape, batch, steps, device, dtype, comp)
+        rows.append({"train": name, "precision": "bf16-mixed" if cuda else "fp32", **r})
+        print(rows[-1], flush=True)
+    fp16 = train_rate(mini, False, shape, batch, max(2, steps // 4), device, torch.float16 if cuda else None, False)
+    rows.append({"train": "minigpt eager (fp16 + GradScaler)", "precision": "fp16-mixed" if cuda else "fp32", **fp16})
+    print_table(rows)
+    dec = decode_rates(mini, hf, device, dtype, new)
+    dec_rows = [{"decode batch 1": k, "new tok/s": v, "vs hf": v / dec["hf generate()"]} for k, v in dec.items()]
+    print_table(dec_rows)
+    print("goals: MFU >= 0.45 (training, bf16); >= 3,000 new tok/s at batch 1 (warm)")
+    write_result(
+        "gpu-dry-run" if args.dry_run else "gpu",
+        rows + dec_rows,
+        {"shape": shape, "batch": batch, "machine": machine()},
+    )
+
+
+if __name__ == "__main__":
+    main()
