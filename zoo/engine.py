@@ -259,6 +259,44 @@ def train(
     return FitResult(out, step, metrics, artifact)
 
 
+class EngineTrainer:
+    """Base of trainers built on the engine: a subclass says how to make its `Task`.
+
+    ``fit`` prepares the run directory, makes the task (data errors surface here, before anything
+    is left behind), runs the engine, and adds the task's ``summary`` figures to the result.
+    """
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+
+    def make_task(
+        self, model: nn.Module, runtime: Runtime, data: str | Path | None, workdir: Path, resume: bool
+    ) -> Task:
+        raise NotImplementedError
+
+    def fit(
+        self,
+        model: nn.Module,
+        runtime: Runtime,
+        out: str | Path,
+        *,
+        data: str | Path | None = None,
+        resume: bool = False,
+        force: bool = False,
+        run_info: dict[str, Any] | None = None,
+        save_artifact: Callable[[Path, nn.Module], Path] | None = None,
+    ) -> FitResult:
+        out = Path(out)
+        data = data if data is not None else getattr(self.spec, "data", None)
+        with run_directory(out, resume=resume, force=force, runtime=runtime):
+            task = self.make_task(model, runtime, data, out / "data", resume)
+            result = train(
+                model, task, self.spec, runtime, out, resume=resume, run_info=run_info, save_artifact=save_artifact
+            )
+        result.metrics.update(getattr(task, "summary", {}))
+        return result
+
+
 def _check_run_info(path: Path, info: dict[str, Any], *, resume: bool, write: bool) -> None:
     """A resumed run must train the same model spec it started with."""
     if resume and path.exists():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.data.text import TokenData, iter_texts, tokenize_to_file, windows
-from zoo.engine import Batch, FitResult, run_directory, train
+from zoo.engine import Batch, EngineTrainer
 from zoo.errors import DataError
 from zoo.runtime import Runtime
 from zoo.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
@@ -68,9 +67,8 @@ class CausalLMTask:
         return {"val_loss": loss, "val_ppl": float(np.exp(min(loss, 50.0)))}
 
 
-class CausalLMTrainer:
-    def __init__(self, spec: CausalLMTrainerSpec) -> None:
-        self.spec = spec
+class CausalLMTrainer(EngineTrainer):
+    spec: CausalLMTrainerSpec
 
     def tokenizer(self, data: str | Path | None, folder: Path, resume: bool) -> Tokenizer:
         """Byte-level, or a BPE trained on the corpus once (a resumed run reuses it)."""
@@ -83,27 +81,7 @@ class CausalLMTrainer:
             tok.save(folder)
         return tok
 
-    def fit(
-        self,
-        model: nn.Module,
-        runtime: Runtime,
-        out: str | Path,
-        *,
-        data: str | Path | None = None,
-        resume: bool = False,
-        force: bool = False,
-        run_info: dict[str, Any] | None = None,
-        save_artifact: Any = None,
-    ) -> FitResult:
-        out = Path(out)
-        data = data if data is not None else self.spec.data
-        with run_directory(out, resume=resume, force=force, runtime=runtime):
-            task = self.task(model, runtime, data, out / "data", resume)
-            return train(
-                model, task, self.spec, runtime, out, resume=resume, run_info=run_info, save_artifact=save_artifact
-            )
-
-    def task(
+    def make_task(
         self, model: nn.Module, runtime: Runtime, data: str | Path | None, cache: Path, resume: bool
     ) -> CausalLMTask:
         """Tokenizer and token data (rank 0 writes the cache in ``cache``, the others read it)."""

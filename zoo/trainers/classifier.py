@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.data.tabular import Table, load_table, synthetic
-from zoo.engine import Batch, FitResult, run_directory, train
+from zoo.engine import Batch, EngineTrainer
 from zoo.errors import DataError
 from zoo.runtime import Runtime
 from zoo.trainers.specs import ClassifierTrainerSpec
@@ -21,6 +21,7 @@ class ClassificationTask:
 
     def __init__(self, train_set: Table, val_set: Table) -> None:
         self.train_set, self.val_set = train_set, val_set
+        self.summary: dict[str, float] = {}  # figures added to the run's result
 
     def sample(self, generator: torch.Generator, batch_size: int) -> Batch:
         idx = torch.randint(0, len(self.train_set.y), (batch_size,), generator=generator)
@@ -44,12 +45,23 @@ class ClassificationTask:
         return {"val_loss": total_loss / n, "val_accuracy": correct / n}
 
 
-class ClassifierTrainer:
-    def __init__(self, spec: ClassifierTrainerSpec) -> None:
-        self.spec = spec
+class ClassifierTrainer(EngineTrainer):
+    spec: ClassifierTrainerSpec
 
-    def make_task(self, train_set: Table, val_set: Table) -> ClassificationTask:
-        """The task the engine runs; subclasses change the loss here (see zoo-example)."""
+    def make_task(
+        self, model: nn.Module, runtime: Runtime, data: str | Path | None, workdir: Path, resume: bool
+    ) -> ClassificationTask:
+        from zoo.api import spec_of
+
+        table = self.dataset(spec_of(model), data)
+        train_set, val_set = table.split(self.spec.val_fraction, seed=runtime.seed)
+        task = self.task_from(train_set, val_set)
+        if table.ceiling is not None:
+            task.summary["reachable_accuracy"] = table.ceiling
+        return task
+
+    def task_from(self, train_set: Table, val_set: Table) -> ClassificationTask:
+        """The task for these splits; a subclass changes the loss here (see zoo-example)."""
         return ClassificationTask(train_set, val_set)
 
     def dataset(self, model_spec: Any, data: str | Path | None = None) -> Table:
@@ -75,29 +87,3 @@ class ClassifierTrainer:
                 f"set {name}.num_classes={table.n_classes}"
             )
         return table
-
-    def fit(
-        self,
-        model: nn.Module,
-        runtime: Runtime,
-        out: str | Path,
-        *,
-        data: str | Path | None = None,
-        resume: bool = False,
-        force: bool = False,
-        run_info: dict[str, Any] | None = None,
-        save_artifact: Any = None,
-    ) -> FitResult:
-        from zoo.api import spec_of
-
-        table = self.dataset(spec_of(model), data)
-        train_set, val_set = table.split(self.spec.val_fraction, seed=runtime.seed)
-        task = self.make_task(train_set, val_set)
-        out = Path(out)
-        with run_directory(out, resume=resume, force=force, runtime=runtime):
-            result = train(
-                model, task, self.spec, runtime, out, resume=resume, run_info=run_info, save_artifact=save_artifact
-            )
-        if table.ceiling is not None:
-            result.metrics["reachable_accuracy"] = table.ceiling
-        return result

@@ -21,5 +21,5 @@ class SmoothTask(ClassificationTask):
 
 
 class SmoothClassifierTrainer(ClassifierTrainer):
-    def make_task(self, train_set, val_set) -> SmoothTask:  # type: ignore[no-untyped-def]
+    def task_from(self, train_set, val_set) -> SmoothTask:  # type: ignore[no-untyped-def]
         return SmoothTask(train_set, val_set, self.spec.label_smoothing)
