@@ -23,8 +23,8 @@ demo: setup
 	$(BIN)/zoo generate runs/demo --prompt "The function" --sampler creative --max-new-tokens 110
 
 lint: setup
-	$(BIN)/ruff check zoo plugins tests bench
-	$(BIN)/ruff format --check zoo plugins tests bench
+	$(BIN)/ruff check zoo plugins tests bench scripts
+	$(BIN)/ruff format --check zoo plugins tests bench scripts
 	$(BIN)/mypy
 
 test: lint

@@ -22,10 +22,15 @@ KINDS: tuple[Kind, ...] = ("models", "samplers", "trainers")
 Protocol = Literal["classifier", "causal-lm"]
 
 
+# Every spec and settings table: unknown keys are errors, values are immutable, and floats must be
+# finite (an infinite lr or temperature is a mistake, and JSON cannot carry it back).
+STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, protected_namespaces=())
+
+
 class Spec(BaseModel):
     """Base of every buildable spec: strict (unknown fields are errors) and immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = STRICT
 
     kind: ClassVar[Kind]
     type: str
@@ -75,7 +80,7 @@ BASES: dict[str, type[Spec]] = {"models": ModelSpec, "samplers": SamplerSpec, "t
 class RuntimeSpec(BaseModel):
     """`[runtime]`: where and how everything runs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     precision: Literal["auto", "fp32", "bf16-mixed", "fp16-mixed"] = Field(
@@ -100,7 +105,7 @@ class RuntimeSpec(BaseModel):
 class PluginsSpec(BaseModel):
     """`[plugins]`: which plugin distributions load, and who wins a contested type."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     disable: list[str] = Field(
         default_factory=list, description="distribution names not to load (also $ZOO_DISABLE_PLUGINS)"

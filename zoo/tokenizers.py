@@ -9,9 +9,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from zoo.errors import ArtifactError, DataError
+from zoo.specs import STRICT
 
 
 class Tokenizer(Protocol):
@@ -29,14 +30,14 @@ class Tokenizer(Protocol):
 class ByteTokenizerSpec(BaseModel):
     """UTF-8 bytes as tokens: vocabulary 256."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     type: Literal["byte"] = "byte"
 
 
 class BPETokenizerSpec(BaseModel):
     """Byte-level BPE trained on the training corpus with HF `tokenizers`, saved with the model."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
     type: Literal["bpe"] = "bpe"
     vocab_size: int = Field(1024, ge=260, le=65536, description="vocabulary size including special tokens")
     min_frequency: int = Field(2, ge=1, description="minimum pair frequency for a merge")

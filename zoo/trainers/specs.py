@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from zoo.specs import TrainerSpec
+from zoo.specs import STRICT, TrainerSpec
 from zoo.tokenizers import ByteTokenizerSpec, TokenizerSpec
 
 
 class OptimizerSpec(BaseModel):
     """The optimizer; ``lr`` lives on the trainer so that ``--set trainers.X.lr=...`` works."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     name: Literal["adamw", "adam", "sgd"] = Field("adamw", description="adamw | adam | sgd (with momentum)")
     weight_decay: float = Field(0.0, ge=0.0, description="decoupled for adamw; L2 for adam and sgd")
@@ -35,7 +35,7 @@ class OptimizerSpec(BaseModel):
 class ScheduleSpec(BaseModel):
     """Learning-rate schedule as a factor of ``lr`` at each step, after a linear warmup."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     name: Literal["constant", "step", "cosine"] = Field("constant", description="constant | step | cosine")
     warmup_steps: int = Field(0, ge=0, description="linear warmup from 0 to lr over this many steps")
@@ -75,7 +75,7 @@ class EngineSpec(TrainerSpec):
 class SyntheticSpec(BaseModel):
     """A classification set with a known reachable accuracy (labels from a random linear teacher)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     n_samples: int = Field(4096, ge=16, description="examples (train + validation)")
     label_noise: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of labels replaced at random")

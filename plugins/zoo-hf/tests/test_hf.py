@@ -245,3 +245,9 @@ def test_local_tokenizer_comes_with_the_model(tmp_path):
     loaded = zoo.load(tmp_path / "art")
     assert loaded.zoo_tokenizer.encode("hello zoo") == tok.encode("hello zoo", add_special_tokens=False)
     assert loaded.zoo_tokenizer.eos_id == tok.eos_token_id
+
+
+def test_non_finite_config_values_are_refused():
+    bad = {**GPT2["config"], "layer_norm_epsilon": float("inf")}
+    with pytest.raises(zoo.SpecError, match="config values must be finite"):
+        zoo.build_model({"type": "hf-causal-lm", "config": bad})

@@ -7,6 +7,7 @@ is ever fetched from the network.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -14,6 +15,16 @@ from pydantic import Field, model_validator
 
 import zoo
 from zoo.hookspecs import Register
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
 
 
 class _HFSpec(zoo.ModelSpec):
@@ -30,6 +41,8 @@ class _HFSpec(zoo.ModelSpec):
             raise ValueError("give exactly one of config (inline) or path (a local directory)")
         if self.config is not None and not isinstance(self.config.get("model_type"), str):
             raise ValueError('config needs a model_type, e.g. config = { model_type = "gpt2", ... }')
+        if self.config is not None and not _finite(self.config):
+            raise ValueError("config values must be finite numbers (no inf or nan)")
         return self
 
     def source(self) -> str:
