@@ -40,24 +40,10 @@ def sync(device: torch.device) -> None:
 
 
 def pair(shape: dict[str, int], device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from train_speed import build_pair
 
-    torch.manual_seed(0)
-    mini = zoo.build_model({"type": "minigpt", **shape, "activation": "gelu_tanh", "bias": True}).to(device)
-    cfg = GPT2Config(
-        vocab_size=shape["vocab_size"],
-        n_embd=shape["d_model"],
-        n_layer=shape["n_layers"],
-        n_head=shape["n_heads"],
-        n_positions=shape["max_seq_len"],
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
-    hf = GPT2LMHeadModel(cfg).to(device)
-    return mini, hf
+    mini, hf = build_pair(shape)  # identical shapes, GPT-2's gelu_new on both sides
+    return mini.to(device), hf.to(device)
 
 
 def flops_per_token(model: torch.nn.Module, shape: dict[str, int]) -> float:

@@ -39,6 +39,8 @@ def build_pair(shape: dict[str, int]) -> tuple[torch.nn.Module, torch.nn.Module]
         attn_pdrop=0.0,
         activation_function="gelu_new",
         tie_word_embeddings=True,
+        bos_token_id=None,  # GPT-2's 50256 lies outside small vocabularies
+        eos_token_id=None,
     )
     hf = GPT2LMHeadModel(cfg)
     return mini, hf

@@ -13,7 +13,8 @@ import sys
 def entries() -> set[tuple[str, str, str]]:
     out = subprocess.run([sys.executable, "-m", "zoo", "list", "--json"], check=True, capture_output=True, text=True)
     data = json.loads(out.stdout)
-    return {(kind, t, info["distribution"]) for kind, block in data.items() for t, info in block["types"].items()}
+    kinds = ("models", "samplers", "trainers")
+    return {(kind, t, info["distribution"]) for kind in kinds for t, info in data[kind]["types"].items()}
 
 
 def main() -> int:

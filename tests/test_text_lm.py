@@ -153,3 +153,17 @@ def test_vocab_and_context_mismatches_are_clear(config, tmp_path):
     (tmp_path / "short.txt").write_text("too short")
     with pytest.raises(zoo.DataError, match="fewer than context \\+ 1 = 33"):
         fit_lm(config, tmp_path / "s", data=str(tmp_path / "short.txt"))
+
+
+def test_padding_targets_are_ignored_in_the_loss():
+    from zoo.trainers.causal_lm import IGNORE, lm_loss
+
+    logits = torch.randn(2, 5, 11)
+    targets = torch.randint(0, 11, (2, 5))
+    padded = targets.clone()
+    padded[:, 3:] = IGNORE
+    kept = torch.nn.functional.cross_entropy(logits[:, :3].flatten(0, 1), targets[:, :3].flatten())
+    assert torch.allclose(lm_loss(logits, padded), kept)
+    logits_changed = logits.clone()
+    logits_changed[:, 3:] += 100.0  # scores at padded positions cannot move the loss
+    assert torch.allclose(lm_loss(logits_changed, padded), kept)
