@@ -120,3 +120,13 @@ def test_listing_commands_never_import_torch(root, command):
 
 def test_import_zoo_does_not_import_torch(no_torch_python):
     no_torch_python("import zoo; zoo.default_config()")
+
+
+def test_closed_pipe_is_not_a_crash(root):
+    """`zoo schema | head -c 10`: the reader is gone before zoo writes (it needs ~0.2 s to start)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo", "schema"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root
+    )
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 0 and "Traceback" not in err, err
