@@ -111,6 +111,35 @@ class MetricsLog:
                 fh.write(json.dumps(record) + "\n")
 
 
+@dataclass
+class LogWindow:
+    """Training figures accumulated between two log lines."""
+
+    loss: float = 0.0
+    steps: int = 0
+    units: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, step_loss: float) -> None:
+        self.loss += step_loss
+        self.steps += 1
+
+    def flush(self, runtime: Runtime, step: int, lr: float, grad_norm: float, unit: str) -> dict[str, Any]:
+        """The log record for this window (the loss is the mean over all ranks: a collective)."""
+        loss = float(runtime.dist.all_reduce_mean(torch.tensor(self.loss))) / max(self.steps, 1)
+        seconds = time.perf_counter() - self.start
+        record = {
+            "step": step,
+            "split": "train",
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            f"{unit}_per_s": self.units / max(seconds, 1e-9),
+        }
+        self.loss, self.steps, self.units, self.start = 0.0, 0, 0, time.perf_counter()
+        return record
+
+
 def _line_step(line: str) -> int:
     try:
         return int(json.loads(line).get("step", 0))
@@ -166,7 +195,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     clip = spec.grad_clip if spec.grad_clip is not None else math.inf
     bar = _progress(spec, state.step, enabled=main and spec.progress)
-    window_loss, window_units, window_start = 0.0, 0, time.perf_counter()
+    window = LogWindow()
     metrics: dict[str, float] = {}
     step = state.step
     try:
@@ -177,7 +206,7 @@ def train(
             step_loss = 0.0
             for i in range(spec.grad_accum):
                 batch = _shard(task.sample(data_rng, micro), runtime.dist.rank, world)
-                window_units += task.count(batch) * world
+                window.units += task.count(batch) * world
                 batch = runtime.to_device(batch)
                 sync = contextlib.nullcontext() if i == spec.grad_accum - 1 else _no_sync(wrapped)
                 with sync:
@@ -212,25 +241,13 @@ def train(
                     bar.write(
                         f"step {step}: fp16 gradient overflow, step skipped (loss scale -> {scaler.get_scale():g})"
                     )
-            window_loss += step_loss
+            window.add(step_loss)
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
             if step % spec.log_every == 0 or step == spec.max_steps:
-                elapsed = time.perf_counter() - window_start
-                n = spec.log_every if step % spec.log_every == 0 else (step % spec.log_every)
-                # every rank logs the same mean over all ranks' micro-batches (a collective)
-                window_loss = float(runtime.dist.all_reduce_mean(torch.tensor(window_loss)))
-                record: dict[str, Any] = {
-                    "step": step,
-                    "split": "train",
-                    "loss": window_loss / n,
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    f"{task.unit}_per_s": window_units / max(elapsed, 1e-9),
-                }
+                record = window.flush(runtime, step, lr, grad_norm, task.unit)
                 log.write(record)
-                metrics["train_loss"] = window_loss / n
-                window_loss, window_units, window_start = 0.0, 0, time.perf_counter()
+                metrics["train_loss"] = record["loss"]
             if (spec.eval_every and step % spec.eval_every == 0) or step == spec.max_steps:
                 model.eval()
                 with runtime.inference():
