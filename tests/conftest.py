@@ -14,7 +14,6 @@ from zoo.config import Config, config_from_dict, load_config
 from zoo.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -61,4 +60,4 @@ def no_torch_python() -> Callable[[str], str]:
     return run
 
 
-__all__ = ["SHARED_DATA", "zoo"]
+__all__ = ["zoo"]

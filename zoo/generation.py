@@ -164,17 +164,6 @@ def _encode(tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[int]]) ->
     return [tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
 
 
-def _setup(
-    model: nn.Module, tokenizer: Any, prompts: Any, sampler: Any, runtime: Runtime | None, config: Any
-) -> tuple[list[list[int]], Any, Runtime]:
-    _check_model(model)
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    runtime = runtime or Runtime(device=str(next(model.parameters()).device))
-    model.to(runtime.device).eval()
-    return _encode(tokenizer, prompts), resolve_sampler(sampler, model, config), runtime
-
-
 def _decoder(
     model: nn.Module,
     tokenizer: Any,
@@ -190,7 +179,11 @@ def _decoder(
     compile: bool,
 ) -> tuple[Decoder, list[list[int]], list[int]]:
     """What `generate` and `stream` share: encode, resolve the sampler, and set up the loop."""
-    prompt_ids, sampler_obj, runtime = _setup(model, tokenizer, prompts, sampler, runtime, config)
+    _check_model(model)  # before anything touches it, with the message that names the protocol
+    runtime = runtime or Runtime(device=str(next(model.parameters()).device))
+    model.to(runtime.device).eval()
+    prompt_ids = _encode(tokenizer, [prompts] if isinstance(prompts, str) else prompts)
+    sampler_obj = resolve_sampler(sampler, model, config)
     eos = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer)
     decoder = Decoder(
         model,

@@ -41,10 +41,6 @@ class Entry:
     distribution: str
     version: str
 
-    @property
-    def provenance(self) -> str:
-        return f"{self.distribution} {self.version}"
-
 
 @dataclass
 class PluginInfo:
@@ -228,9 +224,6 @@ class Registry:
             if p.status != "loaded"
         ]
         return ("plugins not loaded: " + ", ".join(off)) if off else ""
-
-    def distributions(self) -> dict[str, str]:
-        return {p.distribution: p.version for p in self.plugins.values()}
 
 
 def spec_type_name(spec_cls: Any, kind: Kind) -> str:

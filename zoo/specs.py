@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -245,9 +245,3 @@ def _type_name(annotation: Any) -> str:
         return " | ".join(str(a) for a in typing.get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "")
-
-
-def as_mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise SpecError([(where, f"expected a table, got {type(value).__name__}")])
-    return value
