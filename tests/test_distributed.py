@@ -81,11 +81,29 @@ def test_two_processes_equal_one_with_the_same_global_batch(runs):
 
 def test_only_rank_zero_writes(runs):
     lines = [json.loads(x) for x in (runs["ddp"] / "metrics.jsonl").read_text().splitlines()]
-    assert [(x["step"], x["split"]) for x in lines] == [(5, "train"), (5, "val"), (10, "train"), (10, "val")]
+    assert [(x["step"], x["split"]) for x in lines] == [
+        (5, "train"),
+        (5, "val"),
+        (10, "train"),
+        (10, "val"),
+        (10, "ranks"),
+    ]
     assert sorted(p.name for p in (runs["ddp"] / "checkpoints").iterdir()) == ["step-00000005", "step-00000010"]
     single = [json.loads(x) for x in (runs["single"] / "metrics.jsonl").read_text().splitlines()]
     # the logged training loss is the mean over both ranks, i.e. the single process's global-batch loss
     assert lines[0]["loss"] == pytest.approx(single[0]["loss"], rel=1e-5)
+
+
+def test_each_process_trained_on_its_own_slice(runs):
+    """Two processes really ran, each on half of every global batch, and together on all of it."""
+    ranks = json.loads((runs["ddp"] / "metrics.jsonl").read_text().splitlines()[-1])
+    single = json.loads((runs["single"] / "metrics.jsonl").read_text().splitlines()[-1])
+    assert ranks["world_size"] == 2 and single["world_size"] == 1
+    tokens = TRAINER["max_steps"] * TRAINER["batch_size"] * TRAINER["context"]
+    assert ranks["units"] == [tokens // 2, tokens // 2] and single["units"] == [tokens]
+    a, b = ranks["input_sum"]
+    assert a != b  # different slices of the same batches...
+    assert a + b == pytest.approx(single["input_sum"][0])  # ...that add up to the whole
 
 
 def test_ddp_run_resumes_exactly(runs, corpus, tmp_path):

@@ -42,7 +42,7 @@ def test_run_writes_metrics_checkpoints_and_refuses_to_clobber(config, tmp_path)
     assert [x["step"] for x in lines if x["split"] == "val"] == [10, 20, 30]
     assert all(math.isfinite(x["loss"]) for x in lines if x["split"] == "train")
     assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == ["step-00000020", "step-00000030"]
-    with pytest.raises(zoo.TrainingError, match="already holds a run; pass --resume"):
+    with pytest.raises(zoo.RunDirError, match="already holds a run; pass --resume"):
         fit(config, tmp_path / "r")
 
 

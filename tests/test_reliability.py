@@ -12,6 +12,7 @@ import torch
 
 import zoo
 from zoo import artifacts, checkpoints
+from zoo.files import read_json
 from zoo.runtime import Runtime
 from zoo.trainers.specs import ClassifierTrainerSpec
 
@@ -83,15 +84,15 @@ def test_full_disk_is_a_clear_error_and_keeps_earlier_checkpoints(config, tmp_pa
         fit(config, tmp_path / "r")
     monkeypatch.undo()
     for ckpt in checkpoints.checkpoint_dirs(tmp_path / "r" / "checkpoints"):
-        checkpoints.read_json(ckpt / "state.json")
+        read_json(ckpt / "state.json")
         checkpoints.read_tensors(ckpt / "model.safetensors")
 
 
 def test_unwritable_out_is_a_clear_error(config, tmp_path):
     (tmp_path / "file").write_text("not a directory")
-    with pytest.raises(zoo.TrainingError, match="cannot write to --out"):
+    with pytest.raises(zoo.RunDirError, match="cannot write to --out"):
         fit(config, tmp_path / "file" / "run")
-    with pytest.raises(zoo.TrainingError, match="is a file, not a directory"):
+    with pytest.raises(zoo.RunDirError, match="is a file, not a folder"):
         fit(config, tmp_path / "file")
 
 

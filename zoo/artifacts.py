@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from pydantic import BaseModel, Field
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from zoo.errors import ArtifactError, SpecError, UnknownNameError, ZooError
+from zoo.files import LENIENT, read_json, read_model, regular_file, shorten
 from zoo.specs import ModelSpec
 
 FORMAT_VERSION = 1
@@ -44,6 +46,7 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not overwrite:
         raise ArtifactError(f"{path} already exists; choose another path or pass overwrite=True (--force)")
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -78,13 +81,32 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: file is missing") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ArtifactError(f"{path}: not valid JSON ({err})") from None
+class PluginRef(BaseModel):
+    model_config = LENIENT
+    distribution: str = Field("?", max_length=200)
+    version: str = Field("?", max_length=200)
+
+
+class TokenizerRef(BaseModel):
+    """How an artifact's tokenizer is restored (``manifest.json`` -> ``tokenizer``)."""
+
+    model_config = LENIENT
+    type: str = Field(max_length=40)
+    file: str = Field("tokenizer.json", pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="a file in tokenizer/")
+    vocab_size: int | None = Field(None, ge=1, le=1 << 24)
+    eos_token: str | None = Field(None, max_length=200)
+    pad_token: str | None = Field(None, max_length=200)
+
+
+class Manifest(BaseModel):
+    """``manifest.json``: only what `load` reads is checked; other keys are information."""
+
+    model_config = LENIENT
+    format_version: int
+    weights_sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")
+    aliases: dict[str, str] = Field(default_factory=dict)
+    tokenizer: TokenizerRef | None = None
+    plugin: PluginRef = Field(default_factory=PluginRef)
 
 
 def sha256_file(path: Path) -> str:
@@ -122,26 +144,76 @@ def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Map
     save_file(dict(tensors), str(path), metadata=dict(metadata or {}))
 
 
+DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+TensorInfo = tuple[tuple[int, ...], Any]  # (shape, torch.dtype or the file's unknown dtype code)
+
+
+def _unreadable(path: Path, err: BaseException) -> ArtifactError:
+    return ArtifactError(f"{path}: not a readable safetensors file ({shorten(str(err))}); it is truncated or corrupt")
+
+
+def _guarded(path: Path, read: Any) -> Any:
+    """Run ``read()``; any failure of the safetensors reader (a Rust panic included) names the file."""
+    regular_file(path)
+    try:
+        return read()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # pyo3's PanicException derives from BaseException
+        raise _unreadable(path, err) from None
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Shape and dtype of every tensor in a safetensors file, from its header (no data is read)."""
+
+    def read() -> dict[str, TensorInfo]:
+        with safe_open(str(path), framework="pt") as fh:
+            out: dict[str, TensorInfo] = {}
+            for name in fh.keys():  # noqa: SIM118
+                part = fh.get_slice(name)
+                code = part.get_dtype()
+                out[name] = (tuple(int(d) for d in part.get_shape()), DTYPES.get(code, code))
+            return out
+
+    info: dict[str, TensorInfo] = _guarded(path, read)
+    return info
+
+
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file; a truncated or corrupt file is an `ArtifactError` naming it."""
-    if not path.is_file():
-        raise ArtifactError(f"{path}: file is missing")
-    try:
+
+    def read() -> dict[str, torch.Tensor]:
         with safe_open(str(path), framework="pt") as fh:
             return {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise ArtifactError(f"{path}: not a readable safetensors file ({err}); it is truncated or corrupt") from None
+
+    tensors: dict[str, torch.Tensor] = _guarded(path, read)
+    return tensors
 
 
 def load_into(module: nn.Module, tensors: Mapping[str, torch.Tensor], aliases: Mapping[str, str], where: str) -> None:
-    """Load tensors, first checking that names and shapes match; list every difference."""
+    """Load tensors, first checking that names, shapes and dtypes match; list every difference."""
     full = expand(tensors, aliases)
-    check_tensors(module.state_dict(), full, where)
+    check_tensors(tensor_info(module.state_dict()), tensor_info(full), where)
     module.load_state_dict(full, strict=True)
 
 
-def expand(tensors: Mapping[str, torch.Tensor], aliases: Mapping[str, str]) -> dict[str, torch.Tensor]:
-    """Undo `dedupe`: every alias name gets its tensor back."""
+def tensor_info(state: Mapping[str, torch.Tensor]) -> dict[str, TensorInfo]:
+    return {name: (tuple(t.shape), t.dtype) for name, t in state.items()}
+
+
+def expand(tensors: Mapping[str, Any], aliases: Mapping[str, str]) -> dict[str, Any]:
+    """Undo `dedupe`: every alias name gets its tensor (or its header entry) back."""
     full = dict(tensors)
     for alias, target in aliases.items():
         if target in full:
@@ -149,17 +221,28 @@ def expand(tensors: Mapping[str, torch.Tensor], aliases: Mapping[str, str]) -> d
     return full
 
 
-def check_tensors(expected: Mapping[str, torch.Tensor], full: Mapping[str, torch.Tensor], where: str) -> None:
-    """Names and shapes must match the model's; the error lists missing, unexpected, mis-shaped."""
-    missing = [n for n in expected if n not in full]
-    unexpected = [n for n in full if n not in expected]
+def check_tensors(expected: Mapping[str, TensorInfo], found: Mapping[str, TensorInfo], where: str) -> None:
+    """Names, shapes and dtypes (`tensor_info`, `read_header`) must match the model's; the error
+    lists the missing, unexpected, mis-shaped and mis-typed tensors."""
+    missing = [n for n in expected if n not in found]
+    unexpected = [shorten(n, 80) for n in found if n not in expected]
     misshaped = [
-        f"{n} (file {tuple(full[n].shape)}, model {tuple(t.shape)})"
-        for n, t in expected.items()
-        if n in full and full[n].shape != t.shape
+        f"{n} (file {found[n][0]}, model {shape})"
+        for n, (shape, _) in expected.items()
+        if n in found and found[n][0] != shape
+    ]
+    mistyped = [
+        f"{n} (file {found[n][1]}, model {dtype})"
+        for n, (shape, dtype) in expected.items()
+        if n in found and found[n][0] == shape and found[n][1] != dtype
     ]
     problems = []
-    for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
+    for label, names in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape", misshaped),
+        ("wrong dtype", mistyped),
+    ):
         if names:
             shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
             problems.append(f"{label}: {shown}")
@@ -191,6 +274,8 @@ def save(
     spec = spec.artifact_spec(module)
     tensors, aliases = unique_state(module)
     path = Path(path)
+    if overwrite and path.is_dir() and any(path.iterdir()) and not (path / MANIFEST_FILE).is_file():
+        raise ArtifactError(f"{path} is a folder that is not a zoo artifact; zoo replaces only its own artifacts")
     with atomic_dir(path, overwrite=overwrite) as tmp:
         write_json(tmp / SPEC_FILE, spec.model_dump(mode="json"))
         write_tensors(tmp / WEIGHTS_FILE, tensors, {"format": "pt"})
@@ -216,55 +301,83 @@ def save(
 
 
 def load(path: str | Path, *, config: Any = None) -> nn.Module:
-    """Rebuild a saved model through the registry and verify it; returns it on the CPU."""
+    """Rebuild a saved model through the registry and verify it; returns it on the CPU.
+
+    Order matters: the checksum, then the spec, then the safetensors header against a build on
+    the meta device (names, shapes, dtypes), and only then is memory spent on the weights.
+    """
     from zoo.api import attach, default_config
 
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: no such artifact directory")
     if not (path / WEIGHTS_FILE).exists():
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise ArtifactError(
-                f"{path}: holds {', '.join(pickles)} but no {WEIGHTS_FILE}; zoo never loads pickle "
-                "files (they can run arbitrary code). Convert the weights to safetensors."
-            )
-    manifest = read_json(path / MANIFEST_FILE)
+        refuse_pickles(path)
+    manifest = read_model(path / MANIFEST_FILE, Manifest)
     spec_data = read_json(path / SPEC_FILE)
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.format_version != FORMAT_VERSION:
         raise ArtifactError(f"{path / MANIFEST_FILE}: unsupported format_version (expected {FORMAT_VERSION})")
+    if not manifest.weights_sha256:
+        raise ArtifactError(f"{path / MANIFEST_FILE}: no weights_sha256; the artifact is incomplete")
+    if not isinstance(spec_data, dict):
+        raise ArtifactError(f"{path / SPEC_FILE}: expected a JSON object (a model spec)")
     weights = path / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ArtifactError(f"{weights}: file is missing")
+    regular_file(weights)
     digest = sha256_file(weights)
-    if digest != manifest.get("weights_sha256"):
+    if digest != manifest.weights_sha256:
         raise ArtifactError(
             f"{weights}: sha256 {digest[:12]}... does not match the manifest "
-            f"({str(manifest.get('weights_sha256'))[:12]}...); the file is corrupt or was modified"
+            f"({manifest.weights_sha256[:12]}...); the file is corrupt or was modified"
         )
     config = config or default_config()
-    plugin = manifest.get("plugin") or {}
     try:
         spec = config.spec("models", spec_data)
     except (UnknownNameError, SpecError) as err:
-        dist = plugin.get("distribution", "?")
+        dist = manifest.plugin.distribution
         raise ArtifactError(
             f"{path / SPEC_FILE}: cannot rebuild the model ({err}); it was saved by plugin "
-            f"{dist} {plugin.get('version', '?')}: install and enable it (pip install {dist})"
+            f"{dist} {manifest.plugin.version}: install and enable it (pip install {dist})"
         ) from None
+    aliases = manifest.aliases
+    expected = meta_tensor_info(spec)
+    if expected is not None:
+        check_tensors(expected, expand(read_header(weights), aliases), str(weights))
     model = spec.build()
-    aliases = manifest.get("aliases") or {}
     load_into(model, read_tensors(weights), aliases, str(weights))
     tokenizer = None
-    if manifest.get("tokenizer"):
+    if manifest.tokenizer is not None:
         from zoo.tokenizers import load_tokenizer
 
         try:
-            tokenizer = load_tokenizer(path / TOKENIZER_DIR, manifest["tokenizer"])
+            tokenizer = load_tokenizer(path / TOKENIZER_DIR, manifest.tokenizer.model_dump())
         except ZooError as err:
             raise ArtifactError(f"{path / TOKENIZER_DIR}: {err}") from None
     model.eval()
     return attach(model, spec, tokenizer=tokenizer)
+
+
+def meta_tensor_info(spec: ModelSpec) -> dict[str, TensorInfo] | None:
+    """Names, shapes and dtypes of the model a spec builds, from a build on the meta device
+    (no memory); None for a model family that cannot build there."""
+    try:
+        with torch.device("meta"):
+            module = spec.build()
+    except ZooError:
+        raise
+    except Exception:  # e.g. a from_pretrained that reads weights: checked after the real build
+        return None
+    return tensor_info(module.state_dict())
+
+
+def refuse_pickles(folder: Path) -> None:
+    """A folder with pickled weights and no safetensors is refused, saying how to convert it."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ArtifactError(
+            f"{folder}: holds {', '.join(pickles[:5])} but no safetensors weights; zoo never loads pickle "
+            "files (loading one can run arbitrary code). In an environment you trust, convert them: "
+            "model = AutoModel.from_pretrained(folder); model.save_pretrained(folder, safe_serialization=True)"
+        )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

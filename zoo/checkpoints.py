@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, Field
 from torch import nn
 
 from zoo.artifacts import (
@@ -20,13 +21,35 @@ from zoo.artifacts import (
     check_tensors,
     dedupe,
     expand,
-    read_json,
+    read_header,
     read_tensors,
+    tensor_info,
     write_json,
     write_tensors,
 )
 from zoo.distributed import DistInfo
 from zoo.errors import ArtifactError
+from zoo.files import LENIENT, read_model
+
+Scalar = float | int | bool | str | None
+
+
+class OptimizerMeta(BaseModel):
+    model_config = LENIENT
+    param_groups: list[dict[str, Any]]
+    scalars: dict[str, dict[str, Scalar]] = Field(default_factory=dict)
+
+
+class CheckpointMeta(BaseModel):
+    """``state.json`` of a checkpoint (its tensors are in the .safetensors files beside it)."""
+
+    model_config = LENIENT
+    step: int = Field(ge=0, le=1 << 40)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    optimizer: OptimizerMeta
+    scaler: dict[str, Scalar] = Field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 
@@ -95,26 +118,102 @@ def save_checkpoint(root: Path, state: TrainState, keep: int, dist: DistInfo) ->
 
 
 def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None) -> None:
-    """Restore ``state`` in place from a checkpoint directory (every rank reads it)."""
+    """Restore ``state`` in place from a checkpoint directory (every rank reads it).
+
+    Everything is checked against the live run before anything is restored: the tensors' names,
+    shapes and dtypes (from the file headers), the optimizer's groups and per-parameter state,
+    the scaler's and RNG states. A checkpoint that does not fit is an `ArtifactError` naming it.
+    """
     dist = dist or DistInfo("none")
-    meta = read_json(path / "state.json")
+    meta = read_model(path / "state.json", CheckpointMeta)
+    model_file = path / "model.safetensors"
+    expected = tensor_info(state.model.state_dict())
+    check_tensors(expected, expand(read_header(model_file), meta.aliases), str(model_file))
+    full = expand(read_tensors(model_file), meta.aliases)
+    optim = _unflatten_optimizer(read_tensors(path / "optimizer.safetensors"), meta.optimizer)
+    _check_optimizer(path, state, optim, dist)
+    rng = read_tensors(path / "rng.safetensors")
+    _check_rng(path, rng)
+    scaler_live = state.scaler.state_dict()
+    if meta.scaler and (set(meta.scaler) != set(scaler_live) or not _same_types(meta.scaler, scaler_live)):
+        raise ArtifactError(f"{path}: the loss-scaler state does not match this run's precision")
     try:
-        full = expand(read_tensors(path / "model.safetensors"), meta["aliases"])
-        check_tensors(state.model.state_dict(), full, str(path))
-        optim = _unflatten_optimizer(read_tensors(path / "optimizer.safetensors"), meta["optimizer"])
         dist.load_full_state(state.model, state.optimizer, full, optim)
-        rng = read_tensors(path / "rng.safetensors")
-        if meta["scaler"]:
-            state.scaler.load_state_dict(meta["scaler"])
-        state.step = int(meta["step"])
-        state.extra = dict(meta.get("extra", {}))
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ArtifactError(f"{path}: checkpoint does not match this run ({type(err).__name__}: {err})") from None
+    if meta.scaler:
+        state.scaler.load_state_dict(meta.scaler)
+    state.step = meta.step
+    state.extra = dict(meta.extra)
     torch.set_rng_state(rng["torch_cpu"])
     state.data_rng.set_state(rng["data"])
     cuda = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def _same_types(loaded: dict[str, Any], live: dict[str, Any]) -> bool:
+    """Each loaded value has the live value's type (ints may stand for floats)."""
+    for key, value in live.items():
+        got = loaded.get(key)
+        if isinstance(value, bool) or value is None:
+            ok = type(got) is type(value)
+        elif isinstance(value, (int, float)):
+            ok = isinstance(got, (int, float)) and not isinstance(got, bool)
+        elif isinstance(value, (list, tuple)):
+            ok = isinstance(got, (list, tuple)) and len(got) == len(value)
+        else:
+            ok = isinstance(got, type(value))
+        if not ok:
+            return False
+    return True
+
+
+def _check_optimizer(path: Path, state: TrainState, loaded: dict[str, Any], dist: DistInfo) -> None:
+    where = path / "state.json"
+    live_groups = state.optimizer.state_dict()["param_groups"]
+    keys = _param_keys(state, dist)
+    groups = loaded["param_groups"]
+    if len(groups) != len(live_groups):
+        raise ArtifactError(f"{where}: {len(groups)} optimizer parameter groups, this run has {len(live_groups)}")
+    shapes: dict[Any, tuple[int, ...]] = {}
+    for i, (got, want, group) in enumerate(zip(groups, live_groups, state.optimizer.param_groups, strict=True)):
+        names = keys[i]
+        same = set(got) == set(want) and _same_types({**got, "params": []}, {**want, "params": []})
+        if not same or list(got["params"]) != names:
+            raise ArtifactError(f"{where}: optimizer parameter group {i} does not match this run's optimizer")
+        shapes.update({key: tuple(p.shape) for key, p in zip(names, group["params"], strict=True)})
+    for key, values in loaded["state"].items():
+        if key not in shapes:
+            raise ArtifactError(f"{path}: optimizer state for an unknown parameter {str(key)[:80]!r}")
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                if value.numel() > 1 and tuple(value.shape) != shapes[key]:
+                    raise ArtifactError(f"{path}: optimizer state {name!r} of parameter {key} has the wrong shape")
+                if not value.is_floating_point():
+                    raise ArtifactError(f"{path}: optimizer state {name!r} of parameter {key} is not floating point")
+            elif not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ArtifactError(f"{path}: optimizer state {name!r} of parameter {key} is not a number")
+
+
+def _param_keys(state: TrainState, dist: DistInfo) -> list[list[Any]]:
+    """Per group, the keys a saved optimizer state uses: running indices, or names under FSDP."""
+    if dist.mode == "fsdp":
+        names = {id(p): n for n, p in state.model.named_parameters()}
+        return [[names.get(id(p), "?") for p in g["params"]] for g in state.optimizer.param_groups]
+    keys, index = [], 0
+    for group in state.optimizer.param_groups:
+        keys.append(list(range(index, index + len(group["params"]))))
+        index += len(group["params"])
+    return keys
+
+
+def _check_rng(path: Path, rng: dict[str, torch.Tensor]) -> None:
+    want = {"torch_cpu": torch.get_rng_state(), "data": torch.Generator().get_state()}
+    for key, ref in want.items():
+        got = rng.get(key)
+        if got is None or got.dtype != torch.uint8 or got.shape != ref.shape:
+            raise ArtifactError(f"{path / 'rng.safetensors'}: random-number state {key!r} is missing or malformed")
 
 
 SEP = "/"  # between a parameter key (an index, or a dotted name under FSDP) and a state name
@@ -133,15 +232,17 @@ def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dic
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: OptimizerMeta) -> dict[str, Any]:
     def key(idx: str) -> int | str:
-        return int(idx) if idx.isdigit() else idx
+        return int(idx) if idx.isdigit() and len(idx) < 12 else idx
 
     state: dict[int | str, dict[str, Any]] = {}
     for name, value in tensors.items():
         idx, _, field = name.rpartition(SEP)
         state.setdefault(key(idx), {})[field] = value
-    for idx, values in meta["scalars"].items():
+    for idx, values in meta.scalars.items():
         state.setdefault(key(idx), {}).update(values)
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    groups = [
+        {k: (tuple(v) if k == "betas" and isinstance(v, list) else v) for k, v in g.items()} for g in meta.param_groups
+    ]
     return {"state": state, "param_groups": groups}

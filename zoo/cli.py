@@ -13,10 +13,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from zoo.config import Config, load_config
-from zoo.errors import UnknownNameError, ZooError
+from zoo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UnknownNameError, ZooError
+from zoo.files import parse_json, shorten
 from zoo.specs import KINDS, Kind, Spec, field_table
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+EXIT_OK = 0
+EXIT_CODES = """exit codes:
+  0    success
+  1    the run failed while running (a non-finite loss, a checkpoint that could not be written)
+  2    bad input: usage, a spec, a registry file, a data file, a model folder or checkpoint
+  130  interrupted (Ctrl-C), at any moment
+"""
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -27,12 +34,9 @@ def spec_ref(text: str) -> str | dict[str, Any]:
     """A preset or type name, or an inline JSON spec such as '{"type": "minigpt", "d_model": 64}'."""
     if not text.lstrip().startswith("{"):
         return text
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ZooError(f"inline spec {text!r} is not valid JSON: {err}") from None
+    value = parse_json(text, f"inline spec {shorten(text, 80)}", ZooError)
     if not isinstance(value, dict):
-        raise ZooError(f"inline spec {text!r} must be a JSON object")
+        raise ZooError(f"inline spec {shorten(text, 80)} must be a JSON object")
     return value
 
 
@@ -221,7 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--registry", help="registry file (default: $ZOO_REGISTRY or ./registry.toml)")
     common.add_argument("--set", action="append", metavar="PATH=VALUE", help="override, e.g. runtime.seed=3")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser = argparse.ArgumentParser(prog="zoo", description="A plugin-based model zoo for PyTorch.")
+    parser = argparse.ArgumentParser(
+        prog="zoo",
+        description="A plugin-based model zoo for PyTorch.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from zoo import __version__
+
+    parser.add_argument("--version", action="version", version=f"zoo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
@@ -276,10 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"zoo: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return err.exit_code
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (`zoo list | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

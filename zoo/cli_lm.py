@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from zoo.cli import spec_ref
 from zoo.config import load_config
 from zoo.errors import DataError, ZooError
+from zoo.files import parse_json, read_text, shorten, validate_file_model
+from zoo.specs import MAX_SEED
 
 
 def artifact_dir(path: str | Path) -> Path:
@@ -27,10 +31,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     cfg = load_config(args.registry, overrides)
     prompts = list(args.prompt or [])
     if args.prompt_file:
-        try:
-            text = Path(args.prompt_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise DataError(f"--prompt-file {args.prompt_file}: {err}") from None
+        text = read_text(Path(args.prompt_file), DataError)
         prompts += [line for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ZooError("give --prompt TEXT (repeatable) or --prompt-file FILE (one prompt per line)")
@@ -43,6 +44,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     tokenizer = getattr(model, "zoo_tokenizer", None) or ByteTokenizer()
     runtime = Runtime(cfg.runtime)
     seed = args.seed if args.seed is not None else cfg.runtime.seed
+    if not 0 <= seed <= MAX_SEED:
+        raise ZooError(f"--seed {shorten(seed)}: must be between 0 and {MAX_SEED}")
     sampler = spec_ref(args.sampler)
     kwargs: dict[str, Any] = {
         "max_new_tokens": args.max_new_tokens,
@@ -78,17 +81,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+class MetricRow(BaseModel):
+    """One line of ``metrics.jsonl`` as `zoo plot` reads it (other keys are kept, unchecked)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    step: int = Field(ge=0, le=1 << 40)
+    split: str = Field(max_length=40)
+    loss: float | None = None
+    val_loss: float | None = None
+
+
 def read_metrics(run: Path) -> list[dict[str, Any]]:
     path = run / "metrics.jsonl"
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: no metrics (is {run} a training run directory?)")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path, DataError, limit=256 << 20).splitlines(), 1):
         if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise DataError(f"{path}:{n}: not a JSON line") from None
+            where = f"{path}:{n}"
+            row = validate_file_model(MetricRow, parse_json(line, where, DataError), where, DataError)
+            rows.append(row.model_dump())
     return rows
 
 
@@ -170,8 +182,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.as_ != "minigpt":
         raise ZooError(f"--as {args.as_!r}: only minigpt is supported (from GPT-2 weights)")
     from zoo.artifacts import save
+    from zoo.rundir import check_out_path
     from zoo.tokenizers import load_tokenizer
 
+    check_out_path(Path(args.out), [("the source folder", args.path)])
     model = _zoo_hf().import_gpt2(Path(args.path), cfg)
     folder = Path(args.path)
     tokenizer = load_tokenizer(folder, {"type": "bpe"}) if (folder / "tokenizer.json").is_file() else None

@@ -22,6 +22,7 @@ class DistInfo:
     mode: str  # "none" | "ddp" | "fsdp"
     rank: int = 0
     world_size: int = 1
+    device: str = "cpu"  # where collectives' tensors live (nccl needs them on the GPU)
 
     @property
     def active(self) -> bool:
@@ -106,9 +107,25 @@ class DistInfo:
         if self.active:
             dist.barrier()
 
+    def any_failed(self, failed: bool) -> bool:
+        """True on every rank when any rank failed (a collective): no rank waits for one that gave up."""
+        if not self.active:
+            return failed
+        flag = torch.tensor([1.0 if failed else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def all_gather_floats(self, values: list[float]) -> list[list[float]]:
+        """Every rank's ``values``, in rank order, on every rank (a collective)."""
+        table = torch.zeros((self.world_size, len(values)), dtype=torch.float64, device=self.device)
+        table[self.rank] = torch.tensor(values, dtype=torch.float64)
+        if self.active:
+            dist.all_reduce(table)
+        return [[float(v) for v in row] for row in table.tolist()]
+
     def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
         if self.active:
-            value = value.clone()
+            value = value.to(self.device, copy=True)
             dist.all_reduce(value)
             value /= self.world_size
         return value
@@ -134,7 +151,7 @@ def setup(mode: str, device: torch.device) -> DistInfo:
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
     resolved = "ddp" if mode == "auto" else mode
-    return DistInfo(resolved, dist.get_rank(), dist.get_world_size())
+    return DistInfo(resolved, dist.get_rank(), dist.get_world_size(), str(device))
 
 
 def rank() -> int:

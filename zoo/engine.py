@@ -10,19 +10,21 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from pydantic import BaseModel, Field
 from torch import nn
 
 from zoo import checkpoints
 from zoo.errors import ArtifactError, TrainingError
+from zoo.files import LENIENT, parse_json, read_model
+from zoo.rundir import RUN_FILE, run_directory
 from zoo.runtime import Runtime
 from zoo.trainers.optim import build_optimizer, lr_factor
 from zoo.trainers.specs import EngineSpec
@@ -56,43 +58,6 @@ class FitResult:
     artifact: Path | None = None
 
 
-@contextlib.contextmanager
-def run_directory(out: Path, *, resume: bool, force: bool, runtime: Runtime) -> Iterator[None]:
-    """Prepare ``out`` for a run (on the main process) and clean up after a failed start.
-
-    If this run created the directory and fails before writing its first checkpoint (bad data,
-    a wrong setting), the directory is removed again: nothing half-made stays behind, and the
-    next try needs no --force. Anything with a checkpoint in it is kept.
-    """
-    created = not (out.is_dir() and any(out.iterdir())) or (force and not resume)
-    if runtime.is_main:
-        prepare_out_dir(out, resume=resume, force=force)
-    runtime.dist.barrier()
-    try:
-        yield
-    except Exception:
-        if runtime.is_main and created and checkpoints.latest(out / "checkpoints") is None:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-
-
-def prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
-    """Refuse to clobber an earlier run unless asked; make sure the directory is writable."""
-    if out.exists() and not out.is_dir():
-        raise TrainingError(f"--out {out} is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()) and not resume:
-        if not force:
-            raise TrainingError(f"{out} already holds a run; pass --resume to continue it or --force to replace it")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise TrainingError(f"cannot write to --out {out}: {err.strerror or err}") from None
-
-
 class MetricsLog:
     """Append-only ``metrics.jsonl``; on resume, lines past the checkpoint's step are dropped."""
 
@@ -100,10 +65,12 @@ class MetricsLog:
         self.path, self.enabled = path, enabled
 
     def truncate_after(self, step: int) -> None:
-        if not (self.enabled and self.path.exists()):
+        """Keep the lines up to ``step``; unreadable lines (a half-written last one) go."""
+        if not (self.enabled and self.path.is_file()):
             return
-        keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and _line_step(ln) <= step]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+        text = self.path.read_bytes().decode("utf-8", errors="replace")
+        keep = [ln for ln in text.splitlines() if ln.strip() and _line_step(ln) <= step]
+        self.path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
@@ -140,11 +107,39 @@ class LogWindow:
         return record
 
 
+class RankShares:
+    """What this process trained on since it started: units and a sum of the input ids/values.
+
+    Logged for every rank at the end of a run, so a multi-process run shows that each process
+    trained on its own slice of every batch.
+    """
+
+    def __init__(self) -> None:
+        self.units, self.checksum = 0, 0.0
+
+    def add(self, units: int, inputs: torch.Tensor) -> None:
+        self.units += units
+        self.checksum += float(inputs.double().sum())  # on the CPU, before the batch moves
+
+    def gather(self, runtime: Runtime) -> dict[str, Any]:
+        rows = runtime.dist.all_gather_floats([float(self.units), self.checksum])
+        return {"world_size": len(rows), "units": [int(r[0]) for r in rows], "input_sum": [r[1] for r in rows]}
+
+
 def _line_step(line: str) -> int:
     try:
-        return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
+        step = parse_json(line, "metrics line").get("step")
+    except (ArtifactError, AttributeError):
         return sys.maxsize  # an unreadable (half-written) line goes
+    return step if isinstance(step, int) and not isinstance(step, bool) else sys.maxsize
+
+
+class RunInfo(BaseModel):
+    """``run.json``: what a run was started with (a resume must match its model)."""
+
+    model_config = LENIENT
+    model: dict[str, Any] = Field(default_factory=dict)
+    trainer: dict[str, Any] = Field(default_factory=dict)
 
 
 def train(
@@ -157,11 +152,12 @@ def train(
     resume: bool = False,
     run_info: dict[str, Any] | None = None,
     save_artifact: Callable[[Path, nn.Module], Path] | None = None,
+    on_checkpoint: Callable[[], None] | None = None,
 ) -> FitResult:
     """Run ``spec.max_steps`` optimizer steps of ``task`` on ``model``, writing under ``out``.
 
     ``out`` was prepared by the trainer with `run_directory`; with ``resume`` the latest complete
-    checkpoint there (if any) is restored first.
+    checkpoint there (if any) is restored first. ``on_checkpoint`` runs after each checkpoint.
     """
     out = Path(out)
     main = runtime.is_main
@@ -169,7 +165,7 @@ def train(
     if main:
         checkpoints.clean_stale(out)
     info = json.loads(json.dumps(run_info or {}, default=str))
-    _check_run_info(out / "run.json", info, resume=resume, write=main)
+    _check_run_info(out / RUN_FILE, info, resume=resume, runtime=runtime)
 
     runtime.seed_everything()
     data_rng = torch.Generator().manual_seed(runtime.seed)
@@ -196,6 +192,7 @@ def train(
     clip = spec.grad_clip if spec.grad_clip is not None else math.inf
     bar = _progress(spec, state.step, enabled=main and spec.progress)
     window = LogWindow()
+    shares = RankShares()
     metrics: dict[str, float] = {}
     step = state.step
     try:
@@ -207,6 +204,7 @@ def train(
             for i in range(spec.grad_accum):
                 batch = _shard(task.sample(data_rng, micro), runtime.dist.rank, world)
                 window.units += task.count(batch) * world
+                shares.add(task.count(batch), batch[0])
                 batch = runtime.to_device(batch)
                 sync = contextlib.nullcontext() if i == spec.grad_accum - 1 else _no_sync(wrapped)
                 with sync:
@@ -265,8 +263,11 @@ def train(
                         f"checkpoint at step {step} could not be written ({err}); " + _last_good(ckpt_root)
                     ) from None
                 runtime.dist.barrier()
+                if on_checkpoint is not None and main:
+                    on_checkpoint()
     finally:
         bar.close()
+    log.write({"step": step, "split": "ranks", **shares.gather(runtime)})
     artifact = None
     if save_artifact is not None:
         final = runtime.dist.gathered(model)
@@ -279,12 +280,15 @@ def train(
 class EngineTrainer:
     """Base of trainers built on the engine: a subclass says how to make its `Task`.
 
-    ``fit`` prepares the run directory, makes the task (data errors surface here, before anything
-    is left behind), runs the engine, and adds the task's ``summary`` figures to the result.
+    ``fit`` checks the data (before ``out`` is touched), opens the run directory, makes the task,
+    runs the engine, and adds the task's ``summary`` figures to the result.
     """
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
+
+    def check_data(self, model: nn.Module, data: str | Path | None) -> None:
+        """Raise `DataError` for data that cannot work, cheaply, before the run folder is touched."""
 
     def make_task(
         self, model: nn.Module, runtime: Runtime, data: str | Path | None, workdir: Path, resume: bool
@@ -302,29 +306,50 @@ class EngineTrainer:
         force: bool = False,
         run_info: dict[str, Any] | None = None,
         save_artifact: Callable[[Path, nn.Module], Path] | None = None,
+        inputs: Iterable[tuple[str, str | Path | None]] = (),
     ) -> FitResult:
+        """Train ``model`` into the run folder ``out``; ``inputs`` (flag, path) are files the run
+        reads, which ``out`` may not hold."""
         out = Path(out)
         data = data if data is not None else getattr(self.spec, "data", None)
-        with run_directory(out, resume=resume, force=force, runtime=runtime):
+        self.check_data(model, data)
+        with run_directory(
+            out, resume=resume, force=force, runtime=runtime, inputs=[("--data", data), *inputs]
+        ) as rundir:
             task = self.make_task(model, runtime, data, out / "data", resume)
             result = train(
-                model, task, self.spec, runtime, out, resume=resume, run_info=run_info, save_artifact=save_artifact
+                model,
+                task,
+                self.spec,
+                runtime,
+                out,
+                resume=resume,
+                run_info=run_info,
+                save_artifact=save_artifact,
+                on_checkpoint=rundir.commit,
             )
         result.metrics.update(getattr(task, "summary", {}))
         return result
 
 
-def _check_run_info(path: Path, info: dict[str, Any], *, resume: bool, write: bool) -> None:
-    """A resumed run must train the same model spec it started with."""
+def _check_run_info(path: Path, info: dict[str, Any], *, resume: bool, runtime: Runtime) -> None:
+    """A resumed run must train the same model spec it started with.
+
+    Every rank reads ``run.json`` before the main process rewrites it (a barrier in between), so
+    no rank ever reads a half-written file, and all ranks fail alike on a mismatch.
+    """
     if resume and path.exists():
-        before = json.loads(path.read_text())
-        if before.get("model") != info.get("model"):
+        before = read_model(path, RunInfo)
+        if (before.model or None) != (info.get("model") or None):
             raise TrainingError(
                 f"{path.parent} was started with a different model spec; resume it with the same "
                 "--model, or start a new run with another --out"
             )
-    if write:
-        path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    runtime.dist.barrier()
+    if runtime.is_main:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(path)
 
 
 def _shard(batch: Batch, rank: int, world: int) -> Batch:

@@ -1,16 +1,21 @@
 """Exceptions whose messages are meant for users: they name the entry, the field and the fix.
 
-The CLI turns any `ZooError` into a one-line message and exit code 2 (a traceback only with
-`--debug`); anything else is a bug in zoo or in a plugin.
+The CLI turns any `ZooError` into a one-line message and its ``exit_code``: 2 for bad input
+(usage, specs, files), 1 for a run that failed while running (a NaN loss, a full disk); a
+traceback only with `--debug`. Anything else is a bug in zoo or in a plugin.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+EXIT_BAD_INPUT, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+
 
 class ZooError(Exception):
-    """Base class of every error zoo reports to a user as bad input."""
+    """Base class of every error zoo reports to a user (bad input unless a subclass says)."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class SpecError(ZooError):
@@ -69,4 +74,10 @@ class DataError(ZooError):
 
 
 class TrainingError(ZooError):
-    """Training stopped: a non-finite loss or gradient, or an output directory in the way."""
+    """Training failed while running: a non-finite loss or gradient, a checkpoint it could not write."""
+
+    exit_code = EXIT_RUN_FAILED
+
+
+class RunDirError(ZooError):
+    """An output folder zoo refuses to use: not a zoo run, in use by another process, or unsafe to replace."""

@@ -16,10 +16,12 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from zoo.errors import SpecError
+from zoo.files import check_depth, shorten
 
 Kind = Literal["models", "samplers", "trainers"]
 KINDS: tuple[Kind, ...] = ("models", "samplers", "trainers")
 Protocol = Literal["classifier", "causal-lm"]
+MAX_SEED = 2**32 - 1  # what every generator zoo seeds (Python, torch, numpy) accepts
 
 
 # Every spec and settings table: unknown keys are errors, values are immutable, and floats must be
@@ -86,7 +88,7 @@ class RuntimeSpec(BaseModel):
     precision: Literal["auto", "fp32", "bf16-mixed", "fp16-mixed"] = Field(
         "auto", description="auto picks bf16-mixed on GPUs that support it, else fp32"
     )
-    seed: int = Field(0, ge=0, description="seed for every random number generator")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for every random number generator")
     compile: bool = Field(False, description="wrap the model in torch.compile (opt-in)")
     distributed: Literal["auto", "none", "ddp", "fsdp"] = Field(
         "auto", description="auto uses DDP when launched by torchrun, else a single process"
@@ -136,7 +138,7 @@ def format_validation_error(
                 msg += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
             msg += "; fields: " + ", ".join(known)
         elif e["type"] not in ("missing",) and "input" in e and not isinstance(e["input"], dict):
-            msg += f" (got {e['input']!r})"
+            msg += f" (got {shorten(e['input'])})"
         issues.append((path, msg))
     return issues
 
@@ -152,19 +154,28 @@ def validate(cls: type[BaseModel], data: Any, prefix: str = "", source: str | No
 # --------------------------------------------------------------------------- TOML and overrides
 
 
+def _file_error(message: str) -> SpecError:
+    return SpecError([("", message)])
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file, naming the file and line on a syntax error."""
+    """Parse a TOML file (at most 4 MiB, nested at most 48 deep), naming the file and line on an error."""
+    from zoo.files import read_text
+
     path = Path(path)
+    text = read_text(path, _file_error, limit=4 << 20)
+    return parse_toml(text, str(path))
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([("", "file not found")], source=str(path)) from None
-    except (UnicodeDecodeError, IsADirectoryError) as err:
-        raise SpecError([("", f"cannot read as UTF-8 text: {err}")], source=str(path)) from None
-    try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise SpecError([("", f"invalid TOML: {err}")], source=str(path)) from None
+        raise SpecError([("", f"invalid TOML: {err}")], source=source) from None
+    except (RecursionError, ValueError):
+        raise SpecError([("", "invalid TOML: nested too deeply or a number too large")], source=source) from None
+    check_depth(data, source, _file_error)
+    return data
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -177,6 +188,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except (RecursionError, ValueError):
+        raise SpecError([("--set", f"{shorten(text)}: the value nests too deeply or is too large")]) from None
+    check_depth(value, f"--set {shorten(text, 60)}", _file_error)
     return parts, value
 
 

@@ -41,6 +41,14 @@ def train_from_config(
         return save(trained, path, overwrite=True, config=cfg)
 
     result: FitResult = tspec.build().fit(
-        module, runtime, out, data=data, resume=resume, force=force, run_info=run_info, save_artifact=save_artifact
+        module,
+        runtime,
+        out,
+        data=data,
+        resume=resume,
+        force=force,
+        run_info=run_info,
+        save_artifact=save_artifact,
+        inputs=[("--registry", cfg.source)],
     )
     return result

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.data.text import TokenData, iter_texts, tokenize_to_file, windows
+from zoo.data.text import TokenData, iter_chunks, iter_texts, sources, tokenize_to_file, windows
 from zoo.engine import Batch, EngineTrainer
 from zoo.errors import DataError
 from zoo.runtime import Runtime
@@ -80,6 +80,11 @@ class CausalLMTrainer(EngineTrainer):
             folder.mkdir(parents=True, exist_ok=True)
             tok.save(folder)
         return tok
+
+    def check_data(self, model: nn.Module, data: str | Path | None) -> None:
+        """Every source exists and starts as UTF-8 text (the rest is checked while tokenizing)."""
+        for source in sources(data):
+            next(iter_chunks(source, 1 << 16), None)
 
     def make_task(
         self, model: nn.Module, runtime: Runtime, data: str | Path | None, cache: Path, resume: bool

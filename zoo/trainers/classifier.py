@@ -47,18 +47,27 @@ class ClassificationTask:
 
 class ClassifierTrainer(EngineTrainer):
     spec: ClassifierTrainerSpec
+    checked: dict[str, Table] = {}  # replaced per instance by check_data
 
     def make_task(
         self, model: nn.Module, runtime: Runtime, data: str | Path | None, workdir: Path, resume: bool
     ) -> ClassificationTask:
-        from zoo.api import spec_of
-
-        table = self.dataset(spec_of(model), data)
+        table = self.checked.pop(str(data), None) or self.dataset(self.model_spec(model), data)
         train_set, val_set = table.split(self.spec.val_fraction, seed=runtime.seed)
         task = self.task_from(train_set, val_set)
         if table.ceiling is not None:
             task.summary["reachable_accuracy"] = table.ceiling
         return task
+
+    def check_data(self, model: nn.Module, data: str | Path | None) -> None:
+        """Load and check the table now (before the run folder is touched); `make_task` reuses it."""
+        self.checked = {str(data): self.dataset(self.model_spec(model), data)}
+
+    @staticmethod
+    def model_spec(model: nn.Module) -> Any:
+        from zoo.api import spec_of
+
+        return spec_of(model)
 
     def task_from(self, train_set: Table, val_set: Table) -> ClassificationTask:
         """The task for these splits; a subclass changes the loss here (see zoo-example)."""

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from zoo.specs import STRICT, TrainerSpec
+from zoo.specs import MAX_SEED, STRICT, TrainerSpec
 from zoo.tokenizers import ByteTokenizerSpec, TokenizerSpec
 
 
@@ -79,7 +79,7 @@ class SyntheticSpec(BaseModel):
 
     n_samples: int = Field(4096, ge=16, description="examples (train + validation)")
     label_noise: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of labels replaced at random")
-    seed: int = Field(1234, ge=0, description="seed of the generated data (independent of runtime.seed)")
+    seed: int = Field(1234, ge=0, le=MAX_SEED, description="seed of the generated data (independent of runtime.seed)")
 
 
 class ClassifierTrainerSpec(EngineSpec):

@@ -118,6 +118,8 @@ def export_hf(model: Any, out: Path, tokenizer: Any = None) -> Path:
 
 def minigpt_spec_from_gpt2(config: Any) -> dict[str, Any]:
     problems = []
+    if not isinstance(config.activation_function, str):
+        raise ConversionError("activation_function must be a string")
     act = ACT_FROM_HF.get(config.activation_function)
     if act is None:
         problems.append(f"activation_function {config.activation_function!r} has no MiniGPT equivalent")
@@ -145,24 +147,56 @@ def minigpt_spec_from_gpt2(config: Any) -> dict[str, Any]:
     }
 
 
+def read_folder_tensors(folder: Path) -> dict[str, Any]:
+    """Every tensor of a local HF folder's safetensors files, by name (never a pickle)."""
+    from zoo.artifacts import read_tensors
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ConversionError(f"{folder}: no *.safetensors weights")
+    tensors: dict[str, Any] = {}
+    for file in files:
+        tensors.update(read_tensors(file))
+    return tensors
+
+
 def import_gpt2(folder: Path, config_obj: Any = None) -> Any:
-    """A MiniGPT (built through the registry) carrying the weights of a local GPT-2 directory."""
-    from transformers import AutoConfig, GPT2LMHeadModel
+    """A MiniGPT (built through the registry) carrying the weights of a local GPT-2 directory.
+
+    The folder is checked first (no remote code, no pickles); the tensors are read with
+    safetensors and must have exactly the names, shapes and dtypes the MiniGPT needs.
+    """
+    from transformers import GPT2Config
 
     import zoo
+    from zoo.artifacts import check_tensors, tensor_info
+    from zoo_hf.model import SAFE, check_folder
 
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise ConversionError(f"{folder}: no config.json (expected a transformers GPT-2 directory)")
-    config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    if config.model_type != "gpt2":
-        raise ConversionError(f"{folder}: model_type is {config.model_type!r}; only gpt2 converts to MiniGPT")
-    hf = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    raw = check_folder(folder)
+    if raw.get("model_type") != "gpt2":
+        raise ConversionError(f"{folder}: model_type is {raw.get('model_type')!r}; only gpt2 converts to MiniGPT")
+    try:
+        config = GPT2Config.from_pretrained(folder, **SAFE)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ConversionError(f"{folder / 'config.json'}: transformers rejected it ({err})") from None
+    for key in ("n_embd", "n_layer", "n_head", "n_positions", "vocab_size"):
+        if not isinstance(getattr(config, key, None), int) or isinstance(getattr(config, key), bool):
+            raise ConversionError(f"{folder / 'config.json'}: {key} must be an integer")
     model = zoo.build_model(minigpt_spec_from_gpt2(config), config=config_obj)
-    theirs = hf.state_dict()
-    mine = {}
+    theirs = {
+        (name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}"): t
+        for name, t in read_folder_tensors(folder).items()
+    }
+    mine_state = model.state_dict()
+    mine, expected = {}, tensor_info(mine_state)
     for m, h, transposed in _pairs(config.n_layer):
-        t = theirs[h]
-        mine[m] = t.t().contiguous() if transposed else t.clone()
+        if h == "lm_head.weight" and h not in theirs and model.zoo_spec.tie_weights:
+            h = "transformer.wte.weight"  # tied: stored once, under the embedding
+        if h not in theirs:
+            continue
+        t = theirs[h].float() if theirs[h].is_floating_point() else theirs[h]  # fp16/bf16 checkpoints
+        mine[m] = t.t().contiguous() if transposed and t.dim() == 2 else t
+    check_tensors(expected, tensor_info(mine), f"{folder} (as MiniGPT)")
     model.load_state_dict(mine, strict=True)
     return model.eval()

@@ -43,6 +43,10 @@ class _HFSpec(zoo.ModelSpec):
             raise ValueError('config needs a model_type, e.g. config = { model_type = "gpt2", ... }')
         if self.config is not None and not _finite(self.config):
             raise ValueError("config values must be finite numbers (no inf or nan)")
+        if self.config is not None and ("auto_map" in self.config or "custom_pipelines" in self.config):
+            raise ValueError(
+                "config may not name code to run (auto_map); zoo builds only architectures transformers ships"
+            )
         return self
 
     def source(self) -> str:

@@ -17,13 +17,69 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.errors import SpecError
+from zoo.errors import SpecError, ZooError
+from zoo.files import read_json, shorten
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+# Passed to every transformers call that reads a folder or a config: no code from the folder, no
+# network, and no pickled weights (safetensors only).
+SAFE = {"trust_remote_code": False, "local_files_only": True}
+REMOTE_CODE_KEYS = ("auto_map", "custom_pipelines")
+
+
+class FolderError(ZooError):
+    """A Hugging Face model folder zoo refuses to read, or cannot."""
 
 
 def _spec_error(spec: Any, message: str) -> SpecError:
     return SpecError([(spec.source(), message)])
+
+
+def remote_code_keys(config: dict[str, Any]) -> list[str]:
+    """Keys of a config that would make transformers run code shipped beside the weights."""
+    return [k for k in REMOTE_CODE_KEYS if k in config]
+
+
+def check_folder(folder: Path, *, weights: bool = True) -> dict[str, Any]:
+    """Check a local HF model folder before transformers sees it; returns its config.json.
+
+    Refused with one message each: a missing folder or config.json, a config (or tokenizer
+    config) that asks to run the folder's own code (``auto_map``), a ``model_type`` transformers
+    does not ship, and weights that exist only as pickles (``*.bin``, ``*.pt``).
+    """
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    from zoo.artifacts import refuse_pickles
+
+    if not folder.is_dir():
+        raise FolderError(f"{folder}: no such directory")
+    if not (folder / "config.json").exists():
+        raise FolderError(f"{folder}: no config.json (expected a transformers model directory)")
+    config = read_json(folder / "config.json", FolderError)
+    if not isinstance(config, dict):
+        raise FolderError(f"{folder / 'config.json'}: expected a JSON object")
+    tok_config_path = folder / "tokenizer_config.json"
+    tok_config = read_json(tok_config_path, FolderError) if tok_config_path.exists() else {}
+    for name, data in (("config.json", config), ("tokenizer_config.json", tok_config)):
+        keys = remote_code_keys(data) if isinstance(data, dict) else []
+        if keys:
+            raise FolderError(
+                f"{folder / name}: {keys[0]} asks to run Python code shipped in the folder; zoo never runs "
+                f"code from model folders. Remove {keys[0]!r} if the architecture is one transformers ships."
+            )
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise FolderError(
+            f"{folder / 'config.json'}: model_type {shorten(model_type, 60)} is not an architecture transformers "
+            "ships; zoo builds only those (no remote code)"
+        )
+    if weights and not (any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file()):
+        try:
+            refuse_pickles(folder)
+        except ZooError as err:
+            raise FolderError(str(err)) from None
+        raise FolderError(f"{folder}: no model.safetensors (or sharded *.safetensors) weights")
+    return config
 
 
 def make_config(spec: Any) -> Any:
@@ -33,14 +89,14 @@ def make_config(spec: Any) -> Any:
 
     folder = spec.local_dir()
     if folder is not None:
-        if not folder.is_dir():
-            raise _spec_error(spec, f"{folder}: no such directory")
-        if not (folder / "config.json").is_file():
-            raise _spec_error(spec, f"{folder}: no config.json (expected a transformers model directory)")
         try:
-            return AutoConfig.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise _spec_error(spec, f"{folder}/config.json: {err}") from None
+            check_folder(folder)
+        except FolderError as err:
+            raise _spec_error(spec, str(err)) from None
+        try:
+            return AutoConfig.from_pretrained(folder, **SAFE)
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise _spec_error(spec, f"{folder}/config.json: {shorten(str(err))}") from None
     values = dict(spec.config)
     model_type = values.pop("model_type")
     if model_type not in CONFIG_MAPPING:
@@ -56,8 +112,8 @@ def make_config(spec: Any) -> Any:
             if key not in values and isinstance(vocab, int) and isinstance(value, int) and value >= vocab:
                 values[key] = None
         return AutoConfig.for_model(model_type, **values)
-    except (TypeError, ValueError) as err:
-        raise _spec_error(spec, f"transformers rejected the {model_type} config: {err}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise _spec_error(spec, f"transformers rejected the {model_type} config: {shorten(str(err))}") from None
 
 
 def inline_config(config: Any) -> dict[str, Any]:
@@ -78,10 +134,12 @@ def _load(auto_cls: Any, spec: Any, **extra: Any) -> Any:
     kwargs = {"attn_implementation": spec.attn_implementation}
     try:
         if folder is None:
-            return auto_cls.from_config(config, dtype=torch.float32, **kwargs)
-        return auto_cls.from_pretrained(folder, config=config, local_files_only=True, dtype=torch.float32, **kwargs)
-    except (OSError, ValueError, KeyError) as err:
-        raise _spec_error(spec, f"transformers could not build the model: {err}") from None
+            return auto_cls.from_config(config, dtype=torch.float32, trust_remote_code=False, **kwargs)
+        return auto_cls.from_pretrained(
+            folder, config=config, dtype=torch.float32, use_safetensors=True, **SAFE, **kwargs
+        )
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise _spec_error(spec, f"transformers could not build the model: {shorten(str(err))}") from None
 
 
 class _HFAdapter(nn.Module):
@@ -180,9 +238,11 @@ def local_tokenizer(spec: Any) -> HFTokenizer | None:
     from transformers import AutoTokenizer
 
     try:
-        return HFTokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
-    except (OSError, ValueError) as err:
-        raise _spec_error(spec, f"{folder}: tokenizer files present but unreadable ({err})") from None
+        return HFTokenizer(AutoTokenizer.from_pretrained(folder, **SAFE))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # a crafted tokenizer.json can panic inside `tokenizers` (Rust)
+        raise _spec_error(spec, f"{folder}: tokenizer files present but unreadable ({shorten(str(err))})") from None
 
 
 def build_causal_lm(spec: Any) -> HFCausalLM:
