@@ -109,9 +109,16 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(trial, tmp_path, corpu
     root = out / "checkpoints"
     if trial == 0:  # the moment a checkpoint starts being written
         kill_when(proc, lambda: root.is_dir() and any(p.name.startswith(".step-") for p in root.iterdir()))
-    else:  # after a random number of steps, mid-step or between checkpoints
-        want = random.Random(trial).randint(2, 44)
-        kill_when(proc, lambda: (last := latest(root)) is not None and int(last.name[5:]) >= want - want % 4)
+    else:  # at a random moment once training runs: mid-step, mid-checkpoint, mid-log, between
+        delay = random.Random(trial).uniform(0.0, 1.2)
+        started: list[float] = []
+
+        def ready() -> bool:
+            if not started and (out / "run.json").exists():
+                started.append(time.monotonic())
+            return bool(started) and time.monotonic() - started[0] >= delay
+
+        kill_when(proc, ready)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert_latest_checkpoint_loads(out)
     done = subprocess.run(command(out, corpus, "--resume"), capture_output=True, text=True)
@@ -133,6 +140,8 @@ def test_killed_before_any_checkpoint_resumes_from_scratch(tmp_path, corpus, ref
     out = tmp_path / "run"
     proc = subprocess.Popen(command(out, corpus), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_when(proc, lambda: (out / "data" / "tokens.bin").exists())
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert latest(out / "checkpoints") is None, "a checkpoint was written before the kill"
     done = subprocess.run(command(out, corpus, "--resume"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     final = read_tensors(out / "model" / "model.safetensors")

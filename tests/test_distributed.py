@@ -128,3 +128,18 @@ def test_fsdp_two_processes_equal_one(runs, corpus, tmp_path):
     train(out, corpus, "--nproc", "2", "--set", "runtime.distributed=fsdp", "--resume")
     resumed = weights(out)
     assert all(torch.equal(resumed[k], fsdp[k]) for k in fsdp)
+
+
+def test_ddp_resume_with_another_model_fails_alike_on_every_rank(runs, corpus, tmp_path):
+    """Every rank reads run.json before rank 0 rewrites it, so both refuse the resume cleanly."""
+    out = tmp_path / "ddp"
+    shutil.copytree(runs["ddp"], out)
+    before = (out / "run.json").read_text()
+    other = {**MODEL, "d_model": 32}
+    cmd = [sys.executable, "-m", "zoo", "train", "--model", json.dumps(other), "--trainer", json.dumps(TRAINER)]
+    cmd += ["--data", str(corpus), "--out", str(out), "--device", "cpu", "--nproc", "2", "--resume"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert res.stderr.count("was started with a different model spec") == 2, res.stderr[-3000:]
+    assert "JSONDecodeError" not in res.stderr
+    assert (out / "run.json").read_text() == before

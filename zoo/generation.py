@@ -1,7 +1,8 @@
 """Text generation on any causal LM: prefill once, then one token at a time through a KV cache.
 
-Prompts of different lengths are left-padded with an attention mask, so every sequence decodes
-exactly as it would alone; each stops on its own (EOS ids after ``min_new_tokens``, stop strings,
+Prompts of different lengths are left-padded with an attention mask, and every row samples with
+its own generator (row i seeded with ``seed + i``), so prompt i of a batch decodes exactly as it
+does alone with ``seed + i`` (greedy: with any seed); each stops on its own (EOS ids after ``min_new_tokens``, stop strings,
 or ``max_new_tokens``). Without EOS ids or stop strings the loop never waits on the device.
 """
 
@@ -105,7 +106,8 @@ class Decoder:
         self.padded = any(len(p) != longest for p in prompt_ids)
         self.ids, self.mask = ids.to(device), mask.to(device)
         self.eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        # one generator per row (row i: seed + i), so a row's draws never depend on the batch
+        self.generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(B)]
         # tokens present per sequence, kept only for samplers that ask (repetition penalty)
         self.track_seen = bool(getattr(sampler, "needs_seen", True))
         self.seen = torch.zeros((B, vocab if self.track_seen else 1), dtype=torch.bool, device=device)
@@ -130,7 +132,7 @@ class Decoder:
                 last = logits[:, -1].float()  # (B, V)
                 if t < self.min_new and self.eos.numel():
                     last[:, self.eos] = float("-inf")
-                nxt = self.sampler.select(last, self.seen, self.generator)  # (B,)
+                nxt = self.sampler.select(last, self.seen, self.generators)  # (B,)
                 if self.eos.numel():  # finished sequences emit padding from now on
                     nxt = nxt.masked_fill(done, 0)
                     done = done | torch.isin(nxt, self.eos)

@@ -54,7 +54,8 @@ def zoo_register_samplers(register: Register) -> None:
     """Called once when a registry loads this plugin: ``register(spec_cls)`` for each sampler.
 
     ``spec_cls`` subclasses ``zoo.SamplerSpec``; its ``build()`` returns an object with
-    ``select(logits, generated, generator) -> next_ids`` (see ``zoo.samplers``).
+    ``select(logits, seen, generator) -> next_ids``: logits (B, V), seen (B, V) bool, generator one
+    seeded ``torch.Generator`` per row (see ``zoo.samplers``).
     """
 
 

@@ -219,7 +219,11 @@ def check_sampler(ref: Ref, *, config: Config | None = None) -> None:
     logits = torch.randn(16, 50, generator=g) * 3
     logits[:, 40:] = float("-inf")
     seen = torch.zeros(16, 50, dtype=torch.bool)
-    picks = [sampler.select(logits.clone(), seen, torch.Generator().manual_seed(s)) for s in (7, 7, 8)]
+    rows = logits.shape[0]
+    picks = [
+        sampler.select(logits.clone(), seen, [torch.Generator().manual_seed(s + i) for i in range(rows)])
+        for s in (7, 7, 8)
+    ]
     first = picks[0]
     assert first.shape == (16,) and first.dtype == torch.long, f"{spec.type}: select() must return (B,) int64 ids"
     assert bool(((first >= 0) & (first < 40)).all()), f"{spec.type}: picked a token whose logit is -inf"

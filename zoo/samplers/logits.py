@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -40,12 +42,24 @@ def min_p(logits: torch.Tensor, threshold: float) -> torch.Tensor:
     return logits.masked_fill(probs < limit, float("-inf"))
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+Generators = Sequence[torch.Generator] | torch.Generator | None
+
+
+def draw(probs: torch.Tensor, generator: Generators) -> torch.Tensor:
     """One token per row from ``probs`` (B, V): the exponential race ``argmax p / E``, E ~ Exp(1).
 
     Exactly the categorical distribution, in two kernels instead of multinomial's slower one.
+    ``generator`` is what the decoding loop hands a sampler: one generator per row, so a row's
+    draws never depend on the other rows of the batch (a single generator is accepted too).
     """
-    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
+    if isinstance(generator, Sequence):
+        if len(generator) != probs.shape[0]:
+            raise ValueError(f"{len(generator)} generators for {probs.shape[0]} rows")
+        row = probs.shape[-1]
+        noise = torch.stack([probs.new_empty(row).exponential_(generator=g) for g in generator])
+    else:
+        noise = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / noise).argmax(-1)
 
 
 class Greedy:
@@ -53,7 +67,7 @@ class Greedy:
         self.penalty = penalty
         self.needs_seen = penalty != 1.0
 
-    def select(self, logits: torch.Tensor, seen: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def select(self, logits: torch.Tensor, seen: torch.Tensor, generator: Generators) -> torch.Tensor:
         return repetition_penalty(logits, seen, self.penalty).argmax(-1)
 
 
@@ -72,5 +86,5 @@ class Sampler:
             logits = top_k(logits, self.k)
         return min_p(top_p(logits, self.p), self.min_p)
 
-    def select(self, logits: torch.Tensor, seen: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def select(self, logits: torch.Tensor, seen: torch.Tensor, generator: Generators) -> torch.Tensor:
         return draw(self.filter(logits, seen).softmax(-1), generator)

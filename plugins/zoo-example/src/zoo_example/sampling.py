@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from zoo.samplers.logits import draw
+from zoo.samplers.logits import Generators, draw
 
 
 class Typical:
@@ -13,7 +13,7 @@ class Typical:
     def __init__(self, mass: float, temperature: float) -> None:
         self.mass, self.temperature = mass, temperature
 
-    def select(self, logits: torch.Tensor, seen: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def select(self, logits: torch.Tensor, seen: torch.Tensor, generator: Generators) -> torch.Tensor:
         logp = (logits / self.temperature).log_softmax(-1)  # (B, V)
         probs = logp.exp()
         entropy = -(probs * logp).sum(-1, keepdim=True)
