@@ -2,8 +2,9 @@
 
 Prompts of different lengths are left-padded with an attention mask, and every row samples with
 its own generator (row i seeded with ``seed + i``), so prompt i of a batch decodes exactly as it
-does alone with ``seed + i`` (greedy: with any seed); each stops on its own (EOS ids after ``min_new_tokens``, stop strings,
-or ``max_new_tokens``). Without EOS ids or stop strings the loop never waits on the device.
+does alone with ``seed + i`` (greedy: with any seed); each stops on its own (EOS ids after
+``min_new_tokens``, stop strings, or ``max_new_tokens``). Without EOS ids or stop strings the
+loop never waits on the device.
 """
 
 from __future__ import annotations
