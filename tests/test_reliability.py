@@ -143,7 +143,7 @@ def test_resume_with_another_model_is_refused(config, tmp_path):
     spec = ClassifierTrainerSpec(max_steps=12, batch_size=16, progress=False)
     from zoo.training import train_from_config
 
-    with pytest.raises(zoo.TrainingError, match="was started with a different model spec"):
+    with pytest.raises(zoo.RunDirError, match="was started with a different model spec"):
         train_from_config(config, {**MODEL, "hidden": [32]}, spec, tmp_path / "r", resume=True)
     assert other is not None
 
@@ -180,12 +180,41 @@ def test_garbage_header_is_named(saved, config):
         zoo.load(saved, config=config)
 
 
-def test_bit_flip_is_caught_by_the_checksum(saved, config):
-    data = bytearray((saved / "model.safetensors").read_bytes())
-    data[len(data) // 2] ^= 0x01
-    (saved / "model.safetensors").write_bytes(bytes(data))
+def test_bit_flip_near_the_end_of_a_large_file_is_caught_by_the_checksum(tmp_path, config):
+    """The weights span several read chunks (1 MiB each); the flipped byte is in the last one."""
+    model = zoo.build_model({"type": "simplenet", "in_features": 512, "hidden": [1024], "num_classes": 4})
+    art = zoo.save(model, tmp_path / "big", config=config)
+    data = bytearray((art / "model.safetensors").read_bytes())
+    assert len(data) > 2 * (1 << 20)
+    data[-3] ^= 0x01
+    (art / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(zoo.ArtifactError, match="does not match the manifest"):
+        zoo.load(art, config=config)
+
+
+def test_a_weight_of_another_dtype_is_an_error_not_garbage(saved, config):
+    from safetensors.torch import save_file
+
+    tensors = artifacts.read_tensors(saved / "model.safetensors")
+    tensors["head.weight"] = tensors["head.weight"].half()
+    save_file(tensors, str(saved / "model.safetensors"))
+    rewrite_weights(saved, (saved / "model.safetensors").read_bytes())
+    with pytest.raises(
+        zoo.ArtifactError, match=r"wrong dtype: head\.weight \(file torch\.float16, model torch\.float32\)"
+    ):
         zoo.load(saved, config=config)
+
+
+def test_a_tiny_artifact_cannot_force_a_huge_allocation(saved, config):
+    """spec.json asks for a 40 GB model: the header is checked against a meta-device build first."""
+    import resource
+
+    spec = json.loads((saved / "spec.json").read_text())
+    (saved / "spec.json").write_text(json.dumps({**spec, "hidden": [100_000, 100_000]}))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(zoo.ArtifactError, match="wrong shape"):
+        zoo.load(saved, config=config)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: no 40 GB build
 
 
 @pytest.mark.parametrize(

@@ -109,9 +109,9 @@ def loss_table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'step':>6} {'train loss':>11} {'val loss':>9}"]
     train = None
     for r in rows:
-        if r.get("split") == "train" and "loss" in r:
+        if r.get("split") == "train" and r.get("loss") is not None:
             train = r["loss"]
-        elif r.get("split") == "val":
+        elif r.get("split") == "val" and r.get("val_loss") is not None:
             shown = f"{train:.4f}" if train is not None else "-"
             lines.append(f"{r['step']:>6} {shown:>11} {r['val_loss']:>9.4f}")
     return "\n".join(lines)
@@ -128,8 +128,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ZooError("zoo plot needs matplotlib: pip install 'zoo[plot]'") from None
-    train = [(r["step"], r["loss"]) for r in rows if r.get("split") == "train" and "loss" in r]
-    val = [(r["step"], r["val_loss"]) for r in rows if r.get("split") == "val"]
+    train = [(r["step"], r["loss"]) for r in rows if r.get("split") == "train" and r.get("loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("split") == "val" and r.get("val_loss") is not None]
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
         ax.plot(*zip(*train, strict=True), label="train", alpha=0.8)

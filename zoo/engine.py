@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from zoo import checkpoints
-from zoo.errors import ArtifactError, TrainingError
+from zoo.errors import ArtifactError, RunDirError, TrainingError
 from zoo.files import LENIENT, parse_json, read_model
 from zoo.rundir import RUN_FILE, run_directory
 from zoo.runtime import Runtime
@@ -63,6 +63,8 @@ class MetricsLog:
 
     def __init__(self, path: Path, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
+        if enabled and (path.is_symlink() or (path.exists() and not path.is_file())):
+            raise ArtifactError(f"{path}: not a regular file; zoo appends metrics only to its own file")
 
     def truncate_after(self, step: int) -> None:
         """Keep the lines up to ``step``; unreadable lines (a half-written last one) go."""
@@ -341,7 +343,7 @@ def _check_run_info(path: Path, info: dict[str, Any], *, resume: bool, runtime: 
     if resume and path.exists():
         before = read_model(path, RunInfo)
         if (before.model or None) != (info.get("model") or None):
-            raise TrainingError(
+            raise RunDirError(
                 f"{path.parent} was started with a different model spec; resume it with the same "
                 "--model, or start a new run with another --out"
             )

@@ -32,9 +32,10 @@ LENIENT = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False, protected
 
 
 def shorten(value: Any, limit: int = QUOTE) -> str:
-    """``repr(value)`` cut to about ``limit`` characters, for error messages."""
+    """``repr(value)`` (a string as it is, on one line) cut to about ``limit`` characters, for
+    error messages."""
     try:
-        text = value if isinstance(value, str) else repr(value)
+        text = " ".join(value.split()) if isinstance(value, str) else repr(value)
     except ValueError:  # an int past the digit limit has no repr
         text = f"<a very large {type(value).__name__}>"
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from zoo.errors import ArtifactError, DataError
+from zoo.files import read_text, shorten
 from zoo.specs import STRICT
 
 
@@ -140,11 +141,12 @@ def load_tokenizer(folder: Path, desc: dict[str, Any]) -> Tokenizer:
         return ByteTokenizer()
     if kind in ("bpe", "hf"):
         path = folder / str(desc.get("file", "tokenizer.json"))
-        if not path.is_file():
-            raise ArtifactError(f"{path}: tokenizer file is missing")
+        text = read_text(path, limit=256 << 20)  # a regular UTF-8 file of sane size, or an error naming it
         tk = _require_tokenizers()
         try:
-            return HFTokenizer(tk.Tokenizer.from_file(str(path)), desc.get("eos_token"), desc.get("pad_token"))
-        except Exception as err:
-            raise ArtifactError(f"{path}: unreadable tokenizer ({err})") from None
-    raise ArtifactError(f"unknown tokenizer type {kind!r} in manifest: {json.dumps(desc)}")
+            return HFTokenizer(tk.Tokenizer.from_str(text), desc.get("eos_token"), desc.get("pad_token"))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # `tokenizers` raises, or panics (Rust), on a crafted file
+            raise ArtifactError(f"{path}: unreadable tokenizer ({shorten(str(err))})") from None
+    raise ArtifactError(f"unknown tokenizer type {shorten(kind, 40)} in manifest: {shorten(json.dumps(desc))}")

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, Field
 
-from zoo.errors import DataError
+from zoo.errors import DataError, ZooError
+from zoo.files import LENIENT, read_model, regular_file
 from zoo.tokenizers import Tokenizer
 
 CHUNK_BYTES = 8 << 20
@@ -142,12 +145,16 @@ def tokenize_to_file(data: str | Path | None, tokenizer: Tokenizer, folder: Path
     key = hashlib.sha256(json.dumps([[s.fingerprint() for s in srcs], desc], default=str).encode()).hexdigest()
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
     meta_path, bin_path = folder / "tokens.json", folder / "tokens.bin"
-    if meta_path.exists() and bin_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
-            return np.memmap(bin_path, dtype=meta["dtype"], mode="r", shape=(meta["n_tokens"],))
+    cached = _cached_tokens(meta_path, bin_path, key)
+    if cached is not None:
+        return cached
     folder.mkdir(parents=True, exist_ok=True)
     tmp = bin_path.with_suffix(".bin.tmp")
+    for stale in (tmp, bin_path, meta_path):  # never write through a planted link, or into a folder
+        if stale.is_symlink():
+            stale.unlink()
+        elif stale.is_dir():
+            shutil.rmtree(stale)
     n = 0
     with open(tmp, "wb") as fh:
         for text in iter_texts(data):
@@ -160,6 +167,30 @@ def tokenize_to_file(data: str | Path | None, tokenizer: Tokenizer, folder: Path
     tmp.replace(bin_path)
     meta_path.write_text(json.dumps({"key": key, "dtype": np.dtype(dtype).name, "n_tokens": n}))
     return np.memmap(bin_path, dtype=dtype, mode="r", shape=(n,))
+
+
+class TokensMeta(BaseModel):
+    """``tokens.json``: which corpus and tokenizer ``tokens.bin`` holds, and its layout."""
+
+    model_config = LENIENT
+    key: str = Field(max_length=64)
+    dtype: Literal["uint16", "uint32"]
+    n_tokens: int = Field(gt=0, le=1 << 40)
+
+
+def _cached_tokens(meta_path: Path, bin_path: Path, key: str) -> np.ndarray | None:
+    """The token cache if it is intact and for this corpus; anything else (stale, edited, truncated,
+    not a regular file) is rebuilt, since it is only a cache."""
+    if not meta_path.exists():
+        return None
+    try:
+        meta = read_model(meta_path, TokensMeta)
+        size = regular_file(bin_path).st_size
+    except ZooError:
+        return None
+    if meta.key != key or size != meta.n_tokens * np.dtype(meta.dtype).itemsize:
+        return None
+    return np.memmap(bin_path, dtype=meta.dtype, mode="r", shape=(meta.n_tokens,))
 
 
 def windows(tokens: np.ndarray, starts: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,11 +74,13 @@ class CausalLMTrainer(EngineTrainer):
     def tokenizer(self, data: str | Path | None, folder: Path, resume: bool) -> Tokenizer:
         """Byte-level, or a BPE trained on the corpus once (a resumed run reuses it)."""
         saved = folder / "tokenizer.json"
-        if self.spec.tokenizer.type == "bpe" and resume and saved.exists():
+        if self.spec.tokenizer.type == "bpe" and resume and os.path.lexists(saved):
             return load_tokenizer(folder, {"type": "bpe", "file": "tokenizer.json"})
         tok = build_tokenizer(self.spec.tokenizer, iter_texts(data))
         if self.spec.tokenizer.type == "bpe":
             folder.mkdir(parents=True, exist_ok=True)
+            if saved.is_symlink():  # never write through a planted link
+                saved.unlink()
             tok.save(folder)
         return tok
 

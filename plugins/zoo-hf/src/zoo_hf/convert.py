@@ -170,20 +170,22 @@ def import_gpt2(folder: Path, config_obj: Any = None) -> Any:
 
     import zoo
     from zoo.artifacts import check_tensors, tensor_info
-    from zoo_hf.model import SAFE, check_folder
+    from zoo_hf.model import SAFE, check_folder, rejected_by_transformers
 
     folder = Path(folder)
     raw = check_folder(folder)
+    where = folder / "config.json"
     if raw.get("model_type") != "gpt2":
         raise ConversionError(f"{folder}: model_type is {raw.get('model_type')!r}; only gpt2 converts to MiniGPT")
-    try:
+    with rejected_by_transformers(str(where), ConversionError):
         config = GPT2Config.from_pretrained(folder, **SAFE)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
-        raise ConversionError(f"{folder / 'config.json'}: transformers rejected it ({err})") from None
     for key in ("n_embd", "n_layer", "n_head", "n_positions", "vocab_size"):
         if not isinstance(getattr(config, key, None), int) or isinstance(getattr(config, key), bool):
-            raise ConversionError(f"{folder / 'config.json'}: {key} must be an integer")
-    model = zoo.build_model(minigpt_spec_from_gpt2(config), config=config_obj)
+            raise ConversionError(f"{where}: {key} must be an integer")
+    try:
+        model = zoo.build_model(minigpt_spec_from_gpt2(config), config=config_obj)
+    except ZooError as err:
+        raise ConversionError(f"{where}: {err}") from None
     theirs = {
         (name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}"): t
         for name, t in read_folder_tensors(folder).items()

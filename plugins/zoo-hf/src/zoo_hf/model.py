@@ -8,9 +8,10 @@ the key names ``from_pretrained`` expects.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,18 @@ class FolderError(ZooError):
 
 def _spec_error(spec: Any, message: str) -> SpecError:
     return SpecError([(spec.source(), message)])
+
+
+@contextlib.contextmanager
+def rejected_by_transformers(where: str, error: Callable[[str], ZooError] = FolderError) -> Iterator[None]:
+    """transformers validates configs and weights with many exception types (TypeError, IndexError,
+    huggingface_hub's validation errors...): any of them on a user's file is bad input, named."""
+    try:
+        yield
+    except ZooError:
+        raise
+    except Exception as err:
+        raise error(f"{where}: transformers rejected it ({type(err).__name__}: {shorten(str(err))})") from None
 
 
 def remote_code_keys(config: dict[str, Any]) -> list[str]:
@@ -93,17 +106,15 @@ def make_config(spec: Any) -> Any:
             check_folder(folder)
         except FolderError as err:
             raise _spec_error(spec, str(err)) from None
-        try:
+        with rejected_by_transformers(f"{folder / 'config.json'}", lambda m: _spec_error(spec, m)):
             return AutoConfig.from_pretrained(folder, **SAFE)
-        except (OSError, ValueError, TypeError, KeyError) as err:
-            raise _spec_error(spec, f"{folder}/config.json: {shorten(str(err))}") from None
     values = dict(spec.config)
     model_type = values.pop("model_type")
     if model_type not in CONFIG_MAPPING:
         close = difflib.get_close_matches(model_type, list(CONFIG_MAPPING.keys()), n=3)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise SpecError([(f"{spec.type}.config.model_type", f"transformers knows no model_type {model_type!r}{hint}")])
-    try:
+    with rejected_by_transformers(f"the {model_type} config", lambda m: _spec_error(spec, m)):
         # defaults such as GPT-2's bos/eos 50256 point outside a small vocabulary: unset those
         defaults = CONFIG_MAPPING[model_type]()
         vocab = values.get("vocab_size", getattr(defaults, "vocab_size", None))
@@ -112,8 +123,6 @@ def make_config(spec: Any) -> Any:
             if key not in values and isinstance(vocab, int) and isinstance(value, int) and value >= vocab:
                 values[key] = None
         return AutoConfig.for_model(model_type, **values)
-    except (TypeError, ValueError, KeyError, AttributeError) as err:
-        raise _spec_error(spec, f"transformers rejected the {model_type} config: {shorten(str(err))}") from None
 
 
 def inline_config(config: Any) -> dict[str, Any]:
@@ -132,14 +141,13 @@ def _load(auto_cls: Any, spec: Any, **extra: Any) -> Any:
         setattr(config, key, value)
     folder = spec.local_dir()
     kwargs = {"attn_implementation": spec.attn_implementation}
-    try:
+    where = str(folder) if folder is not None else f"the {config.model_type} model"
+    with rejected_by_transformers(where, lambda m: _spec_error(spec, m)):
         if folder is None:
             return auto_cls.from_config(config, dtype=torch.float32, trust_remote_code=False, **kwargs)
         return auto_cls.from_pretrained(
             folder, config=config, dtype=torch.float32, use_safetensors=True, **SAFE, **kwargs
         )
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
-        raise _spec_error(spec, f"transformers could not build the model: {shorten(str(err))}") from None
 
 
 class _HFAdapter(nn.Module):

@@ -1,0 +1,54 @@
+"""Exit codes as documented in `zoo --help`: 2 bad input, 1 a run that failed, 130 Ctrl-C at any moment."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from zoo.cli import main
+
+MODEL = json.dumps({"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 1, "n_heads": 2})
+LONG = {"type": "causal-lm", "max_steps": 100000, "batch_size": 4, "context": 32, "checkpoint_every": 50}
+
+
+def test_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "2    bad input" in text and "1    the run failed" in text and "130  interrupted" in text
+
+
+def test_version(capsys):
+    import zoo
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"zoo {zoo.__version__}"
+
+
+def test_bad_input_is_2_and_a_failed_run_is_1(tmp_path, capsys):
+    assert main(["train", "--model", "nope", "--trainer", "lm", "--out", str(tmp_path / "a")]) == 2
+    nan = {"type": "classifier", "max_steps": 5, "lr": 1e30, "grad_clip": None, "optimizer": {"name": "sgd"}}
+    net = json.dumps({"type": "simplenet", "in_features": 4, "hidden": [8], "num_classes": 2})
+    assert main(["train", "--model", net, "--trainer", json.dumps(nan), "--out", str(tmp_path / "b")]) == 1
+    assert "non-finite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.5, 1.0, 2.0, 3.5])
+def test_ctrl_c_at_any_moment_is_130_without_a_traceback(tmp_path, delay):
+    """SIGINT while Python imports zoo and torch, loads plugins, tokenizes, or trains."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "zoo", "train", "--model", MODEL, "--trainer", json.dumps(LONG)]
+    proc = subprocess.Popen([*cmd, "--out", str(out)], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    assert err.strip().endswith("zoo: interrupted")
