@@ -104,3 +104,15 @@ def test_tied_weights_are_stored_once(tmp_path, config):
     other = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False))
     load_into(other, read_tensors(tmp_path / "w.safetensors"), aliases, "w")
     assert torch.equal(other[1].weight, net[0].weight)
+
+
+def test_overwrite_replaces_only_a_zoo_artifact(tmp_path, config):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("keep me")
+    model = zoo.build_model("simplenet-small", config=config)
+    with pytest.raises(zoo.ArtifactError, match="not a zoo artifact"):
+        zoo.save(model, folder, overwrite=True, config=config)
+    assert (folder / "todo.txt").read_text() == "keep me"
+    zoo.save(model, tmp_path / "art", config=config)
+    zoo.save(model, tmp_path / "art", overwrite=True, config=config)  # its own artifact: replaced

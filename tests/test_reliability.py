@@ -272,9 +272,14 @@ def test_bad_data_leaves_no_partial_run(config, tmp_path):
 
 
 def test_huge_single_line_file_trains(config, tmp_path):
+    """One line of 9.6 MB of multi-byte characters: more than one 8 MiB read chunk, cut safely."""
+    from zoo.data import text
     from zoo.training import train_from_config
 
-    (tmp_path / "line.txt").write_text("é—x" * 300_000)  # ~2.4 MB, no newline
+    (tmp_path / "line.txt").write_text("é—x" * 1_600_000)  # 6 bytes each
+    assert (tmp_path / "line.txt").stat().st_size > text.CHUNK_BYTES
     lm = {"type": "causal-lm", "max_steps": 2, "batch_size": 2, "context": 16, "progress": False}
     result = train_from_config(config, "minigpt-tiny", lm, tmp_path / "run", data=tmp_path / "line.txt")
     assert result.steps == 2
+    tokens = (tmp_path / "run" / "data" / "tokens.bin").stat().st_size // 2  # uint16 per byte token
+    assert tokens == (tmp_path / "line.txt").stat().st_size  # byte level: every byte, none lost or doubled

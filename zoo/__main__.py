@@ -4,6 +4,7 @@ Nothing is imported before the guard below is in place, so Ctrl-C at any moment,
 included, ends with "zoo: interrupted" and exit code 130, never a traceback.
 """
 
+import os
 import sys
 
 
@@ -15,6 +16,13 @@ def run() -> None:
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)
         code = 130
+    if code == 130:
+        # An interrupt that arrived inside a C extension's own exec() (pybind11 during `import
+        # torch`) is remembered by CPython as unhandled, and it would end the process with SIGINT
+        # instead of this code. Leave directly once the output is flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     sys.exit(code)
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.config import Config, find_registry_file, load_config
+from zoo.config import Config, load_config, registry_files
 from zoo.errors import ProtocolError, ZooError
-from zoo.specs import ModelSpec, SamplerSpec, Spec, TrainerSpec
+from zoo.specs import Kind, ModelSpec, SamplerSpec, Spec, TrainerSpec, validate
 
 if TYPE_CHECKING:
     from torch import nn
@@ -19,48 +18,91 @@ Ref = str | Mapping[str, Any] | Spec
 
 
 def default_config() -> Config:
-    """The registry of this process: ./registry.toml (or $ZOO_REGISTRY) plus installed plugins.
+    """The configuration of this process: the installed plugins and their presets, then the
+    user's, the project's and ``$ZOO_REGISTRY``'s registry files (see `zoo.config.registry_files`).
 
-    Cached per file and modification time, so repeated calls are cheap and edits are seen.
+    Cached per set of files and their modification times, so repeated calls are cheap and edits
+    are seen.
     """
-    file = find_registry_file()
-    stamp = file.stat().st_mtime_ns if file is not None and file.exists() else None
+    files = tuple((str(f.resolve()), f.stat().st_mtime_ns if f.exists() else 0) for f in registry_files())
     switches = (os.environ.get("ZOO_DISABLE_PLUGINS", ""), os.environ.get("ZOO_ENABLE_PLUGINS", ""))
-    return _cached_config(str(file.resolve()) if file else None, stamp, switches)
+    return _cached_config(files, switches, os.getcwd())
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_config(path: str | None, stamp: int | None, switches: tuple[str, str]) -> Config:
-    return load_config(Path(path) if path else None)
+def _cached_config(files: tuple[tuple[str, int], ...], switches: tuple[str, str], cwd: str) -> Config:
+    return load_config()
 
 
-def model_spec(ref: Ref, *, config: Config | None = None) -> ModelSpec:
-    spec = (config or default_config()).spec("models", ref)
+def resolve(kind: Kind, ref: Ref, overrides: Mapping[str, Any], config: Config | None) -> Spec:
+    """A validated spec from a name, dict or spec, with field ``overrides`` applied (validated too)."""
+    cfg = config or default_config()
+    spec = cfg.spec(kind, ref)
+    if not overrides:
+        return spec
+    where = f"{kind}.{ref}" if isinstance(ref, str) else f"{kind}.{spec.type}"
+    fields = {**spec.model_dump(exclude_unset=False), **overrides}
+    new: Spec = validate(type(spec), fields, where)
+    return new
+
+
+def model_spec(ref: Ref, *, config: Config | None = None, **overrides: Any) -> ModelSpec:
+    spec = resolve("models", ref, overrides, config)
     assert isinstance(spec, ModelSpec)
     return spec
 
 
-def build_model(ref: Ref, *, config: Config | None = None) -> nn.Module:
-    """Build a registered model on the CPU in fp32: ``build_model("minigpt-tiny")`` or a dict."""
-    spec = model_spec(ref, config=config)
+def build_model(ref: Ref, *, config: Config | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered model on the CPU in fp32, timm-style: ``build_model("minigpt-tiny")``,
+    ``build_model("minigpt-small", dropout=0.1)`` (overrides are validated, errors name the
+    field) or ``build_model({"type": "simplenet", ...})``."""
+    spec = model_spec(ref, config=config, **overrides)
     return attach(spec.build(), spec)
 
 
-def build_trainer(ref: Ref, *, model: Ref | nn.Module | None = None, config: Config | None = None) -> Any:
+def build_trainer(
+    ref: Ref, *, model: Ref | nn.Module | None = None, config: Config | None = None, **overrides: Any
+) -> Any:
     """Build a trainer; given a model (or model spec), check that it speaks the trainer's protocol."""
-    spec = (config or default_config()).spec("trainers", ref)
+    spec = resolve("trainers", ref, overrides, config)
     assert isinstance(spec, TrainerSpec)
     if model is not None:
         check_protocol(spec, model, config=config)
     return spec.build()
 
 
-def build_sampler(ref: Ref, *, model: Ref | nn.Module | None = None, config: Config | None = None) -> Any:
-    spec = (config or default_config()).spec("samplers", ref)
+def build_sampler(
+    ref: Ref, *, model: Ref | nn.Module | None = None, config: Config | None = None, **overrides: Any
+) -> Any:
+    spec = resolve("samplers", ref, overrides, config)
     assert isinstance(spec, SamplerSpec)
     if model is not None:
         check_protocol(spec, model, config=config)
     return spec.build()
+
+
+def list_names(
+    kind: Kind = "models", pattern: str = "*", *, protocol: str | None = None, config: Config | None = None
+) -> list[str]:
+    """Preset and type names of one kind matching a shell-style ``pattern`` (and ``protocol``)."""
+    import fnmatch
+
+    cfg = config or default_config()
+    out = []
+    for name in cfg.names(kind):
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        if protocol is not None:
+            spec_cls = cfg.spec_class(kind, name)
+            if spec_cls is None or spec_cls.protocol != protocol:
+                continue
+        out.append(name)
+    return out
+
+
+def list_models(pattern: str = "*", *, protocol: str | None = None, config: Config | None = None) -> list[str]:
+    """timm-style: ``zoo.list_models("minigpt*", protocol="causal-lm")`` -> preset and type names."""
+    return list_names("models", pattern, protocol=protocol, config=config)
 
 
 def check_protocol(user: TrainerSpec | SamplerSpec, model: Any, *, config: Config | None = None) -> None:

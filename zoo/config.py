@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,6 @@ from zoo.specs import (
     RuntimeSpec,
     Spec,
     apply_overrides,
-    read_toml,
     validate,
 )
 
@@ -40,11 +40,20 @@ class Config:
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     presets: dict[Kind, dict[str, Spec]] = field(default_factory=lambda: {k: {} for k in KINDS})
     unavailable: dict[tuple[Kind, str], str] = field(default_factory=dict)
-    source: str | None = None
+    source: str | None = None  # the top registry file
+    origins: dict[tuple[Kind, str], str] = field(default_factory=dict)  # "zoo-minigpt 0.1.0", "file:line"
+    descriptions: dict[tuple[Kind, str], str] = field(default_factory=dict)
 
     def names(self, kind: Kind) -> list[str]:
         """Preset names and type names of one kind."""
         return sorted(set(self.presets[kind]) | set(self.registry.types(kind)))
+
+    def spec_class(self, kind: Kind, name: str) -> type[Spec] | None:
+        """The spec class behind a preset or type name (None if unavailable)."""
+        if name in self.presets[kind]:
+            return type(self.presets[kind][name])
+        entry = self.registry.types(kind).get(name)
+        return entry.spec_cls if entry is not None else None
 
     def spec(self, kind: Kind, ref: str | Mapping[str, Any] | Spec) -> Spec:
         """Resolve a preset name, a type name (all defaults), a dict or a spec to a validated spec."""
@@ -104,15 +113,55 @@ class Config:
         return schema
 
 
-def find_registry_file(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path | None:
-    """An explicit path, else $ZOO_REGISTRY, else ./registry.toml if present, else none."""
+USER_FILE = ("zoo", "registry.toml")  # under $XDG_CONFIG_HOME (default ~/.config)
+PROJECT_FILE = "registry.toml"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One registry file's contents, and where it came from."""
+
+    source: str
+    raw: Mapping[str, Any]
+    text: str = ""  # for line numbers in provenance
+
+    def where(self, kind: str, name: str) -> str:
+        line = _line_of(self.text, kind, name)
+        return f"{self.source}:{line}" if line else self.source
+
+
+def user_registry_file(env: Mapping[str, str] | None = None) -> Path | None:
     env = os.environ if env is None else env
-    if path is not None:
-        return Path(path)
-    if env.get(REGISTRY_ENV):
-        return Path(env[REGISTRY_ENV])
-    local = Path("registry.toml")
-    return local if local.is_file() else None
+    if env.get("XDG_CONFIG_HOME"):
+        base = Path(env["XDG_CONFIG_HOME"])
+    elif env.get("HOME"):
+        base = Path(env["HOME"]) / ".config"
+    else:
+        return None
+    path = base.joinpath(*USER_FILE)
+    return path if path.is_file() else None
+
+
+def registry_files(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> list[Path]:
+    """The registry files that apply, lowest layer first: the user's file, the project's
+    ``./registry.toml``, then ``path`` (``--registry``) or ``$ZOO_REGISTRY``."""
+    env = os.environ if env is None else env
+    explicit = Path(path) if path is not None else Path(env[REGISTRY_ENV]) if env.get(REGISTRY_ENV) else None
+    project = Path(PROJECT_FILE) if Path(PROJECT_FILE).is_file() else None
+    files: list[Path] = []
+    for candidate in (user_registry_file(env), project, explicit):
+        if candidate is None:
+            continue
+        key = candidate.resolve() if candidate.exists() else candidate
+        if all((f.resolve() if f.exists() else f) != key for f in files):
+            files.append(candidate)
+    return files
+
+
+def find_registry_file(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The top registry file (the one `zoo check` names), if any."""
+    files = registry_files(path, env)
+    return files[-1] if files else None
 
 
 def load_config(
@@ -122,12 +171,18 @@ def load_config(
     registry: Registry | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Config:
-    """Read, override and validate a registry file; every problem is reported at once."""
-    file = find_registry_file(path, env)
-    raw = read_toml(file) if file is not None else {}
-    source = str(file) if file is not None else None
-    raw = apply_overrides(raw, overrides)
-    return config_from_dict(raw, registry=registry, env=env, source=source)
+    """Plugin presets, then every registry file (`registry_files`), then ``--set`` overrides,
+    merged and validated; every problem is reported at once."""
+    from zoo.files import read_text
+    from zoo.specs import _file_error, parse_toml
+
+    layers = []
+    for file in registry_files(path, env):
+        text = read_text(file, _file_error, limit=4 << 20) if file.exists() or path is None else ""
+        if not file.exists():
+            raise SpecError([("", "file not found")], source=str(file))
+        layers.append(Layer(str(file), parse_toml(text, str(file)), text))
+    return config_from_layers(layers, overrides, registry=registry, env=env)
 
 
 def config_from_dict(
@@ -137,45 +192,189 @@ def config_from_dict(
     env: Mapping[str, str] | None = None,
     source: str | None = None,
 ) -> Config:
+    """A configuration from one registry file's contents (over the plugins' presets)."""
+    return config_from_layers([Layer(source or "<dict>", raw)], (), registry=registry, env=env, top=source)
+
+
+def config_from_layers(
+    layers: Sequence[Layer],
+    overrides: Sequence[str] = (),
+    *,
+    registry: Registry | None = None,
+    env: Mapping[str, str] | None = None,
+    top: str | None = None,
+) -> Config:
+    """Merge plugin presets and ``layers`` (lowest first), apply ``overrides``, validate.
+
+    Merge rule: ``[runtime]`` keys and ``[plugins] prefer`` entries of a higher layer replace the
+    lower ones; ``[plugins] disable`` lists add up. A named entry of a higher layer replaces the
+    entry of that name below it, unless it sets ``base``: then it is the base preset (looked up in
+    this layer, else below; ``base`` may name the entry itself to mean "the one below") with its
+    fields changed, nested tables merged key by key.
+    """
+    many = len(layers) > 1
+    source = top if top is not None else (layers[-1].source if layers and layers[-1].source != "<dict>" else None)
     issues: list[tuple[str, str]] = []
-    for table in raw:
-        if table not in TABLES:
-            close = difflib.get_close_matches(table, TABLES, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            issues.append((table, f"unknown table{hint}; tables: {', '.join(TABLES)}"))
+
+    def issue(layer: Layer, path: str, message: str) -> None:
+        issues.append((f"{layer.source}: {path}" if many else path, message))
+
+    runtime_raw: dict[str, Any] = {}
+    disable: list[str] = []
+    prefer: dict[str, str] = {}
+    for layer in layers:
+        for table in layer.raw:
+            if table not in TABLES:
+                close = difflib.get_close_matches(table, TABLES, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                issue(layer, table, f"unknown table{hint}; tables: {', '.join(TABLES)}")
+        for name, cls in (("runtime", RuntimeSpec), ("plugins", PluginsSpec)):
+            try:
+                value = validate(cls, layer.raw.get(name, {}), name)
+            except SpecError as err:
+                for path, message in err.issues:
+                    issue(layer, path, message)
+                continue
+            table = layer.raw.get(name, {})
+            if name == "runtime":
+                runtime_raw.update(table)
+            else:
+                disable += [d for d in value.disable if d not in disable]
+                prefer.update(value.prefer)
+    overridden = apply_overrides(
+        {"runtime": runtime_raw, "plugins": {"disable": disable, "prefer": prefer}},
+        [o for o in overrides if o.split(".", 1)[0] in ("runtime", "plugins")],
+    )
     runtime, plugins = RuntimeSpec(), PluginsSpec()
-    for name, cls in (("runtime", RuntimeSpec), ("plugins", PluginsSpec)):
-        try:
-            value = validate(cls, raw.get(name, {}), name)
-        except SpecError as err:
+    try:
+        runtime = validate(RuntimeSpec, overridden["runtime"], "runtime")
+        plugins = validate(PluginsSpec, overridden["plugins"], "plugins")
+    except SpecError as err:
+        if not issues:
             issues.extend(err.issues)
-            continue
-        if name == "runtime":
-            runtime = value
-        else:
-            plugins = value
     if registry is None:
         registry = Registry(plugins, env=env)
     config = Config(registry=registry, runtime=runtime, source=source)
+    merged = _merge_presets(layers, registry, config, issue)
+    tables = apply_overrides(
+        {kind: {name: fields for name, (fields, _, _) in merged[kind].items()} for kind in KINDS},
+        [o for o in overrides if o.split(".", 1)[0] in KINDS],
+    )
     for kind in KINDS:
-        table = raw.get(kind, {})
-        if not isinstance(table, Mapping):
-            issues.append((kind, "expected a table of named entries"))
-            continue
-        for name, data in table.items():
+        for name, (_, origin, home) in merged[kind].items():
+            data = tables[kind][name]
+            config.origins[(kind, name)] = origin
             path = f"{kind}.{name}"
             type_name = data.get("type") if isinstance(data, Mapping) else None
             if isinstance(type_name, str) and type_name not in registry.known(kind):
-                # its plugin may be missing or off here: keep the rest of the file usable, and
-                # report this entry when it is used and in `zoo check`
+                # its plugin may be missing or off here: keep the rest usable, report this entry
+                # when it is used, in `zoo list` and in `zoo check`
                 hint = registry.not_loaded_hint() or "is its plugin installed?"
                 unknown = UnknownNameError(f"{kind[:-1]} type", type_name, registry.types(kind), hint=hint)
                 config.unavailable[(kind, name)] = f"type {type_name!r} is not available: {unknown}"
                 continue
             try:
-                config.presets[kind][name] = config.validate_entry(kind, data, path)
+                config.presets[kind][name] = config.validate_entry(kind, data, path, source=None)
             except SpecError as err:
-                issues.extend(err.issues)
+                if home is None:  # a plugin's own preset is broken: report it, keep the rest
+                    config.unavailable[(kind, name)] = f"preset from {origin} is invalid: {err}"
+                    continue
+                for p, message in err.issues:
+                    issue(home, p, message)
     if issues:
-        raise SpecError(issues, source=source)
+        raise SpecError(issues, source=None if many else source)
     return config
+
+
+Merged = dict[Kind, dict[str, tuple[dict[str, Any], str, "Layer | None"]]]
+
+
+def _merge_presets(layers: Sequence[Layer], registry: Registry, config: Config, issue: Any) -> Merged:
+    """Plugin presets, then each layer's named entries on top (see `config_from_layers`)."""
+    merged: Merged = {kind: {} for kind in KINDS}
+    shipped: dict[tuple[Kind, str], list[Any]] = {}
+    for preset in registry.presets:
+        shipped.setdefault((preset.kind, preset.name), []).append(preset)
+    for (kind, name), entries in shipped.items():
+        if len({e.distribution for e in entries}) > 1:
+            who = " and ".join(e.origin for e in entries)
+            config.unavailable[(kind, name)] = (
+                f"preset {name!r} is shipped by {who}; define it in your registry.toml to choose, or disable one"
+            )
+            continue
+        entry = entries[0]
+        merged[entry.kind][name] = (entry.fields, entry.origin, None)
+        if entry.description:
+            config.descriptions[(entry.kind, name)] = entry.description
+    for layer in layers:
+        for kind in KINDS:
+            table = layer.raw.get(kind, {})
+            if not isinstance(table, Mapping):
+                issue(layer, kind, "expected a table of named entries")
+                continue
+            step = _TableMerge(layer, kind, table, dict(merged[kind]), config, issue)
+            for name in table:
+                result = step.resolve(name, ())
+                if result is not None:
+                    merged[kind][name] = result
+                    config.unavailable.pop((kind, name), None)
+    return merged
+
+
+class _TableMerge:
+    """One layer's table of one kind, merged over the entries below it (``base`` resolved)."""
+
+    def __init__(self, layer: Layer, kind: Kind, table: Mapping[str, Any], below: Any, config: Config, issue: Any):
+        self.layer, self.kind, self.table, self.below = layer, kind, table, below
+        self.config, self.issue = config, issue
+        self.done: dict[str, Any] = {}
+
+    def resolve(self, name: str, chain: tuple[str, ...]) -> Any:
+        if name in self.done:
+            return self.done[name]
+        kind, layer, data = self.kind, self.layer, self.table[name]
+        where = layer.where(kind, name)
+        if not isinstance(data, Mapping) or "base" not in data:
+            self.done[name] = (dict(data) if isinstance(data, Mapping) else data, where, layer)
+            return self.done[name]
+        base, rest = data["base"], {k: v for k, v in data.items() if k != "base"}
+        if not isinstance(base, str):
+            self.issue(layer, f"{kind}.{name}.base", "must be the name of a preset")
+            return None
+        if base in chain:
+            self.issue(layer, f"{kind}.{name}.base", f"derives from itself: {' -> '.join((*chain, base))}")
+            return None
+        local = base != name and base in self.table
+        parent = self.resolve(base, (*chain, name)) if local else self.below.get(base)
+        if parent is None:
+            if (kind, base) in self.config.unavailable:
+                self.config.unavailable[(kind, name)] = f"its base {base!r} is unavailable"
+                return None
+            close = difflib.get_close_matches(base, [*self.below, *self.table], n=2)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            self.issue(layer, f"{kind}.{name}.base", f"no {kind[:-1]} preset named {base!r}{hint}")
+            return None
+        fields = _deep_merge(parent[0], rest) if isinstance(parent[0], Mapping) else rest
+        self.done[name] = (fields, f"{where} (base {base} from {parent[1]})", layer)
+        return self.done[name]
+
+
+def _deep_merge(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
+    """``high`` over ``low``; tables (dicts) merge key by key, anything else is replaced."""
+    out = dict(low)
+    for key, value in high.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _line_of(text: str, kind: str, name: str) -> int:
+    """The line that opens ``[kind.name]`` (or ``name = {`` inside ``[kind]``), for provenance."""
+    if not text:
+        return 0
+    quoted = rf'(?:{re.escape(name)}|"{re.escape(name)}"|\'{re.escape(name)}\')'
+    header = re.compile(rf"^\s*\[\s*{kind}\s*\.\s*{quoted}\s*\]", re.M)
+    match = header.search(text) or re.compile(rf"^\s*{quoted}\s*=", re.M).search(text)
+    return text.count("\n", 0, match.start()) + 1 if match else 0

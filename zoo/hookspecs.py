@@ -2,7 +2,7 @@
 
 A plugin is any module (usually exposed through the entry-point group ``zoo``) that implements
 some of the hooks below with ``@zoo.hookimpl``. Each hook receives one argument, ``register``: call
-it once per spec class the plugin provides.
+it once per spec class (or, for presets, per named spec) the plugin provides.
 
     from typing import Literal
     import zoo
@@ -37,6 +37,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 Register = Callable[[type[Any]], None]
+RegisterPreset = Callable[..., None]  # register(kind, name, fields, *, description="")
 
 
 @hookspec
@@ -65,4 +66,17 @@ def zoo_register_trainers(register: Register) -> None:
 
     ``spec_cls`` subclasses ``zoo.TrainerSpec`` and sets ``protocol``, the model protocol it
     trains; its ``build()`` returns an object with ``fit(model, runtime, out, ...)``.
+    """
+
+
+@hookspec
+def zoo_register_presets(register: RegisterPreset) -> None:
+    """Called once when a registry loads this plugin: named, ready-made specs the plugin ships.
+
+    ``register(kind, name, fields, description="")`` with ``kind`` one of ``"models"``,
+    ``"samplers"``, ``"trainers"`` and ``fields`` a plain dict as a registry file would hold it
+    (``{"type": "minigpt", "d_model": 128, ...}``, or ``{"base": "other-preset", ...}`` to derive
+    one). Presets are validated when a configuration is built, once every type is registered, so a
+    preset may use another plugin's type. Registry files layer on top: a user's or project's
+    ``registry.toml`` may override a preset by name or derive a new one with ``base``.
     """

@@ -28,6 +28,8 @@ ENTRY_POINT_GROUP = "zoo"
 DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
 ENABLE_ENV = "ZOO_ENABLE_PLUGINS"  # re-enables, for one run, plugins a registry file disables
 HOOKS: dict[str, Kind] = {f"zoo_register_{kind}": kind for kind in KINDS}
+PRESET_HOOK = "zoo_register_presets"
+ALL_HOOKS = (*HOOKS, PRESET_HOOK)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,23 @@ class Entry:
     version: str
 
 
+@dataclass(frozen=True)
+class PresetEntry:
+    """A named spec a plugin ships (raw fields; validated when a configuration is built)."""
+
+    kind: Kind
+    name: str
+    fields: dict[str, Any]
+    description: str
+    plugin: str
+    distribution: str
+    version: str
+
+    @property
+    def origin(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+
 @dataclass
 class PluginInfo:
     """What `zoo plugins` shows for one plugin."""
@@ -52,6 +71,7 @@ class PluginInfo:
     status: Literal["loaded", "disabled", "failed"]
     reason: str = ""
     entries: list[tuple[Kind, str]] = field(default_factory=list)
+    presets: list[tuple[Kind, str]] = field(default_factory=list)
     module: str = ""  # the hook module an entry point names, e.g. "zoo_minigpt.hooks"
 
 
@@ -85,6 +105,7 @@ class Registry:
         self.pm = make_plugin_manager()
         self.plugins: dict[str, PluginInfo] = {}
         self._candidates: dict[Kind, dict[str, list[Entry]]] = {k: {} for k in KINDS}
+        self.presets: list[PresetEntry] = []  # in load order
         env = os.environ if env is None else env
         configured = {normalize(n) for n in self.settings.disable} - names_from_env(env, ENABLE_ENV)
         self._disabled = configured | names_from_env(env, DISABLE_ENV)
@@ -133,6 +154,7 @@ class Registry:
         if name in self.plugins:
             raise PluginError(f"a plugin named {name!r} is already registered")
         staged: list[Entry] = []
+        presets: list[PresetEntry] = []
         try:
             self._check_hook_names(plugin)
             self.pm.register(plugin, name=name)
@@ -143,6 +165,10 @@ class Registry:
                         continue
                     register = self._registrar(kind, name, distribution, version, staged)
                     impl.function(**{arg: register for arg in impl.argnames})
+            for impl in self.pm.hook.zoo_register_presets.get_hookimpls():
+                if impl.plugin_name == name:
+                    register = self._preset_registrar(name, distribution, version, presets)
+                    impl.function(**{arg: register for arg in impl.argnames})
         except BaseException as err:
             if isinstance(err, KeyboardInterrupt):
                 raise
@@ -151,15 +177,23 @@ class Registry:
             return self._fail(name, distribution, version, _describe(err))
         for entry in staged:
             self._candidates[entry.kind].setdefault(entry.type, []).append(entry)
-        info = PluginInfo(name, distribution, version, "loaded", entries=[(e.kind, e.type) for e in staged])
+        self.presets.extend(presets)
+        info = PluginInfo(
+            name,
+            distribution,
+            version,
+            "loaded",
+            entries=[(e.kind, e.type) for e in staged],
+            presets=[(p.kind, p.name) for p in presets],
+        )
         self.plugins[name] = info
         return info
 
     def _check_hook_names(self, plugin: object) -> None:
         for attr in dir(plugin):
             marked = attr.startswith("zoo_") and self.pm.parse_hookimpl_opts(plugin, attr) is not None
-            if marked and attr not in HOOKS:
-                close = difflib.get_close_matches(attr, list(HOOKS), n=1)
+            if marked and attr not in ALL_HOOKS:
+                close = difflib.get_close_matches(attr, list(ALL_HOOKS), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise PluginError(f"unknown hook {attr!r}{hint}")
 
@@ -170,6 +204,18 @@ class Registry:
                 if other.kind == kind and other.type == type_name:
                     raise PluginError(f"registers {kind[:-1]} type {type_name!r} twice")
             staged.append(Entry(kind, type_name, spec_cls, plugin, dist, version))
+
+        return register
+
+    def _preset_registrar(self, plugin: str, dist: str, version: str, staged: list[PresetEntry]) -> Any:
+        def register(kind: str, name: str, fields: dict[str, Any], *, description: str = "") -> None:
+            if kind not in KINDS:
+                raise PluginError(f"preset {name!r}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+            if not isinstance(name, str) or not name or not isinstance(fields, dict):
+                raise PluginError(f"preset {name!r}: register(kind, name, fields) takes a name and a dict")
+            if any(p.kind == kind and p.name == name for p in staged):
+                raise PluginError(f"registers {kind[:-1]} preset {name!r} twice")
+            staged.append(PresetEntry(kind, name, dict(fields), description, plugin, dist, version))
 
         return register
 

@@ -35,6 +35,7 @@ class Spec(BaseModel):
     model_config = STRICT
 
     kind: ClassVar[Kind]
+    protocol: ClassVar[Protocol]  # the model protocol a model speaks, or a trainer/sampler works on
     type: str
 
     def build(self) -> Any:  # pragma: no cover - abstract
