@@ -107,6 +107,7 @@ class Manifest(BaseModel):
     aliases: dict[str, str] = Field(default_factory=dict)
     tokenizer: TokenizerRef | None = None
     plugin: PluginRef = Field(default_factory=PluginRef)
+    parent: dict[str, str] | None = None  # what a fine-tuned model started from: {"path", "sha256"}
 
 
 def sha256_file(path: Path) -> str:
@@ -261,8 +262,10 @@ def save(
     tokenizer: Any = None,
     overwrite: bool = False,
     config: Any = None,
+    parent: dict[str, str] | None = None,
 ) -> Path:
-    """Save a model built by zoo as an artifact directory; returns the path."""
+    """Save a model built by zoo as an artifact directory; returns the path. ``parent``
+    (``{"path", "sha256"}``) records the artifact a fine-tuned model started from."""
     from zoo import __version__
     from zoo.api import default_config, spec_of
 
@@ -295,6 +298,7 @@ def save(
                 "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
                 "aliases": aliases,
                 "tokenizer": tok_desc,
+                "parent": parent,
             },
         )
     return path

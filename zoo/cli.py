@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from zoo.config import Config, load_config
+from zoo.config import Config, load_config, registry_files
 from zoo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UnknownNameError, ZooError
 from zoo.files import parse_json, shorten
 from zoo.specs import KINDS, Kind, Spec, field_table
@@ -48,16 +48,50 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """``zoo list [KIND] [PATTERN] [--protocol P]``: types and presets, with where each came from."""
+    import fnmatch
+
     cfg = _config(args)
-    kinds: Sequence[Kind] = [args.kind] if args.kind else KINDS
+    words = list(args.words or [])
+    kinds: Sequence[Kind] = [words.pop(0)] if words and words[0] in KINDS else KINDS
+    if len(words) > 1:
+        raise ZooError(f"zoo list takes at most a kind and a pattern, got {' '.join(args.words)}")
+    pattern = words[0] if words else "*"
+
+    def wanted(kind: Kind, name: str) -> bool:
+        if not fnmatch.fnmatchcase(name, pattern):
+            return False
+        spec_cls = cfg.spec_class(kind, name)
+        return args.protocol is None or (spec_cls is not None and spec_cls.protocol == args.protocol)
+
     data: dict[str, Any] = {}
     for kind in kinds:
         data[kind] = {
             "types": {
-                name: {"distribution": e.distribution, "version": e.version, "class": e.spec_cls.__name__}
+                name: {
+                    "distribution": e.distribution,
+                    "version": e.version,
+                    "class": e.spec_cls.__name__,
+                    "protocol": e.spec_cls.protocol,
+                }
                 for name, e in cfg.registry.types(kind).items()
+                if wanted(kind, name)
             },
-            "presets": {name: spec.type for name, spec in cfg.presets[kind].items()},
+            "presets": {
+                name: {
+                    "type": spec.type,
+                    "protocol": spec.protocol,
+                    "origin": cfg.origins.get((kind, name), "?"),
+                    "description": cfg.descriptions.get((kind, name), ""),
+                }
+                for name, spec in cfg.presets[kind].items()
+                if wanted(kind, name)
+            },
+            "unavailable": {
+                name: why
+                for (k, name), why in cfg.unavailable.items()
+                if k == kind and fnmatch.fnmatchcase(name, pattern)
+            },
         }
     from zoo.registry import conflict_message
 
@@ -67,13 +101,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**data, "conflicts": conflicts})
         return EXIT_OK
+    filtered = bool(words) or args.protocol is not None
     for kind_name, block in data.items():
+        if filtered and not any(block.values()):
+            continue
         print(f"{kind_name}:")
         for name, info in block["types"].items():
-            print(f"  {name:<24} type    ({info['distribution']} {info['version']})")
-        for name, type_name in block["presets"].items():
-            print(f"  {name:<24} preset  -> {type_name}")
-        if not block["types"] and not block["presets"]:
+            print(f"  {name:<24} type    {info['protocol']:<11} ({info['distribution']} {info['version']})")
+        for name, info in block["presets"].items():
+            print(f"  {name:<24} preset  {info['type']:<11} ({info['origin']})")
+        for name, why in block["unavailable"].items():
+            print(f"  {name:<24} unavailable: {shorten(why, 160)}")
+        if not any(block.values()):
             print("  (none)")
     return EXIT_OK
 
@@ -103,6 +142,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     }
     if preset is not None:
         data["values"] = preset.model_dump(mode="json")
+        data["origin"] = cfg.origins.get((kind, args.name), "?")
+        data["description"] = cfg.descriptions.get((kind, args.name), "")
     if args.params:
         if kind != "models":
             raise ZooError(f"--params applies to models; {args.name!r} is a {kind[:-1]}")
@@ -113,9 +154,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return EXIT_OK
-    what = f"preset of type {entry.type!r}" if preset is not None else "type"
-    print(f"{args.name}: {kind[:-1]} {what} from {entry.distribution} {entry.version}")
-    doc = (entry.spec_cls.__doc__ or "").strip().splitlines()
+    if preset is not None:
+        print(f"{args.name}: {kind[:-1]} preset of type {entry.type!r}, from {data['origin']}")
+        print(f"  type {entry.type!r} from {entry.distribution} {entry.version}")
+    else:
+        print(f"{args.name}: {kind[:-1]} type from {entry.distribution} {entry.version}")
+    doc = (data.get("description") or (entry.spec_cls.__doc__ or "")).strip().splitlines()
     if doc:
         print(f"  {doc[0]}")
     values = data.get("values", {})
@@ -170,14 +214,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems = [f"{k}.{n}: {why}" for (k, n), why in cfg.unavailable.items()]
     problems += [conflict_message(c) for c in cfg.registry.conflicts()]
     counts = {kind: len(cfg.presets[kind]) for kind in KINDS}
+    layers = [str(f) for f in registry_files(args.file or args.registry)]
     if args.json:
-        _print_json({"ok": not problems, "problems": problems, "presets": counts, "source": cfg.source})
+        _print_json(
+            {"ok": not problems, "problems": problems, "presets": counts, "files": layers, "source": cfg.source}
+        )
     elif problems:
-        print(f"{cfg.source}: {len(problems)} problem(s):", file=sys.stderr)
+        print(f"{cfg.source or '(no registry file)'}: {len(problems)} problem(s):", file=sys.stderr)
         for p in problems:
             print(f"  {p}", file=sys.stderr)
     else:
-        print(f"{cfg.source or '(no registry file)'}: ok ({', '.join(f'{v} {k}' for k, v in counts.items())})")
+        merged = " < ".join(["plugin presets", *layers])
+        print(f"{merged}: ok ({', '.join(f'{v} {k}' for k, v in counts.items())})")
     return EXIT_BAD_INPUT if problems else EXIT_OK
 
 
@@ -202,12 +250,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train_from_config(
             cfg,
-            spec_ref(args.model),
+            spec_ref(args.model) if args.model is not None else None,
             spec_ref(args.trainer),
             args.out,
             data=args.data,
             resume=args.resume,
             force=args.force,
+            init_from=args.init_from,
         )
     finally:
         distributed.shutdown()
@@ -241,8 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("list", cmd_list, "list registered types and named presets")
-    p.add_argument("kind", nargs="?", choices=KINDS)
+    p = add("list", cmd_list, "list registered types and named presets (zoo list [KIND] [PATTERN])")
+    p.add_argument(
+        "words", nargs="*", metavar="KIND|PATTERN", help=f"one of {', '.join(KINDS)}; a pattern, e.g. 'minigpt*'"
+    )
+    p.add_argument("--protocol", choices=["classifier", "causal-lm"], help="only entries of this model protocol")
     p.add_argument("--json", action="store_true")
     p = add("show", cmd_show, "show a type's or preset's fields, defaults and bounds")
     p.add_argument("name")
@@ -255,7 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?")
     p.add_argument("--json", action="store_true")
     p = add("train", cmd_train, "train a model with a trainer")
-    p.add_argument("--model", required=True, help="model preset, type, or inline JSON spec")
+    p.add_argument("--model", help="model preset, type, or inline JSON spec (default with --init-from: its spec)")
+    p.add_argument(
+        "--init-from",
+        metavar="PATH",
+        help="start from trained weights: a zoo artifact, a run folder, or a local model folder (e.g. Hugging Face)",
+    )
     p.add_argument("--trainer", required=True, help="trainer preset, type, or inline JSON spec")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, model)")
     p.add_argument("--data", help="data file or folder (default: the trainer's)")

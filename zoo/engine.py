@@ -142,6 +142,7 @@ class RunInfo(BaseModel):
     model_config = LENIENT
     model: dict[str, Any] = Field(default_factory=dict)
     trainer: dict[str, Any] = Field(default_factory=dict)
+    init_from: dict[str, str] | None = None  # the parent of a fine-tune: {"path", "sha256"}
 
 
 def train(

@@ -5,7 +5,7 @@ This module is the core distribution's entry point in the group ``zoo`` (see pyp
 
 from __future__ import annotations
 
-from zoo.hookspecs import Register, hookimpl
+from zoo.hookspecs import Register, RegisterPreset, hookimpl
 
 
 @hookimpl
@@ -22,3 +22,76 @@ def zoo_register_samplers(register: Register) -> None:
 
     for spec in ALL:
         register(spec)
+
+
+@hookimpl
+def zoo_register_presets(register: RegisterPreset) -> None:
+    """The standard training recipes and sampling styles (override or derive them in registry.toml)."""
+    register(
+        "trainers",
+        "classifier-quick",
+        {
+            "type": "classifier",
+            "max_steps": 300,
+            "batch_size": 64,
+            "lr": 3e-3,
+            "eval_every": 100,
+            "checkpoint_every": 100,
+            "schedule": {"name": "cosine", "warmup_steps": 20},
+        },
+        description="a classifier in seconds on the CPU (synthetic data unless --data)",
+    )
+    lm_optim = {"name": "adamw", "weight_decay": 0.1, "betas": [0.9, 0.99]}
+    register(
+        "trainers",
+        "lm",
+        {
+            "type": "causal-lm",
+            "max_steps": 1000,
+            "batch_size": 16,
+            "lr": 1e-3,
+            "eval_every": 100,
+            "checkpoint_every": 250,
+            "optimizer": lm_optim,
+            "schedule": {"name": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.1},
+        },
+        description="next-token training, 1000 steps",
+    )
+    register(
+        "trainers",
+        "lm-demo",
+        {
+            "type": "causal-lm",
+            "max_steps": 800,
+            "batch_size": 16,
+            "context": 128,
+            "lr": 2e-3,
+            "eval_every": 100,
+            "eval_batches": 8,
+            "checkpoint_every": 200,
+            "optimizer": lm_optim,
+            "schedule": {"name": "cosine", "warmup_steps": 40, "min_lr_ratio": 0.1},
+        },
+        description="`make demo`: about two minutes on a 2-core CPU",
+    )
+    register(
+        "trainers",
+        "lm-tiny",
+        {
+            "type": "causal-lm",
+            "max_steps": 20,
+            "batch_size": 4,
+            "context": 32,
+            "eval_every": 10,
+            "eval_batches": 2,
+            "progress": False,
+        },
+        description="a smoke test: 20 steps",
+    )
+    register("samplers", "creative", {"type": "top-p", "p": 0.9, "temperature": 0.8}, description="varied text")
+    register(
+        "samplers",
+        "precise",
+        {"type": "sample", "temperature": 0.7, "top_k": 40, "repetition_penalty": 1.1},
+        description="focused text, fewer repeats",
+    )

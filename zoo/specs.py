@@ -54,6 +54,12 @@ class ModelSpec(Spec):
         """A small valid instance, for conformance checks (the defaults, unless overridden)."""
         return cls.model_validate({})
 
+    @classmethod
+    def from_folder(cls, folder: Path) -> ModelSpec | None:
+        """The spec that loads a local model folder this family reads (for ``--init-from``), or
+        None. Called for every registered model type; read only small files here."""
+        return None
+
     def artifact_spec(self, module: Any) -> ModelSpec:
         """The spec to store in an artifact's spec.json (e.g. with a path resolved inline)."""
         return self

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zoo.api import attach, check_protocol
+from zoo.api import attach, check_protocol, spec_of
 from zoo.config import Config
 from zoo.engine import FitResult
+from zoo.errors import RunDirError, SpecError
 
 
 def train_from_config(
@@ -19,26 +20,44 @@ def train_from_config(
     data: str | Path | None = None,
     resume: bool = False,
     force: bool = False,
+    init_from: str | Path | None = None,
 ) -> FitResult:
-    """Build model and trainer from names/dicts/specs, train, and save the model in ``out/model``."""
+    """Build model and trainer from names/dicts/specs, train, and save the model in ``out/model``.
+
+    ``init_from`` (a zoo artifact, a run folder or a local model folder) starts from trained
+    weights; ``model`` may then be None (the source's spec) or a spec whose tensors match. A
+    resumed fine-tune reuses the parent its run.json records (another ``init_from`` is refused).
+    """
     from zoo.artifacts import save
     from zoo.runtime import Runtime
 
-    mspec = cfg.spec("models", model)
     tspec = cfg.spec("trainers", trainer)
-    check_protocol(tspec, mspec)  # type: ignore[arg-type]
+    init_from = _parent_for(Path(out), init_from, resume)
+    if model is None and init_from is None:
+        raise SpecError([("--model", "give a model (a preset, a type or an inline spec), or --init-from PATH")])
     runtime = Runtime(cfg.runtime)
     runtime.seed_everything()
-    module = attach(mspec.build(), mspec)  # type: ignore[arg-type]
+    parent = None
+    if init_from is not None:
+        from zoo.finetune import starting_point
+
+        start = starting_point(init_from, cfg, model)
+        module, parent = start.model, start.parent
+        mspec = spec_of(module)
+    else:
+        mspec = cfg.spec("models", model)  # type: ignore[assignment]
+        module = attach(mspec.build(), mspec)
+    check_protocol(tspec, mspec)  # type: ignore[arg-type]
     run_info = {
         "model": mspec.model_dump(mode="json"),
         "trainer": tspec.model_dump(mode="json"),
         "runtime": cfg.runtime.model_dump(mode="json"),
         "data": str(data) if data is not None else None,
+        "init_from": parent,
     }
 
     def save_artifact(path: Path, trained: Any) -> Path:
-        return save(trained, path, overwrite=True, config=cfg)
+        return save(trained, path, overwrite=True, config=cfg, parent=parent)
 
     result: FitResult = tspec.build().fit(
         module,
@@ -49,6 +68,32 @@ def train_from_config(
         force=force,
         run_info=run_info,
         save_artifact=save_artifact,
-        inputs=[("--registry", cfg.source)],
+        inputs=[("--registry", cfg.source), ("--init-from", init_from)],
     )
     return result
+
+
+def _parent_for(out: Path, init_from: str | Path | None, resume: bool) -> str | Path | None:
+    """On resume, the parent the run recorded; a different ``init_from`` is refused."""
+    from zoo.engine import RunInfo
+    from zoo.files import read_model
+
+    if not (resume and (out / "run.json").is_file()):
+        return init_from
+    recorded = read_model(out / "run.json", RunInfo).init_from
+    if recorded is None:
+        if init_from is not None:
+            raise RunDirError(f"{out} was not started with --init-from; resume it without one, or use another --out")
+        return None
+    if init_from is not None and artifact_or_self(Path(init_from)) != Path(recorded["path"]).resolve():
+        raise RunDirError(
+            f"{out} was started with --init-from {recorded['path']}; resume it with that (or none), "
+            "or start a new run with another --out"
+        )
+    return recorded["path"]
+
+
+def artifact_or_self(path: Path) -> Path:
+    from zoo.finetune import artifact_folder
+
+    return (artifact_folder(path) or path).resolve()

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 import zoo
-from zoo.hookspecs import Register
+from zoo.hookspecs import Register, RegisterPreset
 
 
 def _finite(value: Any) -> bool:
@@ -49,6 +49,16 @@ class _HFSpec(zoo.ModelSpec):
             )
         return self
 
+    @classmethod
+    def _folder_config(cls, folder: Path) -> dict[str, Any] | None:
+        """config.json of a local transformers folder, or None (read as JSON only: no transformers)."""
+        from zoo.files import read_json
+
+        if not (folder / "config.json").is_file() or (folder / "manifest.json").exists():
+            return None
+        config = read_json(folder / "config.json")
+        return config if isinstance(config, dict) else None
+
     def source(self) -> str:
         return f"{self.type}.path" if self.path is not None else f"{self.type}.config"
 
@@ -56,6 +66,8 @@ class _HFSpec(zoo.ModelSpec):
         return Path(self.path).expanduser() if self.path is not None else None
 
 
+CAUSAL = ("ForCausalLM", "LMHeadModel")
+CLASSIFIER = ("ForSequenceClassification",)
 TINY_GPT2 = {"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 256, "n_positions": 64}
 
 
@@ -68,6 +80,15 @@ class HFCausalLMSpec(_HFSpec):
     @classmethod
     def example(cls) -> HFCausalLMSpec:
         return cls(config=TINY_GPT2)
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> HFCausalLMSpec | None:
+        """A transformers folder whose architecture is a causal LM (or names none)."""
+        config = cls._folder_config(folder)
+        archs = config.get("architectures") if config is not None else None
+        if config is None or (isinstance(archs, list) and not any(str(a).endswith(CAUSAL) for a in archs)):
+            return None
+        return cls(path=str(folder))
 
     def build(self) -> Any:
         from zoo_hf.model import build_causal_lm
@@ -97,6 +118,16 @@ class HFClassifierSpec(_HFSpec):
     def example(cls) -> HFClassifierSpec:
         return cls(config={**TINY_GPT2, "pad_token_id": 0})
 
+    @classmethod
+    def from_folder(cls, folder: Path) -> HFClassifierSpec | None:
+        """A transformers folder saved from a sequence classifier."""
+        config = cls._folder_config(folder)
+        archs = config.get("architectures") if config is not None else None
+        if config is None or not isinstance(archs, list) or not any(str(a).endswith(CLASSIFIER) for a in archs):
+            return None
+        labels = config.get("id2label")
+        return cls(path=str(folder), num_labels=len(labels) if isinstance(labels, dict) and len(labels) >= 2 else 2)
+
     def build(self) -> Any:
         from zoo_hf.model import build_classifier
 
@@ -115,3 +146,20 @@ class HFClassifierSpec(_HFSpec):
 def zoo_register_models(register: Register) -> None:
     register(HFCausalLMSpec)
     register(HFClassifierSpec)
+
+
+@zoo.hookimpl
+def zoo_register_presets(register: RegisterPreset) -> None:
+    gpt2 = {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 256, "n_positions": 128}
+    llama = {
+        "model_type": "llama",
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 256,
+        "max_position_embeddings": 128,
+    }
+    register("models", "hf-gpt2-tiny", {"type": "hf-causal-lm", "config": gpt2}, description="a tiny HF GPT-2")
+    register("models", "hf-llama-tiny", {"type": "hf-causal-lm", "config": llama}, description="a tiny HF Llama")

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 import zoo
-from zoo.hookspecs import Register
+from zoo.hookspecs import Register, RegisterPreset
 
 
 class MiniGPTSpec(zoo.ModelSpec):
@@ -59,3 +59,24 @@ class MiniGPTSpec(zoo.ModelSpec):
 @zoo.hookimpl
 def zoo_register_models(register: Register) -> None:
     register(MiniGPTSpec)
+
+
+SIZES = {
+    "minigpt-tiny": ({"d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 64}, "for tests: trains in seconds"),
+    "minigpt-small": ({"d_model": 128, "n_layers": 4, "n_heads": 4, "max_seq_len": 128}, "the CPU demo (0.8M)"),
+    "minigpt-gpt2": (
+        {"vocab_size": 50304, "d_model": 768, "n_layers": 12, "n_heads": 12, "max_seq_len": 1024},
+        "GPT-2 small's shape (124M; vocabulary padded to a multiple of 64), for a GPU",
+    ),
+    "minigpt-gpt2-medium": (
+        {"vocab_size": 50304, "d_model": 1024, "n_layers": 24, "n_heads": 16, "max_seq_len": 1024},
+        "GPT-2 medium's shape (350M), for a GPU",
+    ),
+}
+
+
+@zoo.hookimpl
+def zoo_register_presets(register: RegisterPreset) -> None:
+    for name, (fields, description) in SIZES.items():
+        gpt2 = {"activation": "gelu_tanh"} if "gpt2" in name else {}
+        register("models", name, {"type": "minigpt", "vocab_size": 256, **gpt2, **fields}, description=description)

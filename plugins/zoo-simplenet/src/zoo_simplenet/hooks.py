@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 import zoo
-from zoo.hookspecs import Register
+from zoo.hookspecs import Register, RegisterPreset
 
 
 class SimpleNetSpec(zoo.ModelSpec):
@@ -39,3 +39,26 @@ class SimpleNetSpec(zoo.ModelSpec):
 @zoo.hookimpl
 def zoo_register_models(register: Register) -> None:
     register(SimpleNetSpec)
+
+
+@zoo.hookimpl
+def zoo_register_presets(register: RegisterPreset) -> None:
+    register(
+        "models",
+        "simplenet-small",
+        {"type": "simplenet", "in_features": 20, "hidden": [64, 64], "num_classes": 4, "activation": "gelu"},
+        description="two hidden layers of 64",
+    )
+    register(
+        "models",
+        "simplenet-deep",
+        {
+            "type": "simplenet",
+            "in_features": 20,
+            "hidden": [256, 256, 128],
+            "num_classes": 4,
+            "norm": "layernorm",
+            "dropout": 0.1,
+        },
+        description="three hidden layers with LayerNorm and dropout",
+    )
