@@ -23,7 +23,11 @@ def test_list_json(capsys, root, monkeypatch):
     data = json.loads(out)
     assert code == 0
     assert data["models"]["types"]["simplenet"]["distribution"] == "zoo-simplenet"
-    assert data["models"]["presets"]["simplenet-small"] == "simplenet"
+    assert data["models"]["presets"]["simplenet-small"]["type"] == "simplenet"
+    assert (
+        data["models"]["presets"]["simplenet-small"]["origin"]
+        == f"zoo-simplenet {data['models']['types']['simplenet']['version']}"
+    )
 
 
 def test_show_params_on_meta_device(capsys, root, monkeypatch):

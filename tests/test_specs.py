@@ -108,7 +108,7 @@ def test_schema_validates_the_repo_registry(config):
 
     raw = tomllib.loads((ROOT / "registry.toml").read_text())
     jsonschema.validate(raw, config.schema())
-    raw["models"]["simplenet-small"]["num_classes"] = 1
+    raw["samplers"]["story"]["p"] = 2.0
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(raw, config.schema())
 

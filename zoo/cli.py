@@ -64,6 +64,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         spec_cls = cfg.spec_class(kind, name)
         return args.protocol is None or (spec_cls is not None and spec_cls.protocol == args.protocol)
 
+    # presets exactly as a plugin shipped them (not overridden by a registry file) name their distribution
+    shipped = {
+        (p.kind, p.name): p.distribution for p in cfg.registry.presets if cfg.origins.get((p.kind, p.name)) == p.origin
+    }
     data: dict[str, Any] = {}
     for kind in kinds:
         data[kind] = {
@@ -82,6 +86,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     "type": spec.type,
                     "protocol": spec.protocol,
                     "origin": cfg.origins.get((kind, name), "?"),
+                    "distribution": shipped.get((kind, name)),
                     "description": cfg.descriptions.get((kind, name), ""),
                 }
                 for name, spec in cfg.presets[kind].items()

@@ -108,6 +108,15 @@ class Config:
             fields[kind] = (dict[str, item], Field(default_factory=dict, description=f"named {kind} presets"))
         model: type[BaseModel] = create_model("ZooRegistryFile", __config__=ConfigDict(extra="forbid"), **fields)
         schema = model.model_json_schema()
+        derived = {
+            "type": "object",
+            "required": ["base"],
+            "properties": {"base": {"type": "string", "description": "the preset this entry derives from"}},
+            "description": "a preset derived from `base`: only the fields that change",
+        }
+        for kind in KINDS:
+            table = schema["properties"][kind]
+            table["additionalProperties"] = {"anyOf": [derived, table.get("additionalProperties", {})]}
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["title"] = "zoo registry.toml"
         return schema
@@ -153,8 +162,8 @@ def registry_files(path: str | Path | None = None, env: Mapping[str, str] | None
         if candidate is None:
             continue
         key = candidate.resolve() if candidate.exists() else candidate
-        if all((f.resolve() if f.exists() else f) != key for f in files):
-            files.append(candidate)
+        # the same file named twice is one layer, named as given last (--registry's spelling)
+        files = [f for f in files if (f.resolve() if f.exists() else f) != key] + [candidate]
     return files
 
 
@@ -212,12 +221,14 @@ def config_from_layers(
     this layer, else below; ``base`` may name the entry itself to mean "the one below") with its
     fields changed, nested tables merged key by key.
     """
-    many = len(layers) > 1
     source = top if top is not None else (layers[-1].source if layers and layers[-1].source != "<dict>" else None)
     issues: list[tuple[str, str]] = []
+    set_entries = {tuple(o.split("=", 1)[0].split(".")[:2]) for o in overrides}
 
-    def issue(layer: Layer, path: str, message: str) -> None:
-        issues.append((f"{layer.source}: {path}" if many else path, message))
+    def issue(layer: Layer | None, path: str, message: str) -> None:
+        """Problems of the top file keep plain TOML paths; a lower layer's are prefixed with its file."""
+        lower = layer is not None and layers and layer is not layers[-1]
+        issues.append((f"{layer.source}: {path}" if lower and layer else path, message))
 
     runtime_raw: dict[str, Any] = {}
     disable: list[str] = []
@@ -276,13 +287,14 @@ def config_from_layers(
             try:
                 config.presets[kind][name] = config.validate_entry(kind, data, path, source=None)
             except SpecError as err:
-                if home is None:  # a plugin's own preset is broken: report it, keep the rest
+                if home is None and (kind, name) not in set_entries:
+                    # a plugin's own preset is broken: report it, keep the rest usable
                     config.unavailable[(kind, name)] = f"preset from {origin} is invalid: {err}"
                     continue
                 for p, message in err.issues:
                     issue(home, p, message)
     if issues:
-        raise SpecError(issues, source=None if many else source)
+        raise SpecError(issues, source=source)
     return config
 
 

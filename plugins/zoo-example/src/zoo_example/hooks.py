@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 import zoo
-from zoo.hookspecs import Register
+from zoo.hookspecs import Register, RegisterPreset
 from zoo.trainers.specs import ClassifierTrainerSpec
 
 
@@ -66,3 +66,9 @@ def zoo_register_samplers(register: Register) -> None:
 @zoo.hookimpl
 def zoo_register_trainers(register: Register) -> None:
     register(SmoothClassifierSpec)
+
+
+@zoo.hookimpl
+def zoo_register_presets(register: RegisterPreset) -> None:
+    register("models", "gru-lm-small", {"type": "gru-lm", "d_model": 128, "n_layers": 2}, description="a 2-layer GRU")
+    register("samplers", "typical", {"type": "typical-p", "mass": 0.9}, description="locally typical sampling")
