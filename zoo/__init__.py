@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from zoo.registry import Registry
     from zoo.runtime import Runtime
     from zoo.specs import ModelSpec, RuntimeSpec, SamplerSpec, Spec, TrainerSpec
+    from zoo.training import train
 
 __version__ = "0.2.0"
 
@@ -63,6 +64,7 @@ _HOME = {
     "hookimpl": "zoo.hookspecs",
     "Registry": "zoo.registry",
     "Runtime": "zoo.runtime",
+    "train": "zoo.training",
     **{
         name: "zoo.errors"
         for name in (
@@ -129,4 +131,5 @@ __all__ = [
     "parameter_estimate",
     "save",
     "spec_of",
+    "train",
 ]

@@ -359,12 +359,16 @@ class _TableMerge:
         local = base != name and base in self.table
         parent = self.resolve(base, (*chain, name)) if local else self.below.get(base)
         if parent is None:
+            # like an unknown type: its plugin may be missing here; reported when used, listed,
+            # and by `zoo check`, while the rest of the file stays usable
             if (kind, base) in self.config.unavailable:
-                self.config.unavailable[(kind, name)] = f"its base {base!r} is unavailable"
-                return None
-            close = difflib.get_close_matches(base, [*self.below, *self.table], n=2)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            self.issue(layer, f"{kind}.{name}.base", f"no {kind[:-1]} preset named {base!r}{hint}")
+                why = f"its base {base!r} is unavailable"
+            else:
+                close = difflib.get_close_matches(base, [*self.below, *self.table], n=2)
+                hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+                off = self.config.registry.not_loaded_hint()
+                why = f"base {base!r} is not a {kind[:-1]} preset here{hint}" + (f" ({off})" if off else "")
+            self.config.unavailable[(kind, name)] = f"{where}: {why}"
             return None
         fields = _deep_merge(parent[0], rest) if isinstance(parent[0], Mapping) else rest
         self.done[name] = (fields, f"{where} (base {base} from {parent[1]})", layer)
@@ -387,6 +391,6 @@ def _line_of(text: str, kind: str, name: str) -> int:
     if not text:
         return 0
     quoted = rf'(?:{re.escape(name)}|"{re.escape(name)}"|\'{re.escape(name)}\')'
-    header = re.compile(rf"^\s*\[\s*{kind}\s*\.\s*{quoted}\s*\]", re.M)
-    match = header.search(text) or re.compile(rf"^\s*{quoted}\s*=", re.M).search(text)
+    header = re.compile(rf"^[ \t]*\[[ \t]*{kind}[ \t]*\.[ \t]*{quoted}[ \t]*\]", re.M)
+    match = header.search(text) or re.compile(rf"^[ \t]*{quoted}[ \t]*=", re.M).search(text)
     return text.count("\n", 0, match.start()) + 1 if match else 0

@@ -97,3 +97,22 @@ def artifact_or_self(path: Path) -> Path:
     from zoo.finetune import artifact_folder
 
     return (artifact_folder(path) or path).resolve()
+
+
+def train(
+    trainer: Any,
+    out: str | Path,
+    *,
+    model: Any = None,
+    init_from: str | Path | None = None,
+    data: str | Path | None = None,
+    resume: bool = False,
+    force: bool = False,
+    config: Config | None = None,
+) -> FitResult:
+    """``zoo.train("lm", "runs/x", model="minigpt-small")`` or ``init_from="runs/parent"``: what
+    ``zoo train`` does, from Python (the default configuration unless ``config`` is given)."""
+    from zoo.api import default_config
+
+    cfg = config or default_config()
+    return train_from_config(cfg, model, trainer, out, data=data, resume=resume, force=force, init_from=init_from)
