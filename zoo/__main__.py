@@ -10,8 +10,10 @@ import sys
 
 def run() -> None:
     try:
-        from zoo.cli import main
+        from zoo.interrupts import held
 
+        with held():
+            from zoo.cli import main
         code = main()
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)

@@ -339,11 +339,25 @@ def _extra_commands() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
     return [cli_lm.add_commands]
 
 
+# What commands that run models import, with Ctrl-C held (see zoo.interrupts); listing commands
+# import none of it.
+HEAVY = ("numpy", "torch", "safetensors", "zoo.training", "zoo.generation")
+RUNNING = {"train", "generate", "export", "import", "plot"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
+        if args.command in RUNNING:
+            import importlib
+
+            from zoo.interrupts import held
+
+            with held():
+                for module in HEAVY:
+                    importlib.import_module(module)
         code: int = args.func(args)
         return code
     except ZooError as err:

@@ -186,7 +186,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from zoo.tokenizers import load_tokenizer
 
     check_out_path(Path(args.out), [("the source folder", args.path)])
-    model = _zoo_hf().import_gpt2(Path(args.path), cfg)
+    model = _zoo_hf().import_hf(Path(args.path), cfg)
     folder = Path(args.path)
     tokenizer = load_tokenizer(folder, {"type": "bpe"}) if (folder / "tokenizer.json").is_file() else None
     save(model, args.out, tokenizer=tokenizer, config=cfg, overwrite=args.force)

@@ -200,9 +200,10 @@ def train(
     step = state.step
     try:
         while step < spec.max_steps:
-            lr = spec.lr * lr_factor(spec.schedule, step, spec.max_steps)
+            factor = lr_factor(spec.schedule, step, spec.max_steps)
+            lr = spec.lr * factor
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = group.get("peak_lr", spec.lr) * factor
             step_loss = 0.0
             for i in range(spec.grad_accum):
                 batch = _shard(task.sample(data_rng, micro), runtime.dist.rank, world)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,20 +12,125 @@ from zoo.trainers.specs import OptimizerSpec, ScheduleSpec
 
 
 def build_optimizer(spec: OptimizerSpec, model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """Two parameter groups: matrices get weight decay, 1-D tensors (norms, biases) only if asked."""
+    """Parameter groups: matrices get weight decay, 1-D tensors (norms, biases) only if asked; with
+    ``muon``, the hidden weight matrices form a Muon group of their own (see `muon_matrices`).
+
+    Each group carries its ``peak_lr``; the engine scales it by the schedule every step.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2 or spec.decay_norms_and_biases]
-    no_decay = [p for p in params if not (p.ndim >= 2 or spec.decay_norms_and_biases)]
+    hidden = {id(p) for p in muon_matrices(model)} if spec.name == "muon" else set()
+    decay = [p for p in params if id(p) not in hidden and (p.ndim >= 2 or spec.decay_norms_and_biases)]
+    no_decay = [p for p in params if id(p) not in hidden and not (p.ndim >= 2 or spec.decay_norms_and_biases)]
     groups = [
+        {"params": [p for p in params if id(p) in hidden], "weight_decay": spec.weight_decay, "name": "muon"},
         {"params": decay, "weight_decay": spec.weight_decay, "name": "decay"},
         {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
     ]
     groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g["peak_lr"] = spec.muon_lr if g["name"] == "muon" else lr
     if spec.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=spec.momentum)
+    if spec.name == "muon":
+        for g in groups:
+            g["algo"] = "muon" if g["name"] == "muon" else "adamw"
+        return MuonAdamW(
+            groups, lr=lr, betas=spec.betas, eps=spec.eps, momentum=spec.muon_momentum, ns_steps=spec.ns_steps
+        )
     fused = device.type == "cuda" if spec.fused is None else spec.fused
     cls = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
     return cls(groups, lr=lr, betas=spec.betas, eps=spec.eps, fused=fused or None)
+
+
+def muon_matrices(model: nn.Module) -> list[torch.Tensor]:
+    """The hidden weight matrices Muon orthogonalises: every ``nn.Linear`` weight except the last
+    Linear (the output layer) and any weight shared with an embedding (tied heads)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    embedded = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    return [m.weight for m in linears[:-1] if m.weight.requires_grad and id(m.weight) not in embedded]
+
+
+NS_COEFFS = (3.4445, -4.7750, 2.0315)  # the quintic Newton-Schulz iteration of Muon (Jordan et al., 2024)
+
+
+def orthogonalize(grads: torch.Tensor, steps: int) -> torch.Tensor:
+    """Approximately U V^T of each matrix in a batch (N, m, n), by Newton-Schulz on the short side.
+
+    bf16 on GPUs (as Muon's authors run it), fp32 on the CPU, where bf16 matmuls are slower.
+    """
+    a, b, c = NS_COEFFS
+    x = grads.to(torch.bfloat16 if grads.is_cuda else torch.float32)
+    tall = x.shape[-2] > x.shape[-1]
+    if tall:
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.mT  # (N, m, m), m the short side
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.mT if tall else x).to(grads.dtype)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon for the groups with ``algo = "muon"`` (2-D weights), AdamW for the others.
+
+    Muon: Nesterov momentum, then the update orthogonalised by Newton-Schulz, batched over
+    matrices of the same shape (one batched matmul chain instead of one per matrix), scaled by
+    sqrt(max(1, rows / cols)); weight decay is decoupled in both algorithms.
+    """
+
+    def __init__(
+        self,
+        groups: list[dict[str, Any]],
+        *,
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        momentum: float,
+        ns_steps: int,
+    ) -> None:
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "momentum": momentum, "ns_steps": ns_steps}
+        super().__init__(groups, {**defaults, "weight_decay": 0.0, "algo": "adamw"})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if group["algo"] == "muon":
+                self._muon(group, params)
+            else:
+                self._adamw(group, params)
+
+    def _muon(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        beta, lr, decay = group["momentum"], group["lr"], group["weight_decay"]
+        by_shape: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for p in params:
+            grad = p.grad
+            assert grad is not None  # `step` passes only parameters with gradients
+            buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+            buf.lerp_(grad, 1 - beta)
+            by_shape.setdefault(tuple(p.shape), []).append((p, grad.lerp(buf, beta)))  # Nesterov
+        for shape, items in by_shape.items():
+            updates = orthogonalize(torch.stack([u for _, u in items]), group["ns_steps"])
+            scale = max(1.0, shape[0] / shape[1]) ** 0.5
+            for (p, _), update in zip(items, updates, strict=True):
+                p.mul_(1 - lr * decay)
+                p.add_(update, alpha=-lr * scale)
+
+    def _adamw(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        (beta1, beta2), lr, eps, decay = group["betas"], group["lr"], group["eps"], group["weight_decay"]
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32)
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+            state["step"] += 1
+            step = float(state["step"])
+            p.mul_(1 - lr * decay)
+            state["exp_avg"].lerp_(p.grad, 1 - beta1)
+            state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+            denom = (state["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
+            p.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - beta1**step))
 
 
 def lr_factor(spec: ScheduleSpec, step: int, max_steps: int) -> float:

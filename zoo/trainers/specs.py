@@ -15,12 +15,18 @@ class OptimizerSpec(BaseModel):
 
     model_config = STRICT
 
-    name: Literal["adamw", "adam", "sgd"] = Field("adamw", description="adamw | adam | sgd (with momentum)")
+    name: Literal["adamw", "adam", "sgd", "muon"] = Field(
+        "adamw",
+        description="adamw | adam | sgd (with momentum) | muon (Muon for hidden weight matrices, AdamW for the rest)",
+    )
     weight_decay: float = Field(0.0, ge=0.0, description="decoupled for adamw; L2 for adam and sgd")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam moment decay rates, each in [0, 1)")
     eps: float = Field(1e-8, gt=0.0, description="Adam denominator epsilon")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
     fused: bool | None = Field(None, description="fused Adam/AdamW kernel; null: on CUDA, where it is fastest")
+    muon_lr: float = Field(0.02, gt=0.0, description="muon: peak learning rate of the Muon group (the rest use lr)")
+    muon_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="muon: Nesterov momentum of the Muon group")
+    ns_steps: int = Field(5, ge=1, le=10, description="muon: Newton-Schulz iterations per update")
     decay_norms_and_biases: bool = Field(
         False, description="apply weight decay to 1-D parameters (norm gains, biases) too"
     )

@@ -219,11 +219,20 @@ def test_export_refuses_what_gpt2_cannot_express(field, value, match):
         convert.minigpt_to_gpt2(mini)
 
 
-def test_import_refuses_non_gpt2(tmp_path):
-    model = zoo.build_model(LLAMA)
-    model.hf.save_pretrained(tmp_path / "llama")
-    with pytest.raises(convert.ConversionError, match="model_type is 'llama'; only gpt2 converts"):
-        convert.import_gpt2(tmp_path / "llama")
+def test_import_refuses_other_architectures(tmp_path):
+    neox = {
+        "model_type": "gpt_neox",
+        "num_hidden_layers": 1,
+        "hidden_size": 32,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "vocab_size": 256,
+        "max_position_embeddings": 64,
+    }
+    model = zoo.build_model({"type": "hf-causal-lm", "config": neox})
+    model.hf.save_pretrained(tmp_path / "neox")
+    with pytest.raises(convert.ConversionError, match="model_type is 'gpt_neox'; gpt2 and llama convert"):
+        convert.import_hf(tmp_path / "neox")
 
 
 def test_local_tokenizer_comes_with_the_model(tmp_path):

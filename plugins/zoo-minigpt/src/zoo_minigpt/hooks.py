@@ -11,7 +11,8 @@ from zoo.hookspecs import Register, RegisterPreset
 
 
 class MiniGPTSpec(zoo.ModelSpec):
-    """A GPT-style decoder: pre-norm blocks, learned positions, fused-QKV SDPA attention, KV cache."""
+    """A GPT-style decoder: pre-norm blocks, fused-QKV SDPA attention, KV cache; GPT-2-shaped by
+    default, Llama-shaped with positions="rope", mlp="swiglu", norm="rmsnorm", bias=false."""
 
     type: Literal["minigpt"] = "minigpt"
     protocol = "causal-lm"
@@ -19,10 +20,27 @@ class MiniGPTSpec(zoo.ModelSpec):
     d_model: int = Field(128, gt=0, description="embedding width")
     n_layers: int = Field(4, gt=0, description="transformer blocks")
     n_heads: int = Field(4, gt=0, description="attention heads (must divide d_model)")
+    n_kv_heads: int | None = Field(
+        None, gt=0, description="key/value heads (grouped-query attention; must divide n_heads); null: n_heads"
+    )
     max_seq_len: int = Field(256, gt=0, description="context length (positions)")
     mlp_ratio: float = Field(4.0, gt=0.0, description="MLP hidden width as a multiple of d_model")
     activation: Literal["gelu", "gelu_tanh", "silu", "relu"] = Field(
-        "gelu", description="MLP activation (gelu_tanh is GPT-2's approximation)"
+        "gelu", description="MLP activation of mlp='standard' (gelu_tanh is GPT-2's approximation)"
+    )
+    mlp: Literal["standard", "swiglu"] = Field(
+        "standard", description="standard: fc -> activation -> proj; swiglu: proj(silu(gate) * up) (Llama)"
+    )
+    mlp_hidden: int | None = Field(
+        None, gt=0, description="MLP hidden width; null: d_model x mlp_ratio (x 2/3 for swiglu, rounded up to 8)"
+    )
+    positions: Literal["learned", "rope"] = Field(
+        "learned", description="learned absolute position embeddings (GPT-2) or rotary embeddings (RoPE)"
+    )
+    rope_theta: float = Field(10000.0, gt=0.0, description="RoPE base frequency")
+    qk_norm: bool = Field(False, description="RMS-normalise queries and keys per head before attention")
+    zero_init: bool = Field(
+        False, description="zero-initialise residual output projections and, when untied, the output head"
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings, attention and residuals")
     norm: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="normalisation layer")
@@ -40,7 +58,15 @@ class MiniGPTSpec(zoo.ModelSpec):
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.padding_idx is not None and self.padding_idx >= self.vocab_size:
             raise ValueError(f"padding_idx ({self.padding_idx}) must be below vocab_size ({self.vocab_size})")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_kv_heads ({self.kv_heads}) must divide n_heads ({self.n_heads})")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"rope needs an even head_dim (d_model / n_heads = {self.head_dim})")
         return self
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
 
     @property
     def head_dim(self) -> int:
@@ -48,7 +74,12 @@ class MiniGPTSpec(zoo.ModelSpec):
 
     @property
     def d_ff(self) -> int:
-        return round(self.d_model * self.mlp_ratio)
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        width = self.d_model * self.mlp_ratio
+        if self.mlp == "swiglu":  # two input matrices: 2/3 of the width keeps the parameter count
+            return -(-round(width * 2 / 3) // 8) * 8
+        return round(width)
 
     def build(self) -> object:
         from zoo_minigpt.model import MiniGPT

@@ -1,6 +1,10 @@
 """MiniGPT: a decoder-only transformer in one file (after nanoGPT's and gpt-fast's model.py).
 
 forward(input_ids (B, T), cache=None, attention_mask=None, position_ids=None) -> (logits (B, T, V), cache)
+
+GPT-2-shaped by default (learned positions, GELU MLP, LayerNorm, biases); Llama-shaped with
+rotary positions (HF's rotate-half layout, so weights map to LlamaForCausalLM unchanged),
+SwiGLU, RMSNorm and no biases; optional QK-norm and grouped-query attention.
 """
 
 from __future__ import annotations
@@ -32,13 +36,34 @@ def make_norm(spec: MiniGPTSpec) -> nn.Module:
     return nn.LayerNorm(spec.d_model, eps=spec.norm_eps, bias=spec.bias)
 
 
+Rope = tuple[torch.Tensor, torch.Tensor] | None  # cos, sin: (B or 1, 1, T, D)
+
+
+def rope_table(spec: MiniGPTSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every position (max_seq_len, head_dim / 2), in fp32."""
+    half = spec.head_dim // 2
+    inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, half, dtype=torch.float32) / half))
+    angles = torch.arange(spec.max_seq_len, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate (B, H, T, D) by position; the rotate-half layout of HF Llama (halves, not pairs)."""
+    cos, sin = rope[0].to(x.dtype), rope[1].to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
 class Attention(nn.Module):
     def __init__(self, spec: MiniGPTSpec, layer: int) -> None:
         super().__init__()
-        self.layer, self.n_heads, self.head_dim = layer, spec.n_heads, spec.head_dim
-        self.qkv = nn.Linear(spec.d_model, 3 * spec.d_model, bias=spec.bias)  # fused q, k, v
+        self.layer, self.n_heads, self.n_kv, self.head_dim = layer, spec.n_heads, spec.kv_heads, spec.head_dim
+        # fused q (H heads), k and v (KV heads each)
+        self.qkv = nn.Linear(spec.d_model, (spec.n_heads + 2 * spec.kv_heads) * spec.head_dim, bias=spec.bias)
         self.proj = nn.Linear(spec.d_model, spec.d_model, bias=spec.bias)
         self.proj.zoo_residual = True  # type: ignore[assignment]
+        self.q_norm = nn.RMSNorm(spec.head_dim, eps=spec.norm_eps) if spec.qk_norm else None
+        self.k_norm = nn.RMSNorm(spec.head_dim, eps=spec.norm_eps) if spec.qk_norm else None
         self.dropout = spec.dropout
         self.resid_drop = make_dropout(spec.dropout)
 
@@ -49,9 +74,18 @@ class Attention(nn.Module):
         mask: torch.Tensor | None,
         is_causal: bool,
         cache_position: torch.Tensor | None = None,
+        rope: Rope = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+        H, KV, D = self.n_heads, self.n_kv, self.head_dim
+        q, k, v = self.qkv(x).split([H * D, KV * D, KV * D], dim=-1)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, KV, D).transpose(1, 2)  # (B, KV, T, D)
+        v = v.view(B, T, KV, D).transpose(1, 2)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         if cache is not None and cache_position is not None:  # static shapes: whole buffers, masked
             k, v = cache.write_at(self.layer, k, v, cache_position)  # (B, H, max_len, D)
             q = q.to(k.dtype)
@@ -59,7 +93,8 @@ class Attention(nn.Module):
             k, v = cache.update(self.layer, k, v)  # (B, H, S, D), S = past + T
             q = q.to(k.dtype)
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
+        gqa = {"enable_gqa": True} if KV != H else {}
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout, **gqa)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_drop(self.proj(y))
 
@@ -67,13 +102,18 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, spec: MiniGPTSpec) -> None:
         super().__init__()
-        self.fc = nn.Linear(spec.d_model, spec.d_ff, bias=spec.bias)
+        self.swiglu = spec.mlp == "swiglu"
+        width = 2 * spec.d_ff if self.swiglu else spec.d_ff  # swiglu: fused gate | up
+        self.fc = nn.Linear(spec.d_model, width, bias=spec.bias)
         self.proj = nn.Linear(spec.d_ff, spec.d_model, bias=spec.bias)
         self.proj.zoo_residual = True  # type: ignore[assignment]
         self.act = ACTIVATIONS[spec.activation]
         self.drop = make_dropout(spec.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.swiglu:
+            gate, up = self.fc(x).chunk(2, dim=-1)
+            return self.drop(self.proj(F.silu(gate) * up))
         return self.drop(self.proj(self.act(self.fc(x))))
 
 
@@ -92,8 +132,9 @@ class Block(nn.Module):
         mask: torch.Tensor | None,
         is_causal: bool,
         cache_position: torch.Tensor | None = None,
+        rope: Rope = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), cache, mask, is_causal, cache_position)
+        x = x + self.attn(self.ln1(x), cache, mask, is_causal, cache_position, rope)
         return x + self.mlp(self.ln2(x))
 
 
@@ -103,7 +144,11 @@ class MiniGPT(nn.Module):
         self.spec = spec
         self.vocab_size, self.max_seq_len = spec.vocab_size, spec.max_seq_len
         self.tok_emb = nn.Embedding(spec.vocab_size, spec.d_model, padding_idx=spec.padding_idx)
-        self.pos_emb = nn.Embedding(spec.max_seq_len, spec.d_model)
+        self.pos_emb = nn.Embedding(spec.max_seq_len, spec.d_model) if spec.positions == "learned" else None
+        if spec.positions == "rope":  # not saved: derived from the spec
+            cos, sin = rope_table(spec)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.drop = make_dropout(spec.dropout)
         self.blocks = nn.ModuleList(Block(spec, i) for i in range(spec.n_layers))
         self.ln_f = make_norm(spec)
@@ -113,16 +158,22 @@ class MiniGPT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layers)."""
+        """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layers); with
+        ``zero_init`` the residual projections (and an untied head) start at zero instead."""
         std = self.spec.init_std
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                scale = 1 / math.sqrt(2 * self.spec.n_layers) if getattr(module, "zoo_residual", False) else 1.0
+                residual = getattr(module, "zoo_residual", False)
+                scale = 1 / math.sqrt(2 * self.spec.n_layers) if residual else 1.0
                 nn.init.normal_(module.weight, mean=0.0, std=std * scale)
+                if self.spec.zero_init and residual:
+                    nn.init.zeros_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
+        if self.spec.zero_init and not self.spec.tie_weights:
+            nn.init.zeros_(self.head.weight)
         if self.spec.padding_idx is not None:
             with torch.no_grad():
                 self.tok_emb.weight[self.spec.padding_idx].zero_()
@@ -133,7 +184,7 @@ class MiniGPT(nn.Module):
         return KVCache(
             self.spec.n_layers,
             batch_size,
-            self.spec.n_heads,
+            self.spec.kv_heads,
             max_len or self.max_seq_len,
             self.spec.head_dim,
             device=weight.device,
@@ -154,7 +205,7 @@ class MiniGPT(nn.Module):
             raise ValueError(f"sequence of {past + T} tokens exceeds max_seq_len={self.max_seq_len}")
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)  # (1, T)
-        x = self.drop(self.tok_emb(input_ids) + self.pos_emb(position_ids))  # (B, T, C)
+        x, rope = self.embed(input_ids, position_ids)
         # Three cases: plain causal (training, prefill without padding) uses SDPA's fused path;
         # one new token without padding attends to everything cached (no mask); else a mask.
         is_causal = past == 0 and attention_mask is None
@@ -162,7 +213,7 @@ class MiniGPT(nn.Module):
         if not is_causal and not (T == 1 and attention_mask is None):
             mask = attention_mask_4d(attention_mask, T, past, input_ids.device)
         for block in self.blocks:
-            x = block(x, cache, mask, is_causal)
+            x = block(x, cache, mask, is_causal, None, rope)
         if cache is not None:
             cache.advance(T)
         logits = self.head(self.ln_f(x))  # (B, T, V)
@@ -182,10 +233,22 @@ class MiniGPT(nn.Module):
         (1,) is where this token goes. Keys past it are masked, so nothing depends on a Python
         integer that changes per step. The caller advances ``cache.length`` afterwards.
         """
-        x = self.tok_emb(input_ids) + self.pos_emb(position_ids)  # (B, 1, C)
+        x, rope = self.embed(input_ids, position_ids)  # (B, 1, C)
         key_pos = torch.arange(cache.max_len, device=input_ids.device)
         visible = attention_mask.bool() & (key_pos <= cache_position)  # (B, max_len)
         mask = visible[:, None, None, :]  # (B, 1, 1, max_len)
         for block in self.blocks:
-            x = block(x, cache, mask, False, cache_position)
+            x = block(x, cache, mask, False, cache_position, rope)
         return self.head(self.ln_f(x))  # (B, 1, V)
+
+    def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, Rope]:
+        """Token embeddings (+ learned positions), and the rotary angles of ``position_ids`` (B|1, T)."""
+        x = self.tok_emb(input_ids)  # (B, T, C)
+        rope: Rope = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(position_ids)
+        else:
+            cos, sin = self.rope_cos[position_ids], self.rope_sin[position_ids]  # (B|1, T, D/2)
+            cos, sin = torch.cat((cos, cos), -1)[:, None], torch.cat((sin, sin), -1)[:, None]  # (B|1, 1, T, D)
+            rope = (cos, sin)
+        return self.drop(x), rope
