@@ -55,7 +55,7 @@ def parent_loss_on_first_batch(parent_run: Path, child: Path) -> float:
     """The parent's loss on exactly the batch the child trains on first (same seed, same data)."""
     model = zoo.load(parent_run / "model")
     tokens = np.memmap(child / "data" / "tokens.bin", dtype=np.uint16, mode="r")
-    task = CausalLMTask(TokenData(tokens, 0.1), CHILD["context"], None)
+    task = CausalLMTask(TokenData(tokens, 0.1), CHILD["context"])
     x, y = task.sample(torch.Generator().manual_seed(0), CHILD["batch_size"])
     with torch.no_grad():
         return float(lm_loss(model(x)[0], y))

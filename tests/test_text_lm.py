@@ -167,3 +167,24 @@ def test_padding_targets_are_ignored_in_the_loss():
     logits_changed = logits.clone()
     logits_changed[:, 3:] += 100.0  # scores at padded positions cannot move the loss
     assert torch.allclose(lm_loss(logits_changed, padded), kept)
+
+
+def test_eos_targets_are_scored_when_the_pad_id_equals_the_eos_id(tmp_path):
+    """Windows of a token stream hold no padding: a tokenizer whose pad id is its EOS id (common in
+    HF models) must still be trained to emit EOS, so no target is dropped for its id."""
+    from zoo.trainers.causal_lm import IGNORE
+    from zoo.trainers.specs import CausalLMTrainerSpec
+
+    class EosIsPad(ByteTokenizer):
+        eos_id = 10  # "\n" ends every line
+        pad_id = 10
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"line {i}\n" for i in range(400)))
+    model = zoo.build_model({"type": "minigpt", "vocab_size": 256, "d_model": 16, "n_layers": 1, "n_heads": 2})
+    model.zoo_tokenizer = EosIsPad()
+    trainer = CausalLMTrainerSpec(context=16, progress=False).build()
+    task = trainer.make_task(model, Runtime(device="cpu"), corpus, tmp_path / "cache", False)
+    _, targets = task.sample(torch.Generator().manual_seed(0), 32)
+    assert (targets == 10).sum() > 32  # the EOS/pad id is there as a target...
+    assert not (targets == IGNORE).any()  # ...and scored

@@ -59,6 +59,21 @@ def zoo_register_presets(register: RegisterPreset) -> None:
     )
     register(
         "trainers",
+        "lm-muon",
+        {
+            "type": "causal-lm",
+            "max_steps": 1000,
+            "batch_size": 16,
+            "lr": 3e-3,
+            "eval_every": 100,
+            "checkpoint_every": 250,
+            "optimizer": {**lm_optim, "name": "muon", "muon_lr": 0.02},
+            "schedule": {"name": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.1},
+        },
+        description="`lm` with Muon on the hidden matrices (lr 0.02) and AdamW at 3e-3 for the rest",
+    )
+    register(
+        "trainers",
         "lm-demo",
         {
             "type": "causal-lm",

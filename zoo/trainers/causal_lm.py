@@ -17,7 +17,7 @@ from zoo.runtime import Runtime
 from zoo.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 from zoo.trainers.specs import CausalLMTrainerSpec
 
-IGNORE = -100  # targets never scored (padding)
+IGNORE = -100  # targets never scored (none here: windows of a token stream hold no padding)
 EVAL_SEED = 1234  # the same validation windows at every evaluation, independent of training RNG
 
 
@@ -29,9 +29,9 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 class CausalLMTask:
     unit = "tokens"
 
-    def __init__(self, data: TokenData, context: int, pad_id: int | None) -> None:
+    def __init__(self, data: TokenData, context: int) -> None:
         self.train_tokens, self.val_tokens = data.train(), data.val()
-        self.context, self.pad_id = context, pad_id
+        self.context = context
         for name, split in (("training", self.train_tokens), ("validation", self.val_tokens)):
             if len(split) < context + 1:
                 raise DataError(
@@ -41,10 +41,9 @@ class CausalLMTask:
 
     def _batch(self, tokens: np.ndarray, generator: torch.Generator, n: int) -> Batch:
         starts = torch.randint(0, len(tokens) - self.context, (n,), generator=generator)
-        x, y = windows(tokens, starts, self.context)
-        if self.pad_id is not None:
-            y = y.masked_fill(y == self.pad_id, IGNORE)
-        return x, y
+        # every target is a real token, the pad id included: a tokenizer whose pad id equals its EOS id
+        # (common) must still learn to emit EOS
+        return windows(tokens, starts, self.context)
 
     def sample(self, generator: torch.Generator, batch_size: int) -> Batch:
         return self._batch(self.train_tokens, generator, batch_size)
@@ -113,6 +112,5 @@ class CausalLMTrainer(EngineTrainer):
         runtime.dist.barrier()
         if tokens is None:
             tokens = tokenize_to_file(data, tok, cache)
-        pad = tok.pad_id if getattr(tok, "eos_id", None) is not None else None  # byte level has no pad token
         setattr(model, "zoo_tokenizer", tok)  # noqa: B010  (saved with the artifact)
-        return CausalLMTask(TokenData(tokens, self.spec.val_fraction), context, pad)
+        return CausalLMTask(TokenData(tokens, self.spec.val_fraction), context)

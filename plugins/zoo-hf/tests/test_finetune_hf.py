@@ -73,7 +73,7 @@ def test_a_tiny_llama_folder_fine_tunes_with_its_own_tokenizer(tmp_path, corpus)
     assert list(tokens[:20]) == hf_tok.encode(corpus.read_text(), add_special_tokens=False)[:20]
     # the first logged loss is the folder model's own loss on the first batch
     hf = LlamaForCausalLM.from_pretrained(folder).eval()
-    task = CausalLMTask(TokenData(tokens, 0.1), CHILD["context"], None)
+    task = CausalLMTask(TokenData(tokens, 0.1), CHILD["context"])
     x, y = task.sample(torch.Generator().manual_seed(0), CHILD["batch_size"])
     with torch.no_grad():
         expected = float(lm_loss(hf(input_ids=x).logits, y))
@@ -97,7 +97,7 @@ def test_a_zoo_imported_gpt2_fine_tunes(tmp_path, corpus):
     assert main([*args, "--out", str(run), "--device", "cpu"]) == 0
     assert zoo.load(run / "model").zoo_spec.type == "minigpt"
     tokens = np.memmap(run / "data" / "tokens.bin", dtype=np.uint16, mode="r")
-    task = CausalLMTask(TokenData(tokens, 0.1), CHILD["context"], None)
+    task = CausalLMTask(TokenData(tokens, 0.1), CHILD["context"])
     x, y = task.sample(torch.Generator().manual_seed(0), CHILD["batch_size"])
     hf = GPT2LMHeadModel.from_pretrained(hf_dir).eval()
     with torch.no_grad():

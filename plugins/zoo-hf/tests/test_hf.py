@@ -260,3 +260,47 @@ def test_non_finite_config_values_are_refused():
     bad = {**GPT2["config"], "layer_norm_epsilon": float("inf")}
     with pytest.raises(zoo.SpecError, match="config values must be finite"):
         zoo.build_model({"type": "hf-causal-lm", "config": bad})
+
+
+def _randomized(model):
+    """Random weights everywhere (norm gains too), so a mapping mistake cannot hide behind init values."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if p.ndim == 1 else 0.0))
+    return model
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_llama_shaped_minigpt_exports_to_and_imports_from_hf_llama(tmp_path, tied):
+    """Both directions through the CLI: logits equal within 1e-4, greedy tokens equal."""
+    from transformers import LlamaForCausalLM
+
+    from zoo.cli import main
+
+    torch.manual_seed(0)
+    spec = {**zoo.model_spec("minigpt-llama-tiny").model_dump(), "tie_weights": tied, "rope_theta": 500.0}
+    mini = _randomized(zoo.build_model(spec)).eval()
+    zoo.save(mini, tmp_path / "art", tokenizer=TOK)
+    assert main(["export", str(tmp_path / "art"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    hf = LlamaForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    ids = torch.randint(0, 256, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, mini(ids)[0], atol=1e-4, rtol=0)
+        want = hf.generate(ids[:1, :8], max_new_tokens=12, do_sample=False, pad_token_id=0)[0, 8:].tolist()
+    assert generate(mini, TOK, [ids[0, :8].tolist()], "greedy", max_new_tokens=12).ids[0] == want
+    # and back: an HF Llama folder (here one transformers wrote itself) imports as a Llama-shaped MiniGPT
+    other = _randomized(LlamaForCausalLM(hf.config)).eval()
+    other.save_pretrained(tmp_path / "hf2")
+    assert main(["import", str(tmp_path / "hf2"), "--as", "minigpt", "--out", str(tmp_path / "back")]) == 0
+    back = zoo.load(tmp_path / "back")
+    assert back.zoo_spec.positions == "rope" and back.zoo_spec.kv_heads == 2
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids)[0], other(ids).logits, atol=1e-4, rtol=0)
+        want = other.generate(ids[:1, :8], max_new_tokens=12, do_sample=False, pad_token_id=0)[0, 8:].tolist()
+    assert generate(back, TOK, [ids[0, :8].tolist()], "greedy", max_new_tokens=12).ids[0] == want
+
+
+def test_llama_export_refuses_what_llama_cannot_express():
+    mini = zoo.build_model({**zoo.model_spec("minigpt-llama-tiny").model_dump(), "qk_norm": True})
+    with pytest.raises(convert.ConversionError, match="qk_norm = True"):
+        convert.minigpt_to_llama(mini)

@@ -106,8 +106,27 @@ SIZES = {
 }
 
 
+LLAMA = {"positions": "rope", "mlp": "swiglu", "norm": "rmsnorm", "bias": False, "tie_weights": False}
+LLAMA_SIZES = {
+    "minigpt-llama-tiny": ({"d_model": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 64}, "tests"),
+    "minigpt-llama-small": (
+        {"d_model": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 128},
+        "Llama-shaped (RoPE, SwiGLU, RMSNorm, no biases, GQA): exports to HF LlamaForCausalLM",
+    ),
+}
+
+
 @zoo.hookimpl
 def zoo_register_presets(register: RegisterPreset) -> None:
     for name, (fields, description) in SIZES.items():
         gpt2 = {"activation": "gelu_tanh"} if "gpt2" in name else {}
         register("models", name, {"type": "minigpt", "vocab_size": 256, **gpt2, **fields}, description=description)
+    register(
+        "models",
+        "minigpt-rope-small",
+        {**SIZES["minigpt-small"][0], "type": "minigpt", "vocab_size": 256, "positions": "rope", "bias": False},
+        description="minigpt-small with rotary positions and no biases: with the lm-muon recipe, "
+        "val loss 1.58 vs 1.87 on tiny Shakespeare in the same time (bench/shakespeare.py)",
+    )
+    for name, (fields, description) in LLAMA_SIZES.items():
+        register("models", name, {"type": "minigpt", "vocab_size": 256, **LLAMA, **fields}, description=description)

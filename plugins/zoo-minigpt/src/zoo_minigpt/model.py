@@ -40,18 +40,22 @@ Rope = tuple[torch.Tensor, torch.Tensor] | None  # cos, sin: (B or 1, 1, T, D)
 
 
 def rope_table(spec: MiniGPTSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of every position (max_seq_len, head_dim / 2), in fp32."""
+    """cos and signed sin of every position (max_seq_len, head_dim), fp32, in the rotate-half
+    layout of HF Llama: angle i drives dimensions i and i + D/2; the sin's first half is negated
+    so that rotation is ``x * cos + swap_halves(x) * sin``."""
     half = spec.head_dim // 2
     inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, half, dtype=torch.float32) / half))
     angles = torch.arange(spec.max_seq_len, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), -1), torch.cat((-sin, sin), -1)
 
 
 def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate (B, H, T, D) by position; the rotate-half layout of HF Llama (halves, not pairs)."""
-    cos, sin = rope[0].to(x.dtype), rope[1].to(x.dtype)
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+    """Rotate (B, H, T, D) by position: x * cos + [x2, x1] * [-sin, sin] (one copy, no negation)."""
+    cos, sin = rope
+    B, H, T, D = x.shape
+    swapped = x.view(B, H, T, 2, D // 2).flip(-2).view(B, H, T, D)
+    return x * cos.to(x.dtype) + swapped * sin.to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -78,14 +82,13 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         B, T, C = x.shape
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
-        q, k, v = self.qkv(x).split([H * D, KV * D, KV * D], dim=-1)
-        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, KV, D).transpose(1, 2)  # (B, KV, T, D)
-        v = v.view(B, T, KV, D).transpose(1, 2)
+        qkv = self.qkv(x).view(B, T, H + 2 * KV, D).transpose(1, 2)  # (B, H + 2KV, T, D)
+        qk, v = qkv[:, : H + KV], qkv[:, H + KV :]
         if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            q, k = apply_rope(q, rope), apply_rope(k, rope)
+            qk = torch.cat((self.q_norm(qk[:, :H]), self.k_norm(qk[:, H:])), dim=1)
+        if rope is not None:  # queries and keys rotated together: half the small kernels
+            qk = apply_rope(qk, rope)
+        q, k = qk[:, :H], qk[:, H:]  # (B, H, T, D), (B, KV, T, D)
         if cache is not None and cache_position is not None:  # static shapes: whole buffers, masked
             k, v = cache.write_at(self.layer, k, v, cache_position)  # (B, H, max_len, D)
             q = q.to(k.dtype)
@@ -248,7 +251,5 @@ class MiniGPT(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(position_ids)
         else:
-            cos, sin = self.rope_cos[position_ids], self.rope_sin[position_ids]  # (B|1, T, D/2)
-            cos, sin = torch.cat((cos, cos), -1)[:, None], torch.cat((sin, sin), -1)[:, None]  # (B|1, 1, T, D)
-            rope = (cos, sin)
+            rope = (self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None])  # (B|1, 1, T, D)
         return self.drop(x), rope

@@ -1,0 +1,91 @@
+"""The `muon` optimizer: Muon on hidden weight matrices, AdamW on the rest, each with its own lr."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import zoo
+from zoo.artifacts import read_tensors
+from zoo.cli import main
+from zoo.trainers.optim import MuonAdamW, build_optimizer, muon_matrices, orthogonalize
+from zoo.trainers.specs import OptimizerSpec
+
+MODEL = {"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 32}
+TRAINER = {
+    "type": "causal-lm",
+    "max_steps": 6,
+    "batch_size": 4,
+    "context": 16,
+    "lr": 3e-3,
+    "eval_every": 0,
+    "eval_batches": 1,
+    "checkpoint_every": 3,
+    "progress": False,
+    "optimizer": {"name": "muon", "muon_lr": 0.05, "weight_decay": 0.1},
+    "schedule": {"name": "cosine", "warmup_steps": 2},
+}
+
+
+def test_newton_schulz_orthogonalizes_every_matrix_of_a_batch():
+    torch.manual_seed(0)
+    for shape in [(3, 16, 48), (2, 48, 16), (4, 32, 32)]:
+        grads = torch.randn(shape) * torch.logspace(-3, 1, shape[-1])  # badly conditioned columns
+        out = orthogonalize(grads, 5)
+        assert out.shape == grads.shape and out.dtype == grads.dtype
+        s = torch.linalg.svdvals(out)
+        assert float(s.min()) > 0.5 and float(s.max()) < 1.3, s  # near-orthogonal, as Muon's quintic gives
+        alone = torch.stack([orthogonalize(g[None], 5)[0] for g in grads])
+        torch.testing.assert_close(out, alone)  # batched over same-shape matrices = one at a time
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    for tied in (True, False):
+        model = zoo.build_model({**MODEL, "tie_weights": tied})
+        hidden = {id(p) for p in muon_matrices(model)}
+        names = {n for n, p in model.named_parameters() if id(p) in hidden}
+        assert names == {
+            f"blocks.{i}.{m}.weight" for i in range(2) for m in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")
+        }
+        opt = build_optimizer(OptimizerSpec(name="muon", muon_lr=0.05), model, 3e-3, torch.device("cpu"))
+        assert isinstance(opt, MuonAdamW)
+        by_name = {g["name"]: g for g in opt.param_groups}
+        assert by_name["muon"]["algo"] == "muon" and by_name["muon"]["peak_lr"] == 0.05
+        assert by_name["decay"]["algo"] == "adamw" and by_name["decay"]["peak_lr"] == 3e-3
+        assert {id(p) for p in by_name["muon"]["params"]} == hidden  # embeddings, head, norms, biases: AdamW
+
+
+def test_muon_trains_and_each_group_follows_the_schedule_at_its_own_lr(tmp_path):
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--model",
+        json.dumps(MODEL),
+        "--trainer",
+        json.dumps({**TRAINER, "max_steps": 40, "log_every": 1, "checkpoint_every": 20}),
+    ]
+    assert main([*argv, "--out", str(out)]) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
+    groups = json.loads((out / "checkpoints" / "step-00000020" / "state.json").read_text())["optimizer"]["param_groups"]
+    lrs = {g["name"]: g["lr"] for g in groups}
+    assert lrs["muon"] / lrs["decay"] == pytest.approx(0.05 / 3e-3)  # the same schedule factor on both
+
+
+def test_muon_resumes_exactly(tmp_path):
+    straight = tmp_path / "straight"
+    argv = ["train", "--model", json.dumps(MODEL), "--trainer", json.dumps(TRAINER)]
+    assert main([*argv, "--out", str(straight)]) == 0
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step-00000006")  # as if killed after step 3
+    shutil.rmtree(resumed / "model")
+    assert main([*argv, "--out", str(resumed), "--resume"]) == 0
+    a = read_tensors(straight / "model" / "model.safetensors")
+    b = read_tensors(resumed / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = json.loads((resumed / "checkpoints" / "step-00000006" / "state.json").read_text())
+    assert {g["algo"] for g in state["optimizer"]["param_groups"]} == {"muon", "adamw"}
