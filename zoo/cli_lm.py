@@ -35,12 +35,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         prompts += [line for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ZooError("give --prompt TEXT (repeatable) or --prompt-file FILE (one prompt per line)")
-    from zoo.artifacts import load
+    from zoo.finetune import open_model
     from zoo.generation import generate, stream
     from zoo.runtime import Runtime
     from zoo.tokenizers import ByteTokenizer
 
-    model = load(artifact_dir(args.path), config=cfg)
+    model = open_model(spec_ref(args.path), cfg).eval()
     tokenizer = getattr(model, "zoo_tokenizer", None) or ByteTokenizer()
     runtime = Runtime(cfg.runtime)
     seed = args.seed if args.seed is not None else cfg.runtime.seed
@@ -208,7 +208,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p = sub.add_parser("generate", parents=[common], help="generate text from a trained causal LM")
     p.set_defaults(func=cmd_generate)
-    p.add_argument("path", help="a run directory or a saved model directory")
+    p.add_argument("path", help="an artifact, a run folder, a local model folder (e.g. Hugging Face) or a preset")
     p.add_argument("--prompt", action="append", help="prompt text (repeatable: a batch)")
     p.add_argument("--prompt-file", help="a file with one prompt per line")
     p.add_argument("--sampler", default="greedy", help="sampler preset or type (default: greedy)")

@@ -70,6 +70,26 @@ def weights_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def open_model(target: Any, config: Config) -> nn.Module:
+    """A model to use from anything a user names: a zoo artifact, a run folder, a local model
+    folder an installed plugin reads (e.g. a Hugging Face folder), or a preset / type / inline
+    spec (built through the registry, with the weights the spec says: a ``path=`` preset loads its
+    folder, others start random)."""
+    if isinstance(target, (str, Path)) and not str(target).lstrip().startswith("{"):
+        path = Path(target).expanduser()
+        art = artifact_folder(path) if path.is_dir() else None
+        if art is not None:
+            return load(art, config=config)
+        if path.is_dir():
+            spec = folder_spec(path, config)
+            return attach(spec.build(), spec)
+        if isinstance(target, Path) or any(sep in str(target) for sep in ("/", "\\")):
+            raise ArtifactError(f"{target}: no such artifact, run folder or model folder")
+    named = config.spec("models", target)
+    assert isinstance(named, ModelSpec)
+    return attach(named.build(), named)
+
+
 def starting_point(source: str | Path, config: Config, model: Any = None) -> Start:
     """Load ``source`` as the starting weights; with ``model`` (a name, dict or spec) train that
     spec instead, provided every tensor matches in name, shape and dtype."""

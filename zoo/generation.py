@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -168,7 +169,7 @@ def _encode(tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[int]]) ->
 
 
 def _decoder(
-    model: nn.Module,
+    model: nn.Module | str | Path,
     tokenizer: Any,
     prompts: Any,
     sampler: Any,
@@ -180,8 +181,18 @@ def _decoder(
     seed: int,
     static: bool,
     compile: bool,
-) -> tuple[Decoder, list[list[int]], list[int]]:
-    """What `generate` and `stream` share: encode, resolve the sampler, and set up the loop."""
+) -> tuple[Decoder, list[list[int]], list[int], Any]:
+    """What `generate` and `stream` share: resolve the model, tokenizer and sampler, encode, and
+    set up the loop; returns the tokenizer used."""
+    if isinstance(model, (str, Path)):  # an artifact, run folder, model folder or preset name
+        from zoo.api import default_config
+        from zoo.finetune import open_model
+
+        model = open_model(model, config or default_config())
+    if tokenizer is None:
+        from zoo.tokenizers import ByteTokenizer
+
+        tokenizer = model.__dict__.get("zoo_tokenizer") or ByteTokenizer()
     _check_model(model)  # before anything touches it, with the message that names the protocol
     runtime = runtime or Runtime(device=str(next(model.parameters()).device))
     model.to(runtime.device).eval()
@@ -201,11 +212,11 @@ def _decoder(
         static=static,
         compile=compile,
     )
-    return decoder, prompt_ids, eos
+    return decoder, prompt_ids, eos, tokenizer
 
 
 def stream(
-    model: nn.Module,
+    model: nn.Module | str | Path,
     tokenizer: Any,
     prompts: str | Sequence[str],
     sampler: str | Mapping[str, Any] | Any = "greedy",
@@ -221,7 +232,7 @@ def stream(
     compile: bool = False,
 ) -> Iterator[StreamChunk]:
     """Yield the text each sequence adds at every step (a Python iterator over the decode loop)."""
-    decoder, prompt_ids, eos = _decoder(
+    decoder, prompt_ids, eos, tokenizer = _decoder(
         model,
         tokenizer,
         prompts,
@@ -264,7 +275,7 @@ def stream(
 
 
 def generate(
-    model: nn.Module,
+    model: nn.Module | str | Path,
     tokenizer: Any,
     prompts: str | Sequence[str] | Sequence[Sequence[int]],
     sampler: str | Mapping[str, Any] | Any = "greedy",
@@ -279,8 +290,12 @@ def generate(
     static: bool = False,
     compile: bool = False,
 ) -> Generation:
-    """Generate for a prompt or a batch of prompts; returns text and ids per prompt."""
-    decoder, prompt_ids, eos = _decoder(
+    """Generate for a prompt or a batch of prompts; returns text and ids per prompt.
+
+    ``model`` is a module, or what `zoo generate` takes (an artifact, a run folder, a local model
+    folder, a preset name); ``tokenizer`` None means the model's own (byte-level if it has none).
+    """
+    decoder, prompt_ids, eos, tokenizer = _decoder(
         model,
         tokenizer,
         prompts,

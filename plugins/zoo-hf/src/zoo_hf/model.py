@@ -143,7 +143,9 @@ def _load(auto_cls: Any, spec: Any, **extra: Any) -> Any:
     kwargs = {"attn_implementation": spec.attn_implementation}
     where = str(folder) if folder is not None else f"the {config.model_type} model"
     with rejected_by_transformers(where, lambda m: _spec_error(spec, m)):
-        if folder is None:
+        # on the meta device (`zoo show --params`, zoo's header check before loading) the shapes
+        # come from config.json alone: no weights are read
+        if folder is None or torch.empty(()).device.type == "meta":
             return auto_cls.from_config(config, dtype=torch.float32, trust_remote_code=False, **kwargs)
         return auto_cls.from_pretrained(
             folder, config=config, dtype=torch.float32, use_safetensors=True, **SAFE, **kwargs
