@@ -183,13 +183,13 @@ def load_config(
     """Plugin presets, then every registry file (`registry_files`), then ``--set`` overrides,
     merged and validated; every problem is reported at once."""
     from zoo.files import read_text
-    from zoo.specs import _file_error, parse_toml
+    from zoo.specs import parse_toml, toml_file_error
 
     layers = []
     for file in registry_files(path, env):
-        text = read_text(file, _file_error, limit=4 << 20) if file.exists() or path is None else ""
         if not file.exists():
             raise SpecError([("", "file not found")], source=str(file))
+        text = read_text(file, toml_file_error, limit=4 << 20)
         layers.append(Layer(str(file), parse_toml(text, str(file)), text))
     return config_from_layers(layers, overrides, registry=registry, env=env)
 

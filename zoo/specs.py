@@ -161,17 +161,9 @@ def validate(cls: type[BaseModel], data: Any, prefix: str = "", source: str | No
 # --------------------------------------------------------------------------- TOML and overrides
 
 
-def _file_error(message: str) -> SpecError:
+def toml_file_error(message: str) -> SpecError:
+    """A registry file (or --set value) that cannot be read: the message names it."""
     return SpecError([("", message)])
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file (at most 4 MiB, nested at most 48 deep), naming the file and line on an error."""
-    from zoo.files import read_text
-
-    path = Path(path)
-    text = read_text(path, _file_error, limit=4 << 20)
-    return parse_toml(text, str(path))
 
 
 def parse_toml(text: str, source: str) -> dict[str, Any]:
@@ -181,7 +173,7 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         raise SpecError([("", f"invalid TOML: {err}")], source=source) from None
     except (RecursionError, ValueError):
         raise SpecError([("", "invalid TOML: nested too deeply or a number too large")], source=source) from None
-    check_depth(data, source, _file_error)
+    check_depth(data, source, toml_file_error)
     return data
 
 
@@ -197,7 +189,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = raw.strip()
     except (RecursionError, ValueError):
         raise SpecError([("--set", f"{shorten(text)}: the value nests too deeply or is too large")]) from None
-    check_depth(value, f"--set {shorten(text, 60)}", _file_error)
+    check_depth(value, f"--set {shorten(text, 60)}", toml_file_error)
     return parts, value
 
 
