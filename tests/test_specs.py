@@ -118,3 +118,8 @@ def test_python_dicts_build_like_toml(config):
     assert model.zoo_spec.hidden == [5]
     with pytest.raises(zoo.SpecError, match=r"^simplenet\.hidden: hidden widths must be positive"):
         zoo.build_model({"type": "simplenet", "hidden": [0]}, config=config)
+
+
+def test_an_override_of_an_unknown_table_is_an_error(tmp_path):
+    with pytest.raises(zoo.SpecError, match=r"--set trainer\.lm\.lr=1: unknown table; did you mean 'trainers'"):
+        load_config(ROOT / "registry.toml", ["trainer.lm.lr=1"], env={})

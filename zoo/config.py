@@ -25,6 +25,7 @@ from zoo.specs import (
     RuntimeSpec,
     Spec,
     apply_overrides,
+    parse_override,
     validate,
 )
 
@@ -167,12 +168,6 @@ def registry_files(path: str | Path | None = None, env: Mapping[str, str] | None
     return files
 
 
-def find_registry_file(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path | None:
-    """The top registry file (the one `zoo check` names), if any."""
-    files = registry_files(path, env)
-    return files[-1] if files else None
-
-
 def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
@@ -223,7 +218,8 @@ def config_from_layers(
     """
     source = top if top is not None else (layers[-1].source if layers and layers[-1].source != "<dict>" else None)
     issues: list[tuple[str, str]] = []
-    set_entries = {tuple(o.split("=", 1)[0].split(".")[:2]) for o in overrides}
+    paths = {o: parse_override(o)[0] for o in overrides}
+    set_entries = {tuple(parts[:2]) for parts in paths.values()}
 
     def issue(layer: Layer | None, path: str, message: str) -> None:
         """Problems of the top file keep plain TOML paths; a lower layer's are prefixed with its file."""
@@ -233,12 +229,13 @@ def config_from_layers(
     runtime_raw: dict[str, Any] = {}
     disable: list[str] = []
     prefer: dict[str, str] = {}
+    for override, parts in paths.items():
+        if parts[0] not in TABLES:
+            issues.append((f"--set {override}", _unknown_table(parts[0])))
     for layer in layers:
         for table in layer.raw:
             if table not in TABLES:
-                close = difflib.get_close_matches(table, TABLES, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                issue(layer, table, f"unknown table{hint}; tables: {', '.join(TABLES)}")
+                issue(layer, table, _unknown_table(table))
         for name, cls in (("runtime", RuntimeSpec), ("plugins", PluginsSpec)):
             try:
                 value = validate(cls, layer.raw.get(name, {}), name)
@@ -254,7 +251,7 @@ def config_from_layers(
                 prefer.update(value.prefer)
     overridden = apply_overrides(
         {"runtime": runtime_raw, "plugins": {"disable": disable, "prefer": prefer}},
-        [o for o in overrides if o.split(".", 1)[0] in ("runtime", "plugins")],
+        [o for o, parts in paths.items() if parts[0] in ("runtime", "plugins")],
     )
     runtime, plugins = RuntimeSpec(), PluginsSpec()
     try:
@@ -269,7 +266,7 @@ def config_from_layers(
     merged = _merge_presets(layers, registry, config, issue)
     tables = apply_overrides(
         {kind: {name: fields for name, (fields, _, _) in merged[kind].items()} for kind in KINDS},
-        [o for o in overrides if o.split(".", 1)[0] in KINDS],
+        [o for o, parts in paths.items() if parts[0] in KINDS],
     )
     for kind in KINDS:
         for name, (_, origin, home) in merged[kind].items():
@@ -296,6 +293,12 @@ def config_from_layers(
     if issues:
         raise SpecError(issues, source=source)
     return config
+
+
+def _unknown_table(table: str) -> str:
+    close = difflib.get_close_matches(table, TABLES, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown table{hint}; tables: {', '.join(TABLES)}"
 
 
 Merged = dict[Kind, dict[str, tuple[dict[str, Any], str, "Layer | None"]]]
