@@ -58,12 +58,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         raise ZooError(f"zoo list takes at most a kind and a pattern, got {' '.join(args.words)}")
     pattern = words[0] if words else "*"
 
-    def wanted(kind: Kind, name: str) -> bool:
-        if not fnmatch.fnmatchcase(name, pattern):
-            return False
-        spec_cls = cfg.spec_class(kind, name)
-        return args.protocol is None or (spec_cls is not None and spec_cls.protocol == args.protocol)
+    from zoo.api import list_names
 
+    wanted = {kind: set(list_names(kind, pattern, protocol=args.protocol, config=cfg)) for kind in kinds}
     # presets exactly as a plugin shipped them (not overridden by a registry file) name their distribution
     shipped = {
         (p.kind, p.name): p.distribution for p in cfg.registry.presets if cfg.origins.get((p.kind, p.name)) == p.origin
@@ -79,7 +76,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     "protocol": e.spec_cls.protocol,
                 }
                 for name, e in cfg.registry.types(kind).items()
-                if wanted(kind, name)
+                if name in wanted[kind]
             },
             "presets": {
                 name: {
@@ -90,7 +87,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     "description": cfg.descriptions.get((kind, name), ""),
                 }
                 for name, spec in cfg.presets[kind].items()
-                if wanted(kind, name)
+                if name in wanted[kind]
             },
             "unavailable": {
                 name: why

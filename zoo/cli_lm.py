@@ -17,12 +17,6 @@ from zoo.files import parse_json, read_text, shorten, validate_file_model
 from zoo.specs import MAX_SEED
 
 
-def artifact_dir(path: str | Path) -> Path:
-    """A run directory (holding ``model/``) or an artifact directory."""
-    path = Path(path)
-    return path / "model" if (path / "model" / "manifest.json").is_file() else path
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     for flag in ("device", "precision"):
@@ -38,10 +32,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from zoo.finetune import open_model
     from zoo.generation import generate, stream
     from zoo.runtime import Runtime
-    from zoo.tokenizers import ByteTokenizer
 
     model = open_model(spec_ref(args.path), cfg).eval()
-    tokenizer = getattr(model, "zoo_tokenizer", None) or ByteTokenizer()
+    tokenizer = None  # the model's own (byte-level if it has none)
     runtime = Runtime(cfg.runtime)
     seed = args.seed if args.seed is not None else cfg.runtime.seed
     if not 0 <= seed <= MAX_SEED:
@@ -159,8 +152,9 @@ def _zoo_hf() -> Any:
 def cmd_export(args: argparse.Namespace) -> int:
     cfg = load_config(args.registry, args.set or ())
     from zoo.artifacts import load
+    from zoo.finetune import artifact_folder
 
-    model = load(artifact_dir(args.path), config=cfg)
+    model = load(artifact_folder(Path(args.path)) or args.path, config=cfg)
     convert = _zoo_hf()
     out = Path(args.out)
     hf: Any = getattr(model, "hf", None)  # hf-* adapters wrap a transformers model

@@ -70,6 +70,16 @@ def weights_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def open_folder(path: Path, config: Config) -> tuple[nn.Module, Path]:
+    """The model in a zoo artifact, a run folder or a local model folder a plugin reads, and the
+    folder its weights came from."""
+    art = artifact_folder(path)
+    if art is not None:
+        return load(art, config=config), art
+    spec = folder_spec(path, config)
+    return attach(spec.build(), spec), path  # the model family attaches the folder's tokenizer
+
+
 def open_model(target: Any, config: Config) -> nn.Module:
     """A model to use from anything a user names: a zoo artifact, a run folder, a local model
     folder an installed plugin reads (e.g. a Hugging Face folder), or a preset / type / inline
@@ -77,12 +87,8 @@ def open_model(target: Any, config: Config) -> nn.Module:
     folder, others start random)."""
     if isinstance(target, (str, Path)) and not str(target).lstrip().startswith("{"):
         path = Path(target).expanduser()
-        art = artifact_folder(path) if path.is_dir() else None
-        if art is not None:
-            return load(art, config=config)
         if path.is_dir():
-            spec = folder_spec(path, config)
-            return attach(spec.build(), spec)
+            return open_folder(path, config)[0]
         if isinstance(target, Path) or any(sep in str(target) for sep in ("/", "\\")):
             raise ArtifactError(f"{target}: no such artifact, run folder or model folder")
     named = config.spec("models", target)
@@ -96,15 +102,9 @@ def starting_point(source: str | Path, config: Config, model: Any = None) -> Sta
     path = Path(source).expanduser()
     if not path.exists():
         raise ArtifactError(f"--init-from {path}: no such file or folder")
-    art = artifact_folder(path)
-    if art is not None:
-        loaded = load(art, config=config)
-        digest = read_model(art / MANIFEST_FILE, Manifest).weights_sha256
-        where = art
-    else:
-        spec = folder_spec(path, config)
-        loaded = attach(spec.build(), spec)  # the model family attaches the folder's tokenizer
-        digest, where = weights_digest(path), path
+    loaded, where = open_folder(path, config)
+    is_artifact = (where / MANIFEST_FILE).is_file()
+    digest = read_model(where / MANIFEST_FILE, Manifest).weights_sha256 if is_artifact else weights_digest(where)
     parent = {"path": str(where.resolve()), "sha256": digest}
     if model is None:
         return Start(loaded, parent)

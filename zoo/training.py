@@ -77,6 +77,7 @@ def _parent_for(out: Path, init_from: str | Path | None, resume: bool) -> str | 
     """On resume, the parent the run recorded; a different ``init_from`` is refused."""
     from zoo.engine import RunInfo
     from zoo.files import read_model
+    from zoo.finetune import artifact_folder
 
     if not (resume and (out / "run.json").is_file()):
         return init_from
@@ -85,18 +86,13 @@ def _parent_for(out: Path, init_from: str | Path | None, resume: bool) -> str | 
         if init_from is not None:
             raise RunDirError(f"{out} was not started with --init-from; resume it without one, or use another --out")
         return None
-    if init_from is not None and artifact_or_self(Path(init_from)) != Path(recorded["path"]).resolve():
+    given = (artifact_folder(Path(init_from)) or Path(init_from)).resolve() if init_from is not None else None
+    if given is not None and given != Path(recorded["path"]).resolve():
         raise RunDirError(
             f"{out} was started with --init-from {recorded['path']}; resume it with that (or none), "
             "or start a new run with another --out"
         )
     return recorded["path"]
-
-
-def artifact_or_self(path: Path) -> Path:
-    from zoo.finetune import artifact_folder
-
-    return (artifact_folder(path) or path).resolve()
 
 
 def train(
