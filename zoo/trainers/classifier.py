@@ -47,7 +47,10 @@ class ClassificationTask:
 
 class ClassifierTrainer(EngineTrainer):
     spec: ClassifierTrainerSpec
-    checked: dict[str, Table] = {}  # replaced per instance by check_data
+
+    def __init__(self, spec: ClassifierTrainerSpec) -> None:
+        super().__init__(spec)
+        self.checked: dict[str, Table] = {}  # tables check_data loaded, for make_task to reuse
 
     def make_task(
         self, model: nn.Module, runtime: Runtime, data: str | Path | None, workdir: Path, resume: bool

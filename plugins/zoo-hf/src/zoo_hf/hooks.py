@@ -27,6 +27,14 @@ def _finite(value: Any) -> bool:
     return True
 
 
+REMOTE_CODE_KEYS = ("auto_map", "custom_pipelines")
+
+
+def remote_code_keys(config: dict[str, Any]) -> list[str]:
+    """Keys of a config that would make transformers run code shipped beside the weights."""
+    return [k for k in REMOTE_CODE_KEYS if k in config]
+
+
 class _HFSpec(zoo.ModelSpec):
     config: dict[str, Any] | None = Field(
         None, description="inline transformers config; must include model_type (e.g. gpt2, llama)"
@@ -43,7 +51,7 @@ class _HFSpec(zoo.ModelSpec):
             raise ValueError('config needs a model_type, e.g. config = { model_type = "gpt2", ... }')
         if self.config is not None and not _finite(self.config):
             raise ValueError("config values must be finite numbers (no inf or nan)")
-        if self.config is not None and ("auto_map" in self.config or "custom_pipelines" in self.config):
+        if self.config is not None and remote_code_keys(self.config):
             raise ValueError(
                 "config may not name code to run (auto_map); zoo builds only architectures transformers ships"
             )

@@ -20,12 +20,12 @@ from torch import nn
 
 from zoo.errors import SpecError, ZooError
 from zoo.files import read_json, shorten
+from zoo_hf.hooks import remote_code_keys
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 # Passed to every transformers call that reads a folder or a config: no code from the folder, no
 # network, and no pickled weights (safetensors only).
 SAFE = {"trust_remote_code": False, "local_files_only": True}
-REMOTE_CODE_KEYS = ("auto_map", "custom_pipelines")
 
 
 class FolderError(ZooError):
@@ -48,12 +48,7 @@ def rejected_by_transformers(where: str, error: Callable[[str], ZooError] = Fold
         raise error(f"{where}: transformers rejected it ({type(err).__name__}: {shorten(str(err))})") from None
 
 
-def remote_code_keys(config: dict[str, Any]) -> list[str]:
-    """Keys of a config that would make transformers run code shipped beside the weights."""
-    return [k for k in REMOTE_CODE_KEYS if k in config]
-
-
-def check_folder(folder: Path, *, weights: bool = True) -> dict[str, Any]:
+def check_folder(folder: Path) -> dict[str, Any]:
     """Check a local HF model folder before transformers sees it; returns its config.json.
 
     Refused with one message each: a missing folder or config.json, a config (or tokenizer
@@ -86,7 +81,7 @@ def check_folder(folder: Path, *, weights: bool = True) -> dict[str, Any]:
             f"{folder / 'config.json'}: model_type {shorten(model_type, 60)} is not an architecture transformers "
             "ships; zoo builds only those (no remote code)"
         )
-    if weights and not (any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file()):
+    if not (any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file()):
         try:
             refuse_pickles(folder)
         except ZooError as err:
