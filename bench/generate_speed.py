@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, write_result
 
 import zoo
-from zoo.generation import Decoder, generate
-from zoo.samplers.logits import Greedy
-from zoo.tokenizers import ByteTokenizer
+from zoo.lm.generation import Decoder, generate
+from zoo.lm.samplers import Greedy
+from zoo.lm.tokenizers import ByteTokenizer
 
 SHAPE = {"vocab_size": 256, "d_model": 128, "n_layers": 4, "n_heads": 4, "max_seq_len": 1088}
 SAMPLERS = {

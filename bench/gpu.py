@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table, write_result
 
 import zoo
-from zoo.generation import generate
-from zoo.tokenizers import ByteTokenizer
+from zoo.lm.generation import generate
+from zoo.lm.tokenizers import ByteTokenizer
 
 PEAK_BF16 = 989e12  # H100/H200 dense bf16 FLOP/s
 GPT2 = {"vocab_size": 50304, "d_model": 768, "n_layers": 12, "n_heads": 12, "max_seq_len": 1024}

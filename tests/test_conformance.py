@@ -48,7 +48,7 @@ class LeakyCacheSpec(zoo.ModelSpec):
     max_seq_len: int = zoo.Field(32, description="context")
 
     def build(self):
-        from zoo.lm import KVCache
+        from zoo.lm.kv_cache import KVCache
 
         class Leaky(torch.nn.Module):
             vocab_size, max_seq_len = 16, 32

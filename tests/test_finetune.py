@@ -12,8 +12,8 @@ import torch
 
 import zoo
 from zoo.cli import main
-from zoo.data.text import TokenData
-from zoo.trainers.causal_lm import CausalLMTask, lm_loss
+from zoo.lm.text_data import TokenData
+from zoo.lm.trainer import CausalLMTask, lm_loss
 
 MODEL = {"type": "minigpt", "vocab_size": 320, "d_model": 48, "n_layers": 2, "n_heads": 4, "max_seq_len": 64}
 PARENT = {

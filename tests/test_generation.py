@@ -9,8 +9,8 @@ import torch
 
 import zoo
 from zoo.cli import main
-from zoo.generation import generate, stream
-from zoo.tokenizers import ByteTokenizer
+from zoo.lm.generation import generate, stream
+from zoo.lm.tokenizers import ByteTokenizer
 
 TOK = ByteTokenizer()
 

@@ -9,7 +9,7 @@ import torch
 from helpers import make_module
 
 import zoo
-from zoo.samplers.logits import Greedy, Sampler, min_p, repetition_penalty, top_k, top_p
+from zoo.lm.samplers import Greedy, Sampling, min_p, repetition_penalty, top_k, top_p
 
 
 def reference_top_p(logits: torch.Tensor, p: float) -> set[int]:
@@ -46,7 +46,7 @@ def test_top_k_never_emits_outside_the_top_k():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(64, 50, generator=g)
     allowed = torch.topk(logits, 5, dim=-1).indices
-    sampler = Sampler(temperature=2.0, k=5, p=1.0, min_p_=0.0, penalty=1.0)
+    sampler = Sampling(temperature=2.0, k=5, p=1.0, min_p_=0.0, penalty=1.0)
     seen = torch.zeros(64, 50, dtype=torch.bool)
     for _ in range(50):
         picks = sampler.select(logits, seen, g)
@@ -72,9 +72,9 @@ def test_temperature_to_zero_approaches_greedy():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(32, 100, generator=g)
     seen = torch.zeros(32, 100, dtype=torch.bool)
-    cold = Sampler(temperature=1e-4, k=None, p=1.0, min_p_=0.0, penalty=1.0).select(logits, seen, g)
+    cold = Sampling(temperature=1e-4, k=None, p=1.0, min_p_=0.0, penalty=1.0).select(logits, seen, g)
     assert torch.equal(cold, logits.argmax(-1))
-    hot = Sampler(temperature=5.0, k=None, p=1.0, min_p_=0.0, penalty=1.0).select(logits, seen, g)
+    hot = Sampling(temperature=5.0, k=None, p=1.0, min_p_=0.0, penalty=1.0).select(logits, seen, g)
     assert not torch.equal(hot, logits.argmax(-1))
 
 
@@ -140,7 +140,7 @@ def test_third_party_sampler_plugs_in_without_touching_zoo(make_config):
 
 
 def test_draw_follows_the_distribution():
-    from zoo.samplers.logits import draw
+    from zoo.lm.samplers import draw
 
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05, 0.0]]).expand(40_000, 5)
     picks = draw(probs, torch.Generator().manual_seed(0))

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import zoo
-from zoo.data.text import iter_chunks, sources, tokenize_to_file
+from zoo.lm.text_data import iter_chunks, sources, tokenize_to_file
+from zoo.lm.tokenizers import BPETokenizerSpec, ByteTokenizer, train_bpe
 from zoo.runtime import Runtime
-from zoo.tokenizers import BPETokenizerSpec, ByteTokenizer, train_bpe
 
 TINY_LM = {"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 64}
 QUICK = {
@@ -120,7 +120,7 @@ def test_bpe_trainer_saves_and_restores_its_tokenizer(config, tmp_path):
 
 
 def test_lm_resume_is_exact(config, tmp_path, monkeypatch):
-    from zoo.trainers.causal_lm import CausalLMTask
+    from zoo.lm.trainer import CausalLMTask
 
     straight, _ = fit_lm(config, tmp_path / "a")
     real, calls = CausalLMTask.sample, {"n": 0}
@@ -156,7 +156,7 @@ def test_vocab_and_context_mismatches_are_clear(config, tmp_path):
 
 
 def test_padding_targets_are_ignored_in_the_loss():
-    from zoo.trainers.causal_lm import IGNORE, lm_loss
+    from zoo.lm.trainer import IGNORE, lm_loss
 
     logits = torch.randn(2, 5, 11)
     targets = torch.randint(0, 11, (2, 5))
@@ -172,8 +172,8 @@ def test_padding_targets_are_ignored_in_the_loss():
 def test_eos_targets_are_scored_when_the_pad_id_equals_the_eos_id(tmp_path):
     """Windows of a token stream hold no padding: a tokenizer whose pad id is its EOS id (common in
     HF models) must still be trained to emit EOS, so no target is dropped for its id."""
-    from zoo.trainers.causal_lm import IGNORE
-    from zoo.trainers.specs import CausalLMTrainerSpec
+    from zoo.lm.specs import CausalLMTrainerSpec
+    from zoo.lm.trainer import IGNORE
 
     class EosIsPad(ByteTokenizer):
         eos_id = 10  # "\n" ends every line

@@ -1,5 +1,8 @@
 """zoo: a plugin-based model zoo for PyTorch.
 
+Everything a plugin or a user needs is importable from here (``zoo.ModelSpec``, ``zoo.hookimpl``,
+``zoo.CausalLM``, ``zoo.EngineTrainer``, ...); the submodules are zoo's own layout and may move.
+
 ``import zoo`` imports nothing heavy (not even pydantic): every public name is resolved from its
 module on first use. That keeps ``zoo list`` fast and lets the command line treat Ctrl-C during
 start-up like Ctrl-C anywhere else.
@@ -14,6 +17,7 @@ if TYPE_CHECKING:
     from pydantic import Field
 
     from zoo.api import (
+        attach,
         build_model,
         build_sampler,
         build_trainer,
@@ -22,12 +26,30 @@ if TYPE_CHECKING:
         model_spec,
         parameter_estimate,
         spec_of,
+        tokenizer_of,
     )
-    from zoo.artifacts import load, save
-    from zoo.config import Config, load_config
+    from zoo.artifacts import (
+        atomic_dir,
+        check_tensors,
+        load,
+        read_tensors,
+        refuse_pickles,
+        save,
+        tensor_info,
+    )
+    from zoo.config import (
+        Config,
+        config_from_args,
+        load_config,
+        spec_ref,
+    )
+    from zoo.data.examples import (
+        Examples,
+    )
     from zoo.errors import (
         ArtifactError,
         DataError,
+        DataMismatch,
         PluginError,
         ProtocolError,
         RunDirError,
@@ -37,17 +59,87 @@ if TYPE_CHECKING:
         UnknownNameError,
         ZooError,
     )
-    from zoo.generation import generate
-    from zoo.hookspecs import hookimpl
-    from zoo.registry import Registry
-    from zoo.runtime import Runtime
-    from zoo.specs import ModelSpec, RuntimeSpec, SamplerSpec, Spec, TrainerSpec
-    from zoo.training import train
+    from zoo.files import (
+        read_json,
+        shorten,
+    )
+    from zoo.finetune import artifact_folder, open_model
+    from zoo.hookspecs import (
+        Register,
+        RegisterCommand,
+        RegisterDataSource,
+        RegisterPreset,
+        hookimpl,
+    )
+    from zoo.lm.generation import (
+        generate,
+        stream,
+    )
+    from zoo.lm.kv_cache import (
+        KVCache,
+        attention_mask_4d,
+    )
+    from zoo.lm.samplers import (
+        Generators,
+        draw,
+    )
+    from zoo.lm.tokenizers import ByteTokenizer, load_tokenizer
+    from zoo.protocols import (
+        Batch,
+        CausalLM,
+        Classifier,
+        ClassifierSpec,
+        HFExportable,
+        HFImportable,
+        InputKind,
+        Sampler,
+        ShardUnit,
+        StaticDecoding,
+        Task,
+        TextSource,
+        Tokenizer,
+        Trainer,
+    )
+    from zoo.registry import (
+        Registry,
+    )
+    from zoo.rundir import check_out_path
+    from zoo.runtime import (
+        Runtime,
+    )
+    from zoo.specs import (
+        ModelSpec,
+        RuntimeSpec,
+        SamplerSpec,
+        Spec,
+        TrainerSpec,
+    )
+    from zoo.trainers.classifier import (
+        ClassificationTask,
+        ClassifierTrainer,
+    )
+    from zoo.trainers.engine import (
+        EngineTrainer,
+        FitResult,
+    )
+    from zoo.trainers.specs import (
+        ClassifierTrainerSpec,
+        EngineSpec,
+    )
+    from zoo.trainers.training import (
+        train,
+    )
 
 __version__ = "0.2.0"
 
 _HOME = {
+    "load_tokenizer": "zoo.lm.tokenizers",
+    "ByteTokenizer": "zoo.lm.tokenizers",
+    "check_out_path": "zoo.rundir",
+    "open_model": "zoo.finetune",
+    "artifact_folder": "zoo.finetune",
     "Field": "pydantic",
+    "attach": "zoo.api",
     "build_model": "zoo.api",
     "build_sampler": "zoo.api",
     "build_trainer": "zoo.api",
@@ -56,31 +148,71 @@ _HOME = {
     "model_spec": "zoo.api",
     "parameter_estimate": "zoo.api",
     "spec_of": "zoo.api",
-    "save": "zoo.artifacts",
+    "tokenizer_of": "zoo.api",
+    "atomic_dir": "zoo.artifacts",
+    "check_tensors": "zoo.artifacts",
     "load": "zoo.artifacts",
+    "read_tensors": "zoo.artifacts",
+    "refuse_pickles": "zoo.artifacts",
+    "save": "zoo.artifacts",
+    "tensor_info": "zoo.artifacts",
     "Config": "zoo.config",
+    "config_from_args": "zoo.config",
     "load_config": "zoo.config",
-    "generate": "zoo.generation",
+    "spec_ref": "zoo.config",
+    "Examples": "zoo.data.examples",
+    "ArtifactError": "zoo.errors",
+    "DataError": "zoo.errors",
+    "DataMismatch": "zoo.errors",
+    "PluginError": "zoo.errors",
+    "ProtocolError": "zoo.errors",
+    "RunDirError": "zoo.errors",
+    "RuntimeConfigError": "zoo.errors",
+    "SpecError": "zoo.errors",
+    "TrainingError": "zoo.errors",
+    "UnknownNameError": "zoo.errors",
+    "ZooError": "zoo.errors",
+    "read_json": "zoo.files",
+    "shorten": "zoo.files",
+    "Register": "zoo.hookspecs",
+    "RegisterCommand": "zoo.hookspecs",
+    "RegisterDataSource": "zoo.hookspecs",
+    "RegisterPreset": "zoo.hookspecs",
     "hookimpl": "zoo.hookspecs",
+    "generate": "zoo.lm.generation",
+    "stream": "zoo.lm.generation",
+    "KVCache": "zoo.lm.kv_cache",
+    "attention_mask_4d": "zoo.lm.kv_cache",
+    "Generators": "zoo.lm.samplers",
+    "draw": "zoo.lm.samplers",
+    "Batch": "zoo.protocols",
+    "InputKind": "zoo.protocols",
+    "CausalLM": "zoo.protocols",
+    "Classifier": "zoo.protocols",
+    "ClassifierSpec": "zoo.protocols",
+    "HFExportable": "zoo.protocols",
+    "HFImportable": "zoo.protocols",
+    "Sampler": "zoo.protocols",
+    "ShardUnit": "zoo.protocols",
+    "StaticDecoding": "zoo.protocols",
+    "Task": "zoo.protocols",
+    "TextSource": "zoo.protocols",
+    "Tokenizer": "zoo.protocols",
+    "Trainer": "zoo.protocols",
     "Registry": "zoo.registry",
     "Runtime": "zoo.runtime",
-    "train": "zoo.training",
-    **{
-        name: "zoo.errors"
-        for name in (
-            "ArtifactError",
-            "DataError",
-            "PluginError",
-            "ProtocolError",
-            "RunDirError",
-            "RuntimeConfigError",
-            "SpecError",
-            "TrainingError",
-            "UnknownNameError",
-            "ZooError",
-        )
-    },
-    **{name: "zoo.specs" for name in ("ModelSpec", "RuntimeSpec", "SamplerSpec", "Spec", "TrainerSpec")},
+    "ModelSpec": "zoo.specs",
+    "RuntimeSpec": "zoo.specs",
+    "SamplerSpec": "zoo.specs",
+    "Spec": "zoo.specs",
+    "TrainerSpec": "zoo.specs",
+    "ClassificationTask": "zoo.trainers.classifier",
+    "ClassifierTrainer": "zoo.trainers.classifier",
+    "EngineTrainer": "zoo.trainers.engine",
+    "FitResult": "zoo.trainers.engine",
+    "ClassifierTrainerSpec": "zoo.trainers.specs",
+    "EngineSpec": "zoo.trainers.specs",
+    "train": "zoo.trainers.training",
 }
 
 
@@ -99,37 +231,84 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ArtifactError",
+    "Batch",
+    "ByteTokenizer",
+    "CausalLM",
+    "ClassificationTask",
+    "Classifier",
+    "ClassifierSpec",
+    "ClassifierTrainer",
+    "ClassifierTrainerSpec",
     "Config",
     "DataError",
+    "DataMismatch",
+    "EngineSpec",
+    "EngineTrainer",
+    "Examples",
     "Field",
+    "FitResult",
+    "Generators",
+    "HFExportable",
+    "HFImportable",
+    "InputKind",
+    "KVCache",
     "ModelSpec",
     "PluginError",
     "ProtocolError",
+    "Register",
+    "RegisterCommand",
+    "RegisterDataSource",
+    "RegisterPreset",
     "Registry",
     "RunDirError",
     "Runtime",
     "RuntimeConfigError",
     "RuntimeSpec",
+    "Sampler",
     "SamplerSpec",
+    "ShardUnit",
     "Spec",
     "SpecError",
+    "StaticDecoding",
+    "Task",
+    "TextSource",
+    "Tokenizer",
+    "Trainer",
     "TrainerSpec",
     "TrainingError",
     "UnknownNameError",
     "ZooError",
     "__version__",
+    "artifact_folder",
+    "atomic_dir",
+    "attach",
+    "attention_mask_4d",
     "build_model",
     "build_sampler",
     "build_trainer",
+    "check_out_path",
+    "check_tensors",
+    "config_from_args",
     "default_config",
+    "draw",
     "generate",
     "hookimpl",
     "list_models",
     "load",
     "load_config",
+    "load_tokenizer",
     "model_spec",
+    "open_model",
     "parameter_estimate",
+    "read_json",
+    "read_tensors",
+    "refuse_pickles",
     "save",
+    "shorten",
     "spec_of",
+    "spec_ref",
+    "stream",
+    "tensor_info",
+    "tokenizer_of",
     "train",
 ]

@@ -14,6 +14,8 @@ from zoo.specs import Kind, ModelSpec, SamplerSpec, Spec, TrainerSpec, validate
 if TYPE_CHECKING:
     from torch import nn
 
+    from zoo.protocols import Tokenizer
+
 Ref = str | Mapping[str, Any] | Spec
 
 
@@ -117,10 +119,10 @@ def check_protocol(user: TrainerSpec | SamplerSpec, model: Any, *, config: Confi
             f"{user.kind[:-1]} type {user.type!r} works on {user.protocol} models, but model type "
             f"{mspec.type!r} is a {mspec.protocol} model"
         )
-    wanted = getattr(user, "input_kind", mspec.input_kind)
-    if mspec.protocol == "classifier" and mspec.input_kind != wanted:
+    wanted = user.input_kinds if isinstance(user, TrainerSpec) else (mspec.input_kind,)
+    if mspec.protocol == "classifier" and mspec.input_kind not in wanted:
         raise ProtocolError(
-            f"{user.kind[:-1]} type {user.type!r} trains classifiers of {wanted}, but model type "
+            f"{user.kind[:-1]} type {user.type!r} trains classifiers of {' or '.join(wanted)}, but model type "
             f"{mspec.type!r} takes {mspec.input_kind}"
         )
 
@@ -132,6 +134,12 @@ def attach(model: nn.Module, spec: ModelSpec, *, tokenizer: Any = None) -> nn.Mo
     if tokenizer is not None:
         setattr(model, "zoo_tokenizer", tokenizer)  # noqa: B010
     return model
+
+
+def tokenizer_of(model: Any) -> Tokenizer | None:
+    """The tokenizer a model was trained or loaded with (None: byte-level text, or none recorded)."""
+    tokenizer: Tokenizer | None = vars(model).get("zoo_tokenizer")  # set by attach(); never a class attribute
+    return tokenizer
 
 
 def spec_of(model: Any) -> ModelSpec:

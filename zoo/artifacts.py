@@ -266,12 +266,12 @@ def save(
     """Save a model built by zoo as an artifact directory; returns the path. ``parent``
     (``{"path", "sha256"}``) records the artifact a fine-tuned model started from."""
     from zoo import __version__
-    from zoo.api import default_config, spec_of
+    from zoo.api import default_config, spec_of, tokenizer_of
 
     spec = spec or spec_of(model)
     config = config or default_config()
     entry = config.registry.entry("models", spec.type)
-    tokenizer = tokenizer if tokenizer is not None else getattr(model, "zoo_tokenizer", None)
+    tokenizer = tokenizer if tokenizer is not None else tokenizer_of(model)
     module = _unwrap(model)
     spec = spec.artifact_spec(module)
     tensors, aliases = unique_state(module)
@@ -349,7 +349,7 @@ def load(path: str | Path, *, config: Any = None) -> nn.Module:
     load_into(model, read_tensors(weights), aliases, str(weights))
     tokenizer = None
     if manifest.tokenizer is not None:
-        from zoo.tokenizers import load_tokenizer
+        from zoo.lm.tokenizers import load_tokenizer
 
         try:
             tokenizer = load_tokenizer(path / TOKENIZER_DIR, manifest.tokenizer.model_dump())

@@ -12,9 +12,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from zoo.config import Config, load_config, registry_files
+from zoo.config import Config, load_config, registry_files, spec_ref
 from zoo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UnknownNameError, ZooError
-from zoo.files import parse_json, shorten
+from zoo.files import shorten
+from zoo.registry import CommandEntry
 from zoo.specs import KINDS, Kind, Spec, field_table
 
 EXIT_OK = 0
@@ -28,16 +29,6 @@ EXIT_CODES = """exit codes:
 
 def _config(args: argparse.Namespace) -> Config:
     return load_config(args.registry, args.set or ())
-
-
-def spec_ref(text: str) -> str | dict[str, Any]:
-    """A preset or type name, or an inline JSON spec such as '{"type": "minigpt", "d_model": 64}'."""
-    if not text.lstrip().startswith("{"):
-        return text
-    value = parse_json(text, f"inline spec {shorten(text, 80)}", ZooError)
-    if not isinstance(value, dict):
-        raise ZooError(f"inline spec {shorten(text, 80)} must be a JSON object")
-    return value
 
 
 def _print_json(data: Any) -> None:
@@ -190,7 +181,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             "version": p.version,
             "status": p.status,
             "reason": p.reason,
-            "entries": [f"{k[:-1]}:{t}" for k, t in p.entries],
+            "entries": [f"{k[:-1]}:{t}" for k, t in p.entries] + p.extras,
         }
         for p in cfg.registry.plugins.values()
     ]
@@ -247,7 +238,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append("runtime.compile=true")
     cfg = load_config(args.registry, overrides)
     from zoo import distributed
-    from zoo.training import train_from_config
+    from zoo.trainers.training import train_from_config
 
     try:
         result = train_from_config(
@@ -271,7 +262,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """zoo's own commands, then every loaded plugin's (only the chosen one's arguments are added,
+    so that a plugin's argument code runs only for its own command)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--registry", help="registry file (default: $ZOO_REGISTRY or ./registry.toml)")
     common.add_argument("--set", action="append", metavar="PATH=VALUE", help="override, e.g. runtime.seed=3")
@@ -325,29 +318,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="runtime.seed")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun (DDP)")
-    for extra in _extra_commands():
-        extra(sub, common)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for entry in plugin_commands(argv).values():
+        p = add(entry.name, entry.run, f"{entry.help} [{entry.distribution}]")
+        if entry.name == chosen and entry.arguments is not None:
+            entry.arguments(p)
     return parser
 
 
-def _extra_commands() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
-    from zoo import cli_lm
+def plugin_commands(argv: Sequence[str]) -> dict[str, CommandEntry]:
+    """Commands of the plugins the configuration loads; a registry file that does not parse is
+    reported by the command that reads it, so here it only falls back to the default plugin set."""
+    registry_arg = None
+    for i, arg in enumerate(argv):
+        if arg == "--registry" and i + 1 < len(argv):
+            registry_arg = argv[i + 1]
+        elif arg.startswith("--registry="):
+            registry_arg = arg.split("=", 1)[1]
+    from zoo.config import plugin_settings
+    from zoo.registry import Registry
 
-    return [cli_lm.add_commands]
+    return Registry(plugin_settings(registry_arg)).commands
 
 
 # What commands that run models import, with Ctrl-C held (see zoo.interrupts); listing commands
 # import none of it.
-HEAVY = ("numpy", "torch", "safetensors", "zoo.training", "zoo.generation")
-RUNNING = {"train", "generate", "export", "import", "plot"}
+HEAVY = ("numpy", "torch", "safetensors", "zoo.trainers.training", "zoo.lm.generation")
+LISTING = {"list", "show", "plugins", "schema", "check"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]
+    args.argv = argv
     try:
-        if args.command in RUNNING:
+        if args.command not in LISTING:
             import importlib
 
             from zoo.interrupts import held

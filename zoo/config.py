@@ -189,6 +189,27 @@ def load_config(
     return config_from_layers(layers, overrides, registry=registry, env=env)
 
 
+def plugin_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> PluginsSpec:
+    """The ``[plugins]`` settings of the registry files alone (which plugins load), merged as
+    `config_from_layers` merges them; a file that does not parse counts as empty here (the
+    command that reads it reports it)."""
+    from zoo.errors import ZooError
+    from zoo.files import read_text
+    from zoo.specs import parse_toml, toml_file_error
+
+    disable: list[str] = []
+    prefer: dict[str, str] = {}
+    for file in registry_files(path, env):
+        try:
+            table = parse_toml(read_text(file, toml_file_error, limit=4 << 20), str(file)).get("plugins", {})
+            value = validate(PluginsSpec, table, "plugins")
+        except ZooError:
+            continue
+        disable += [d for d in value.disable if d not in disable]
+        prefer.update(value.prefer)
+    return PluginsSpec(disable=disable, prefer=prefer)
+
+
 def config_from_dict(
     raw: Mapping[str, Any],
     *,
@@ -397,3 +418,22 @@ def _line_of(text: str, kind: str, name: str) -> int:
     header = re.compile(rf"^[ \t]*\[[ \t]*{kind}[ \t]*\.[ \t]*{quoted}[ \t]*\]", re.M)
     match = header.search(text) or re.compile(rf"^[ \t]*{quoted}[ \t]*=", re.M).search(text)
     return text.count("\n", 0, match.start()) + 1 if match else 0
+
+
+def spec_ref(text: str) -> str | dict[str, Any]:
+    """A command-line spec argument: a preset or type name, or an inline JSON spec such as
+    '{"type": "minigpt", "d_model": 64}' (for `zoo.build_model`, `zoo.train`, ...)."""
+    from zoo.errors import ZooError
+    from zoo.files import parse_json, shorten
+
+    if not text.lstrip().startswith("{"):
+        return text
+    value = parse_json(text, f"inline spec {shorten(text, 80)}", ZooError)
+    if not isinstance(value, dict):
+        raise ZooError(f"inline spec {shorten(text, 80)} must be a JSON object")
+    return value
+
+
+def config_from_args(args: Any) -> Config:
+    """The configuration a command runs with: its ``--registry`` file and ``--set`` overrides."""
+    return load_config(args.registry, args.set or ())

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from zoo.errors import RuntimeConfigError
+from zoo.protocols import ShardUnit
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class DistInfo:
             from torch.distributed.fsdp import fully_shard
 
             for module in model.modules():
-                if getattr(module, "zoo_shard_unit", False):
+                if isinstance(module, ShardUnit) and module.zoo_shard_unit:
                     fully_shard(module)
             fully_shard(model)
             return model
@@ -93,15 +94,12 @@ class DistInfo:
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self.rank != 0:
             return None
-        spec = getattr(model, "zoo_spec", None)
-        if spec is None:
-            raise RuntimeConfigError("FSDP training needs a model built by zoo (it is rebuilt from its spec to save)")
+        from zoo.api import attach, spec_of, tokenizer_of
+
+        spec = spec_of(model)  # FSDP's model is rebuilt from its spec to save
         plain: nn.Module = spec.build()
         plain.load_state_dict(state, strict=True)
-        for attr in ("zoo_spec", "zoo_tokenizer"):
-            if hasattr(model, attr):
-                setattr(plain, attr, getattr(model, attr))
-        return plain
+        return attach(plain, spec, tokenizer=tokenizer_of(model))
 
     def barrier(self) -> None:
         if self.active:

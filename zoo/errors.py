@@ -73,6 +73,38 @@ class DataError(ZooError):
     """A data file is missing, empty, undecodable or has the wrong shape."""
 
 
+class DataMismatch(DataError):
+    """The data does not fit the model; ``fields`` are the model-spec values that would fit it.
+
+    The trainer does not know how the user named the model, so the message ends with a generic
+    fix; `zoo train` / `zoo.train` replace it with one that names the preset (or the inline spec).
+    """
+
+    def __init__(self, problem: str, fields: dict[str, object]) -> None:
+        self.problem, self.fields = problem, dict(fields)
+        super().__init__(f"{problem}; {self.fix()}")
+
+    def fix(self, preset: str | None = None, *, inline: bool = False) -> str:
+        pairs = ", ".join(f"{k}={_json(v)}" for k, v in self.fields.items())
+        if preset is not None:
+            return "fix: " + " ".join(f"--set models.{preset}.{k}={_json(v)}" for k, v in self.fields.items())
+        if inline:
+            return f"fix: set {pairs} in the inline model spec"
+        return f"fix: build the model with {pairs}"
+
+    def for_model(self, preset: str | None, *, inline: bool) -> DataMismatch:
+        """The same problem, its fix naming how the user chose the model."""
+        err = DataMismatch(self.problem, self.fields)
+        err.args = (f"{self.problem}; {self.fix(preset, inline=inline)}",)
+        return err
+
+
+def _json(value: object) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))
+
+
 class TrainingError(ZooError):
     """Training failed while running: a non-finite loss or gradient, a checkpoint it could not write."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from zoo.api import attach
+from zoo.api import attach, tokenizer_of
 from zoo.artifacts import MANIFEST_FILE, Manifest, check_tensors, load, sha256_file, tensor_info
 from zoo.config import Config
 from zoo.errors import ArtifactError
@@ -110,7 +110,7 @@ def starting_point(source: str | Path, config: Config, model: Any = None) -> Sta
         return Start(loaded, parent)
     target_spec = config.spec("models", model)
     assert isinstance(target_spec, ModelSpec)
-    target = attach(target_spec.build(), target_spec, tokenizer=loaded.__dict__.get("zoo_tokenizer"))
+    target = attach(target_spec.build(), target_spec, tokenizer=tokenizer_of(loaded))
     state = loaded.state_dict()
     check_tensors(tensor_info(target.state_dict()), tensor_info(state), f"--init-from {where} as --model")
     target.load_state_dict(state, strict=True)

@@ -19,6 +19,9 @@ it once per spec class (or, for presets, per named spec) the plugin provides.
     def zoo_register_models(register):
         register(MySpec)
 
+Besides spec types and presets, a plugin may register data sources (a format the trainers read)
+and command-line commands; what the registered objects must offer is in `zoo.protocols`.
+
 Rules the registry enforces: a hook module must not import torch at import time (so that
 ``zoo list`` stays fast); ``type`` is a single-string ``Literal``; a hook that raises, or a
 spec class that is invalid, takes down only its own plugin, which ``zoo plugins`` then reports
@@ -38,6 +41,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 Register = Callable[[type[Any]], None]
 RegisterPreset = Callable[..., None]  # register(kind, name, fields, *, description="")
+RegisterDataSource = Callable[..., None]  # register(name, read, *, protocol, suffixes=(), folder=False, description="")
+RegisterCommand = Callable[..., None]  # register(name, run, *, help, arguments=None)
+
+# the core's own commands: a plugin command never shadows one
+CORE_COMMANDS = ("list", "show", "plugins", "schema", "check", "train")
 
 
 @hookspec
@@ -79,4 +87,30 @@ def zoo_register_presets(register: RegisterPreset) -> None:
     one). Presets are validated when a configuration is built, once every type is registered, so a
     preset may use another plugin's type. Registry files layer on top: a user's or project's
     ``registry.toml`` may override a preset by name or derive a new one with ``base``.
+    """
+
+
+@hookspec
+def zoo_register_data_sources(register: RegisterDataSource) -> None:
+    """Called once when a registry loads this plugin: the data formats it reads.
+
+    ``register(name, read, *, protocol, suffixes=(), folder=False, description="")``: ``read(path,
+    options) -> dataset`` turns a path and the trainer's ``data_options`` (a dict) into a dataset of
+    the model ``protocol``: `zoo.Examples` for ``"classifier"``, a list of `zoo.protocols.TextSource`
+    for ``"causal-lm"``. A path is matched by its suffix (``".npz"``; ``"*"`` takes any file, after
+    every exact suffix) or, with ``folder=True``, as a directory; a trainer's ``data_format`` names a
+    source explicitly. ``read`` raises `zoo.DataError` naming the file (and line) for bad data, and
+    imports heavy modules (numpy, Pillow) inside, not at import time.
+    """
+
+
+@hookspec
+def zoo_register_commands(register: RegisterCommand) -> None:
+    """Called once when a registry loads this plugin: ``zoo`` subcommands it adds.
+
+    ``register(name, run, *, help, arguments=None)``: ``arguments(parser)`` adds the command's
+    arguments to its ``argparse.ArgumentParser`` (``--registry``, ``--set`` and ``--debug`` are
+    already there); ``run(args) -> int`` runs it and returns the exit code. Raise `zoo.ZooError`
+    for bad input: the CLI prints its message and exits 2. ``run`` imports torch inside, so that
+    ``zoo --help`` and ``zoo list`` stay fast. A name of a core command is refused.
     """

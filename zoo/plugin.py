@@ -1,16 +1,21 @@
-"""zoo's own trainers and samplers, registered through the same hooks as any third-party plugin.
+"""zoo's own trainers, samplers, data sources and commands, registered through the same hooks as any
+third-party plugin. Implementations are imported when used (this module imports no torch).
 
 This module is the core distribution's entry point in the group ``zoo`` (see pyproject.toml).
 """
 
 from __future__ import annotations
 
-from zoo.hookspecs import Register, RegisterPreset, hookimpl
+from pathlib import Path
+from typing import Any
+
+from zoo.hookspecs import Register, RegisterCommand, RegisterDataSource, RegisterPreset, hookimpl
 
 
 @hookimpl
 def zoo_register_trainers(register: Register) -> None:
-    from zoo.trainers.specs import CausalLMTrainerSpec, ClassifierTrainerSpec
+    from zoo.lm.specs import CausalLMTrainerSpec
+    from zoo.trainers.specs import ClassifierTrainerSpec
 
     register(ClassifierTrainerSpec)
     register(CausalLMTrainerSpec)
@@ -18,7 +23,7 @@ def zoo_register_trainers(register: Register) -> None:
 
 @hookimpl
 def zoo_register_samplers(register: Register) -> None:
-    from zoo.samplers.specs import ALL
+    from zoo.lm.specs import ALL
 
     for spec in ALL:
         register(spec)
@@ -110,3 +115,70 @@ def zoo_register_presets(register: RegisterPreset) -> None:
         {"type": "sample", "temperature": 0.7, "top_k": 40, "repetition_penalty": 1.1},
         description="focused text, fewer repeats",
     )
+
+
+# Data sources and commands import their implementation when called, not when registered.
+
+
+def _npz(path: Path, options: dict[str, Any]) -> Any:
+    from zoo.data.examples import read_npz
+
+    return read_npz(path, options)
+
+
+def _csv(path: Path, options: dict[str, Any]) -> Any:
+    from zoo.data.examples import read_csv
+
+    return read_csv(path, options)
+
+
+def _images(path: Path, options: dict[str, Any]) -> Any:
+    from zoo.data.images import read_image_folder
+
+    return read_image_folder(path, options)
+
+
+def _text(path: Path, options: dict[str, Any]) -> Any:
+    from zoo.lm.text_data import read_text_files
+
+    return read_text_files(path, options)
+
+
+@hookimpl
+def zoo_register_data_sources(register: RegisterDataSource) -> None:
+    register(
+        "npz", _npz, protocol="classifier", suffixes=[".npz"], description="arrays x (N, F) or (N, C, H, W), y (N,)"
+    )
+    register("csv", _csv, protocol="classifier", suffixes=[".csv"], description="numeric columns and a label column")
+    register("images", _images, protocol="classifier", folder=True, description="class subfolders of PNG/JPEG images")
+    register("text", _text, protocol="causal-lm", suffixes=["*"], folder=True, description="UTF-8 text, or .txt files")
+
+
+def _generate(args: Any) -> int:
+    from zoo.lm.commands import cmd_generate
+
+    return cmd_generate(args)
+
+
+def _generate_arguments(parser: Any) -> None:
+    from zoo.lm.commands import generate_arguments
+
+    generate_arguments(parser)
+
+
+def _plot(args: Any) -> int:
+    from zoo.trainers.plot import cmd_plot
+
+    return cmd_plot(args)
+
+
+def _plot_arguments(parser: Any) -> None:
+    from zoo.trainers.plot import plot_arguments
+
+    plot_arguments(parser)
+
+
+@hookimpl
+def zoo_register_commands(register: RegisterCommand) -> None:
+    register("generate", _generate, help="generate text from a causal LM", arguments=_generate_arguments)
+    register("plot", _plot, help="plot a run's loss curves to loss.png", arguments=_plot_arguments)

@@ -14,8 +14,9 @@ import difflib
 import importlib.metadata as metadata
 import os
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pluggy
@@ -29,7 +30,10 @@ DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
 ENABLE_ENV = "ZOO_ENABLE_PLUGINS"  # re-enables, for one run, plugins a registry file disables
 HOOKS: dict[str, Kind] = {f"zoo_register_{kind}": kind for kind in KINDS}
 PRESET_HOOK = "zoo_register_presets"
-ALL_HOOKS = (*HOOKS, PRESET_HOOK)
+DATA_HOOK = "zoo_register_data_sources"
+COMMAND_HOOK = "zoo_register_commands"
+ALL_HOOKS = (*HOOKS, PRESET_HOOK, DATA_HOOK, COMMAND_HOOK)
+PROTOCOLS = ("classifier", "causal-lm")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,32 @@ class PresetEntry:
         return f"{self.distribution} {self.version}"
 
 
+@dataclass(frozen=True)
+class DataSourceEntry:
+    """A data format a plugin reads: ``read(path, options)`` gives a dataset of ``protocol``."""
+
+    name: str
+    read: Callable[[Path, Mapping[str, Any]], Any]
+    protocol: str
+    suffixes: tuple[str, ...]
+    folder: bool
+    description: str
+    distribution: str
+    version: str
+
+
+@dataclass(frozen=True)
+class CommandEntry:
+    """A ``zoo`` subcommand a plugin adds."""
+
+    name: str
+    run: Callable[[Any], int]
+    help: str
+    arguments: Callable[[Any], None] | None
+    distribution: str
+    version: str
+
+
 @dataclass
 class PluginInfo:
     """What `zoo plugins` shows for one plugin."""
@@ -72,6 +102,7 @@ class PluginInfo:
     reason: str = ""
     entries: list[tuple[Kind, str]] = field(default_factory=list)
     presets: list[tuple[Kind, str]] = field(default_factory=list)
+    extras: list[str] = field(default_factory=list)  # "data:NAME", "command:NAME"
     module: str = ""  # the hook module an entry point names, e.g. "zoo_minigpt.hooks"
 
 
@@ -106,6 +137,8 @@ class Registry:
         self.plugins: dict[str, PluginInfo] = {}
         self._candidates: dict[Kind, dict[str, list[Entry]]] = {k: {} for k in KINDS}
         self.presets: list[PresetEntry] = []  # in load order
+        self.data_sources: dict[str, DataSourceEntry] = {}
+        self.commands: dict[str, CommandEntry] = {}
         env = os.environ if env is None else env
         configured = {normalize(n) for n in self.settings.disable} - names_from_env(env, ENABLE_ENV)
         self._disabled = configured | names_from_env(env, DISABLE_ENV)
@@ -155,6 +188,8 @@ class Registry:
             raise PluginError(f"a plugin named {name!r} is already registered")
         staged: list[Entry] = []
         presets: list[PresetEntry] = []
+        sources: list[DataSourceEntry] = []
+        commands: list[CommandEntry] = []
         try:
             self._check_hook_names(plugin)
             self.pm.register(plugin, name=name)
@@ -169,6 +204,14 @@ class Registry:
                 if impl.plugin_name == name:
                     register = self._preset_registrar(name, distribution, version, presets)
                     impl.function(**{arg: register for arg in impl.argnames})
+            for impl in self.pm.hook.zoo_register_data_sources.get_hookimpls():
+                if impl.plugin_name == name:
+                    register = self._source_registrar(distribution, version, sources)
+                    impl.function(**{arg: register for arg in impl.argnames})
+            for impl in self.pm.hook.zoo_register_commands.get_hookimpls():
+                if impl.plugin_name == name:
+                    register = self._command_registrar(distribution, version, commands)
+                    impl.function(**{arg: register for arg in impl.argnames})
         except BaseException as err:
             if isinstance(err, KeyboardInterrupt):
                 raise
@@ -178,6 +221,8 @@ class Registry:
         for entry in staged:
             self._candidates[entry.kind].setdefault(entry.type, []).append(entry)
         self.presets.extend(presets)
+        self.data_sources.update((s.name, s) for s in sources)
+        self.commands.update((c.name, c) for c in commands)
         info = PluginInfo(
             name,
             distribution,
@@ -185,6 +230,7 @@ class Registry:
             "loaded",
             entries=[(e.kind, e.type) for e in staged],
             presets=[(p.kind, p.name) for p in presets],
+            extras=[f"data:{s.name}" for s in sources] + [f"command:{c.name}" for c in commands],
         )
         self.plugins[name] = info
         return info
@@ -218,6 +264,53 @@ class Registry:
             staged.append(PresetEntry(kind, name, dict(fields), description, plugin, dist, version))
 
         return register
+
+    def _source_registrar(self, dist: str, version: str, staged: list[DataSourceEntry]) -> Any:
+        def register(
+            name: str,
+            read: Callable[[Path, Mapping[str, Any]], Any],
+            *,
+            protocol: str,
+            suffixes: Iterable[str] = (),
+            folder: bool = False,
+            description: str = "",
+        ) -> None:
+            what = f"data source {name!r}"
+            if not isinstance(name, str) or not name or not callable(read):
+                raise PluginError(f"{what}: register(name, read, protocol=...) takes a name and a callable")
+            if protocol not in PROTOCOLS:
+                raise PluginError(f"{what}: protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
+            ends = tuple(suffixes)
+            if any(not isinstance(e, str) or not (e == "*" or e.startswith(".")) for e in ends) or not (ends or folder):
+                raise PluginError(f"{what}: suffixes are like '.npz' (or '*' for any file); give some, or folder=True")
+            self._unique("data source", name, self.data_sources, staged)
+            staged.append(DataSourceEntry(name, read, protocol, ends, folder, description, dist, version))
+
+        return register
+
+    def _command_registrar(self, dist: str, version: str, staged: list[CommandEntry]) -> Any:
+        def register(
+            name: str, run: Callable[[Any], int], *, help: str, arguments: Callable[[Any], None] | None = None
+        ) -> None:
+            if not isinstance(name, str) or not name.replace("-", "").isalnum() or not callable(run):
+                raise PluginError(f"command {name!r}: register(name, run, help=...) takes a word and a callable")
+            if name in hookspecs.CORE_COMMANDS:
+                raise PluginError(f"command {name!r} is one of zoo's own commands; choose another name")
+            self._unique("command", name, self.commands, staged)
+            staged.append(CommandEntry(name, run, help, arguments, dist, version))
+
+        return register
+
+    @staticmethod
+    def _unique(what: str, name: str, loaded: Mapping[str, Any], staged: Iterable[Any]) -> None:
+        if any(s.name == name for s in staged):
+            raise PluginError(f"registers {what} {name!r} twice")
+        if name in loaded:
+            other = loaded[name]
+            raise PluginError(
+                f"{what} {name!r} is already registered by {other.distribution} {other.version}; "
+                "rename one, or disable one in registry.toml's [plugins] disable"
+            )
 
     def _fail(self, name: str, dist: str, version: str, reason: str) -> PluginInfo:
         info = PluginInfo(name, dist, version, "failed", reason)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from zoo.errors import SpecError
 from zoo.files import check_depth, shorten
+from zoo.protocols import InputKind
 
 Kind = Literal["models", "samplers", "trainers"]
 KINDS: tuple[Kind, ...] = ("models", "samplers", "trainers")
@@ -47,7 +48,8 @@ class ModelSpec(Spec):
 
     kind: ClassVar[Kind] = "models"
     protocol: ClassVar[Protocol] = "classifier"
-    input_kind: ClassVar[Literal["features", "tokens"]] = "features"  # classifiers' input
+    # a classifier's input (see zoo.protocols.ClassifierSpec for input_shape and num_classes)
+    input_kind: ClassVar[InputKind] = "features"
 
     @classmethod
     def example(cls) -> ModelSpec:
@@ -80,7 +82,7 @@ class TrainerSpec(Spec):
 
     kind: ClassVar[Kind] = "trainers"
     protocol: ClassVar[Protocol] = "classifier"
-    input_kind: ClassVar[Literal["features", "tokens"]] = "features"  # what its classifiers take
+    input_kinds: ClassVar[tuple[InputKind, ...]] = ("features",)  # what its classifiers may take
 
 
 BASES: dict[str, type[Spec]] = {"models": ModelSpec, "samplers": SamplerSpec, "trainers": TrainerSpec}

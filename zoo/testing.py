@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config import Config
+from zoo.protocols import CausalLM, ClassifierSpec, Sampler, StaticDecoding, Trainer
 from zoo.specs import BASES, ModelSpec, SamplerSpec, Spec, TrainerSpec
 
 Ref = str | Mapping[str, Any] | Spec
@@ -75,19 +76,24 @@ def check_hook_module(module: str) -> None:
 # --------------------------------------------------------------------------- models
 
 
-def example_batch(spec: ModelSpec, batch: int = 2, seq: int = 8) -> Any:
-    """A small valid input for a model of this spec: features for classifiers, ids otherwise."""
+def example_batch(spec: ModelSpec, model: Any, batch: int = 2, seq: int = 8) -> Any:
+    """A small valid input for this model: (B, *input_shape) floats in [0, 1) for feature and image
+    classifiers, token ids otherwise."""
     import torch
 
     g = torch.Generator().manual_seed(0)
-    if spec.protocol == "classifier" and spec.input_kind == "features":
-        in_features = getattr(spec, "in_features", None)
-        assert in_features is not None, f"{spec.type}: feature classifiers need an in_features field"
-        return torch.randn(batch, in_features, generator=g)
-    config = getattr(spec, "config", None) or {}
-    vocab = int(getattr(spec, "vocab_size", None) or config.get("vocab_size", 256))
-    ctx = int(getattr(spec, "max_seq_len", None) or seq)
-    return torch.randint(0, vocab, (batch, min(seq, ctx)), generator=g)
+    if spec.protocol == "classifier":
+        assert isinstance(spec, ClassifierSpec), (
+            f"{spec.type}: a classifier's spec states input_shape, num_classes and input_fields() "
+            "(zoo.ClassifierSpec); add them to the spec class"
+        )
+        if spec.input_kind != "tokens":
+            return torch.rand(batch, *spec.input_shape, generator=g)
+        return torch.randint(0, 2, (batch, seq), generator=g)  # ids below 2 fit any vocabulary
+    assert isinstance(model, CausalLM), (
+        f"{spec.type}: a causal LM needs new_cache(), max_seq_len and vocab_size (zoo.CausalLM)"
+    )
+    return torch.randint(0, int(model.vocab_size), (batch, min(seq, int(model.max_seq_len))), generator=g)
 
 
 def logits_of(model: Any, x: Any) -> Any:
@@ -127,7 +133,7 @@ def check_model(ref: Ref, *, config: Config | None = None, precisions: list[str]
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params), (
         f"{spec.type}: build() must return an fp32 model on the CPU (the runtime moves it)"
     )
-    x = example_batch(spec)
+    x = example_batch(spec, model)
     for precision in precisions or supported_precisions():
         runtime = Runtime(device="auto", precision=precision)
         model.to(runtime.device).train()
@@ -166,11 +172,10 @@ def check_causal_lm(model: Any, *, atol: float = 1e-4) -> None:
     import torch
 
     name = type(model).__name__
-    for attr in ("new_cache", "max_seq_len", "vocab_size"):
-        assert hasattr(model, attr), f"{name}: causal LMs need {attr} (see zoo.lm)"
+    assert isinstance(model, CausalLM), f"{name}: causal LMs need new_cache, max_seq_len, vocab_size (zoo.CausalLM)"
     vocab, ctx = int(model.vocab_size), min(int(model.max_seq_len), 12)
     ids = torch.randint(0, vocab, (2, ctx), generator=torch.Generator().manual_seed(1))
-    model.eval()
+    model.eval()  # type: ignore[attr-defined]  # an nn.Module
     with torch.no_grad():
         full, cache = model(ids)
         assert full.shape == (2, ctx, vocab), f"{name}: logits must be (B, T, vocab), got {tuple(full.shape)}"
@@ -191,7 +196,7 @@ def check_causal_lm(model: Any, *, atol: float = 1e-4) -> None:
         out, _ = model(padded, model.new_cache(2, ctx), attention_mask=mask, position_ids=positions)
         alone, _ = model(ids[:, : ctx - pad])
         assert torch.allclose(out[:, pad:], alone, atol=atol), f"{name}: left padding changed the logits"
-        if callable(getattr(model, "decode_step", None)):  # the static path agrees with the dynamic one
+        if isinstance(model, StaticDecoding):  # the static path agrees with the dynamic one
             cache = model.new_cache(2, ctx)
             model(ids[:, :half], cache)
             full_mask = torch.ones(2, ctx, dtype=torch.long)
@@ -214,7 +219,9 @@ def check_sampler(ref: Ref, *, config: Config | None = None) -> None:
     assert isinstance(spec, SamplerSpec)
     check_spec_class(type(spec))
     sampler = spec.build()
-    assert callable(getattr(sampler, "select", None)), f"{spec.type}: build() must return an object with select()"
+    assert isinstance(sampler, Sampler), (
+        f"{spec.type}: build() must return a zoo.Sampler: select(logits, seen, generators) and needs_seen"
+    )
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(16, 50, generator=g) * 3
     logits[:, 40:] = float("-inf")
@@ -233,7 +240,7 @@ def check_sampler(ref: Ref, *, config: Config | None = None) -> None:
 # --------------------------------------------------------------------------- trainers
 
 
-def _shrunk(spec: TrainerSpec, model_spec: ModelSpec) -> TrainerSpec:
+def _shrunk(spec: TrainerSpec, model: Any) -> TrainerSpec:
     small: dict[str, Any] = {
         "max_steps": 2,
         "batch_size": 4,
@@ -244,9 +251,8 @@ def _shrunk(spec: TrainerSpec, model_spec: ModelSpec) -> TrainerSpec:
         "checkpoint_every": 0,
         "progress": False,
     }
-    ctx = getattr(model_spec, "max_seq_len", None)
-    if ctx is not None:
-        small["context"] = min(16, int(ctx))
+    if "context" in type(spec).model_fields:
+        small["context"] = min(16, int(model.max_seq_len)) if isinstance(model, CausalLM) else 16
     data = spec.model_dump()
     data.update({k: v for k, v in small.items() if k in type(spec).model_fields})
     if isinstance(data.get("schedule"), dict):
@@ -254,8 +260,27 @@ def _shrunk(spec: TrainerSpec, model_spec: ModelSpec) -> TrainerSpec:
     return type(spec).model_validate(data)
 
 
-def check_trainer(ref: Ref, *, model: Ref | None = None, config: Config | None = None) -> None:
-    """Build, run two steps on a small model of the trainer's protocol, and load the saved model."""
+def trainable_models(spec: TrainerSpec, config: Config, distribution: str | None = None) -> list[type[ModelSpec]]:
+    """Model spec classes this trainer can train: ``distribution``'s own first (sorted by type),
+    then every other installed one, so a plugin is checked with its own models when it has any."""
+    from zoo.registry import normalize
+
+    entries = sorted(config.registry.types("models").values(), key=lambda e: e.type)
+    fits = [
+        e
+        for e in entries
+        if e.spec_cls.protocol == spec.protocol
+        and (spec.protocol != "classifier" or e.spec_cls.input_kind in spec.input_kinds)  # type: ignore[attr-defined]
+    ]
+    own = [e for e in fits if distribution is not None and normalize(e.distribution) == normalize(distribution)]
+    return [e.spec_cls for e in own + [e for e in fits if e not in own]]  # type: ignore[misc]
+
+
+def check_trainer(
+    ref: Ref, *, model: Ref | None = None, config: Config | None = None, distribution: str | None = None
+) -> None:
+    """Build, run two steps on a small model of the trainer's protocol (``model``, else one of
+    ``distribution``'s own models, else any installed one), and load the saved model."""
     from zoo.api import attach, check_protocol, model_spec
     from zoo.artifacts import load, save
     from zoo.runtime import Runtime
@@ -265,25 +290,27 @@ def check_trainer(ref: Ref, *, model: Ref | None = None, config: Config | None =
     assert isinstance(spec, TrainerSpec)
     check_spec_class(type(spec))
     if model is None:
-        classes: list[type[ModelSpec]] = [e.spec_cls for e in cfg.registry.types("models").values()]  # type: ignore[misc]
-        matching = [
-            c
-            for c in classes
-            if c.protocol == spec.protocol and (spec.protocol != "classifier" or c.input_kind == spec.input_kind)
-        ]
-        assert matching, f"{spec.type}: no registered model speaks {spec.protocol}; pass model=..."
+        matching = trainable_models(spec, cfg, distribution)
+        kinds = "" if spec.protocol != "classifier" else f" taking {' or '.join(spec.input_kinds)}"
+        assert matching, (
+            f"{spec.type}: no installed model speaks {spec.protocol}{kinds}; register one in your plugin, "
+            "or pass model=... to check_trainer"
+        )
         mspec: ModelSpec = example_spec(matching[0])  # type: ignore[assignment]
     else:
         mspec = model_spec(model, config=cfg)
     check_protocol(spec, mspec, config=cfg)
-    small = _shrunk(spec, mspec)
     module = attach(mspec.build(), mspec)
+    small = _shrunk(spec, module)
+    trainer = small.build()
+    assert isinstance(trainer, Trainer), f"{spec.type}: build() must return a zoo.Trainer (an object with fit())"
     with tempfile.TemporaryDirectory() as tmp:
-        result = small.build().fit(
+        result = trainer.fit(
             module,
             Runtime(device="cpu"),
             Path(tmp) / "run",
             save_artifact=lambda p, trained: save(trained, p, config=cfg, overwrite=True),
+            config=cfg,
         )
         assert result.steps == 2, f"{spec.type}: ran {result.steps} steps, asked for 2"
         assert result.artifact is not None, f"{spec.type}: fit() must save the model through save_artifact"
@@ -312,4 +339,4 @@ def check_plugin(distribution: str, *, config: Config | None = None) -> None:
             elif kind == "samplers":
                 check_sampler(example, config=cfg)
             else:
-                check_trainer(example, config=cfg)
+                check_trainer(example, config=cfg, distribution=plugin.distribution)

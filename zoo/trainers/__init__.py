@@ -1,1 +1,1 @@
-"""The standard trainers: specs in `specs`, the shared loop in `zoo.engine`."""
+"""The standard trainers: specs in `specs`, the shared loop in `zoo.trainers.engine`."""

@@ -1,4 +1,4 @@
-"""The `classifier` trainer: cross-entropy on tabular data, through the training engine."""
+"""The `classifier` trainer: cross-entropy on features or images, through the training engine."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.data.tabular import Table, load_table, synthetic
-from zoo.engine import Batch, EngineTrainer
-from zoo.errors import DataError
+from zoo.data.examples import Examples, synthetic
+from zoo.data.sources import open_data
+from zoo.errors import DataError, DataMismatch
+from zoo.protocols import ClassifierSpec
 from zoo.runtime import Runtime
+from zoo.trainers.engine import Batch, EngineTrainer
 from zoo.trainers.specs import ClassifierTrainerSpec
 
 
 class ClassificationTask:
     unit = "examples"
 
-    def __init__(self, train_set: Table, val_set: Table) -> None:
+    def __init__(self, train_set: Examples, val_set: Examples) -> None:
         self.train_set, self.val_set = train_set, val_set
         self.summary: dict[str, float] = {}  # figures added to the run's result
 
@@ -50,7 +52,7 @@ class ClassifierTrainer(EngineTrainer):
 
     def __init__(self, spec: ClassifierTrainerSpec) -> None:
         super().__init__(spec)
-        self.checked: dict[str, Table] = {}  # tables check_data loaded, for make_task to reuse
+        self.checked: dict[str, Examples] = {}  # tables check_data loaded, for make_task to reuse
 
     def make_task(
         self, model: nn.Module, runtime: Runtime, data: str | Path | None, workdir: Path, resume: bool
@@ -72,30 +74,34 @@ class ClassifierTrainer(EngineTrainer):
 
         return spec_of(model)
 
-    def task_from(self, train_set: Table, val_set: Table) -> ClassificationTask:
+    def task_from(self, train_set: Examples, val_set: Examples) -> ClassificationTask:
         """The task for these splits; a subclass changes the loss here (see zoo-example)."""
         return ClassificationTask(train_set, val_set)
 
-    def dataset(self, model_spec: Any, data: str | Path | None = None) -> Table:
-        """The data a model of this spec trains on, checked against the model's shape."""
-        in_features = getattr(model_spec, "in_features", None)
-        n_classes = getattr(model_spec, "num_classes", None)
+    def dataset(self, model_spec: Any, data: str | Path | None = None) -> Examples:
+        """The data a model of this spec trains on, checked against the model's input contract."""
+        if not isinstance(model_spec, ClassifierSpec):
+            raise DataError(
+                f"model type {model_spec.type!r} does not state its input_shape and num_classes "
+                "(zoo.protocols.ClassifierSpec), so its data cannot be checked; add them to its spec"
+            )
+        shape, n_classes = tuple(model_spec.input_shape), model_spec.num_classes
         path = data if data is not None else self.spec.data
         if path is None:
-            if in_features is None or n_classes is None:
-                raise DataError(f"model type {model_spec.type!r} does not state in_features/num_classes; pass --data")
             s = self.spec.synthetic
-            return synthetic(s.n_samples, in_features, n_classes, s.label_noise, s.seed)
-        table = load_table(path, self.spec.label_column)
-        name = f"models.{model_spec.type}"
-        if in_features is not None and table.n_features != in_features:
-            raise DataError(
-                f"{path} has {table.n_features} features but the model expects in_features={in_features}; "
-                f"set {name}.in_features={table.n_features}"
+            return synthetic(s.n_samples, shape, n_classes, s.label_noise, s.seed)
+        examples: Examples = open_data(
+            self.registry(), path, "classifier", data_format=self.spec.data_format, options=self.spec.data_options
+        )
+        if examples.input_shape != shape:
+            raise DataMismatch(
+                f"{path} holds examples of shape {examples.input_shape} but the model takes {shape} "
+                f"({model_spec.input_kind})",
+                model_spec.input_fields(examples.input_shape),
             )
-        if n_classes is not None and table.n_classes > n_classes:
-            raise DataError(
-                f"{path} has labels up to {table.n_classes - 1} but the model has num_classes={n_classes}; "
-                f"set {name}.num_classes={table.n_classes}"
+        if examples.n_classes > n_classes:
+            raise DataMismatch(
+                f"{path} has labels up to {examples.n_classes - 1} but the model has {n_classes} classes",
+                {"num_classes": examples.n_classes},
             )
-        return table
+        return examples

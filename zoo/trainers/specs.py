@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from zoo.protocols import InputKind
 from zoo.specs import MAX_SEED, STRICT, TrainerSpec
-from zoo.tokenizers import ByteTokenizerSpec, TokenizerSpec
 
 
 class OptimizerSpec(BaseModel):
@@ -66,6 +66,13 @@ class EngineSpec(TrainerSpec):
     checkpoint_every: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
     progress: bool = Field(True, description="show a progress bar with the live loss")
+    data: str | None = Field(None, description="data file or folder (--data overrides); null: the trainer's default")
+    data_format: str | None = Field(
+        None, description="the data source that reads `data` (zoo plugins lists them); null: by folder or suffix"
+    )
+    data_options: dict[str, str | int | float | bool | list[int]] = Field(
+        default_factory=dict, description="options for the data source, e.g. {label_column = 'species'}"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Any:
@@ -89,12 +96,11 @@ class SyntheticSpec(BaseModel):
 
 
 class ClassifierTrainerSpec(EngineSpec):
-    """Cross-entropy training of a classifier on tabular data."""
+    """Cross-entropy training of a classifier on features or images (.npz, .csv, an image folder)."""
 
     type: Literal["classifier"] = "classifier"
     protocol = "classifier"
-    data: str | None = Field(None, description="a .npz or .csv file; null uses the synthetic set")
-    label_column: str | None = Field(None, description="csv: label column name (default: the last column)")
+    input_kinds: ClassVar[tuple[InputKind, ...]] = ("features", "images")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of examples held out for validation")
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec, description="synthetic data settings")
 
@@ -102,21 +108,3 @@ class ClassifierTrainerSpec(EngineSpec):
         from zoo.trainers.classifier import ClassifierTrainer
 
         return ClassifierTrainer(self)
-
-
-class CausalLMTrainerSpec(EngineSpec):
-    """Next-token prediction on text, through the training engine."""
-
-    type: Literal["causal-lm"] = "causal-lm"
-    protocol = "causal-lm"
-    lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
-    batch_size: int = Field(16, gt=0, description="sequences per optimizer step, over all processes")
-    data: str | None = Field(None, description="a text file or folder of .txt files; null: the default corpus")
-    context: int | None = Field(None, gt=1, description="training window in tokens; null: the model's max_seq_len")
-    tokenizer: TokenizerSpec = Field(default_factory=ByteTokenizerSpec, description="byte | bpe")
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the corpus (its end) held out")
-
-    def build(self) -> Any:
-        from zoo.trainers.causal_lm import CausalLMTrainer
-
-        return CausalLMTrainer(self)

@@ -19,8 +19,8 @@ from transformers import (
 
 import zoo
 from zoo.cli import main
-from zoo.data.text import TokenData
-from zoo.trainers.causal_lm import CausalLMTask, lm_loss
+from zoo.lm.text_data import TokenData
+from zoo.lm.trainer import CausalLMTask, lm_loss
 
 CHILD = {"type": "causal-lm", "max_steps": 3, "batch_size": 4, "context": 16, "log_every": 1, "progress": False}
 

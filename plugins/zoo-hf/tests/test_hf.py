@@ -10,8 +10,8 @@ from zoo_hf import convert
 
 import zoo
 import zoo.testing
-from zoo.generation import generate
-from zoo.tokenizers import ByteTokenizer
+from zoo.lm.generation import generate
+from zoo.lm.tokenizers import ByteTokenizer
 
 GPT2 = {
     "type": "hf-causal-lm",

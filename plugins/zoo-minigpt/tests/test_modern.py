@@ -7,8 +7,8 @@ import torch
 
 import zoo
 import zoo.testing
-from zoo.generation import generate
-from zoo.tokenizers import ByteTokenizer
+from zoo.lm.generation import generate
+from zoo.lm.tokenizers import ByteTokenizer
 
 BASE = {"type": "minigpt", "vocab_size": 256, "d_model": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 64}
 VARIANTS = {

@@ -1,14 +1,14 @@
-"""Specs and hooks of zoo-example. Imports pydantic and zoo only: torch is imported in build()."""
+"""Specs and hooks of zoo-example. Imports pydantic and zoo only: torch is imported in build().
+
+Only the public API (``import zoo``) is used, as an outside author would."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 import zoo
-from zoo.hookspecs import Register, RegisterPreset
-from zoo.trainers.specs import ClassifierTrainerSpec
 
 
 class GRULMSpec(zoo.ModelSpec):
@@ -28,6 +28,43 @@ class GRULMSpec(zoo.ModelSpec):
         return GRULM(self)
 
 
+class SmallCNNSpec(zoo.ModelSpec):
+    """A small convolutional image classifier: [conv 3x3 -> ReLU -> max-pool 2] per width, then a
+    global average pool and a linear head. Takes (B, channels, height, width) floats in [0, 1]."""
+
+    type: Literal["small-cnn"] = "small-cnn"
+    protocol = "classifier"
+    input_kind: ClassVar[zoo.InputKind] = "images"
+    channels: int = Field(3, ge=1, le=4, description="image channels (3: RGB, 1: grey)")
+    height: int = Field(32, ge=4, le=4096, description="image height in pixels")
+    width: int = Field(32, ge=4, le=4096, description="image width in pixels")
+    widths: list[int] = Field(default_factory=lambda: [16, 32], description="channels of each conv stage")
+    num_classes: int = Field(10, ge=2, description="output classes")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the head")
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, widths: list[int]) -> list[int]:
+        if not widths or any(w <= 0 for w in widths):
+            raise ValueError(f"widths must be one or more positive channel counts, got {widths}")
+        return widths
+
+    # zoo.ClassifierSpec: what one example looks like
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.channels, self.height, self.width)
+
+    def input_fields(self, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        if len(input_shape) != 3:
+            return {"input_shape": list(input_shape)}  # not an image: no field fixes that
+        return dict(zip(("channels", "height", "width"), input_shape, strict=True))
+
+    def build(self) -> Any:
+        from zoo_example.cnn import SmallCNN
+
+        return SmallCNN(self)
+
+
 class TypicalSpec(zoo.SamplerSpec):
     """Locally typical sampling: keep the tokens whose surprise is closest to the entropy."""
 
@@ -41,7 +78,7 @@ class TypicalSpec(zoo.SamplerSpec):
         return Typical(self.mass, self.temperature)
 
 
-class SmoothClassifierSpec(ClassifierTrainerSpec):
+class SmoothClassifierSpec(zoo.ClassifierTrainerSpec):
     """zoo's classifier trainer with label smoothing: a new trainer in a few lines."""
 
     type: Literal["smooth-classifier"] = "smooth-classifier"  # type: ignore[assignment]
@@ -54,21 +91,28 @@ class SmoothClassifierSpec(ClassifierTrainerSpec):
 
 
 @zoo.hookimpl
-def zoo_register_models(register: Register) -> None:
+def zoo_register_models(register: zoo.Register) -> None:
     register(GRULMSpec)
+    register(SmallCNNSpec)
 
 
 @zoo.hookimpl
-def zoo_register_samplers(register: Register) -> None:
+def zoo_register_samplers(register: zoo.Register) -> None:
     register(TypicalSpec)
 
 
 @zoo.hookimpl
-def zoo_register_trainers(register: Register) -> None:
+def zoo_register_trainers(register: zoo.Register) -> None:
     register(SmoothClassifierSpec)
 
 
 @zoo.hookimpl
-def zoo_register_presets(register: RegisterPreset) -> None:
+def zoo_register_presets(register: zoo.RegisterPreset) -> None:
     register("models", "gru-lm-small", {"type": "gru-lm", "d_model": 128, "n_layers": 2}, description="a 2-layer GRU")
+    register(
+        "models",
+        "small-cnn-gray",
+        {"type": "small-cnn", "channels": 1, "height": 16, "width": 16, "num_classes": 4},
+        description="16x16 grey images, 4 classes",
+    )
     register("samplers", "typical", {"type": "typical-p", "mass": 0.9}, description="locally typical sampling")

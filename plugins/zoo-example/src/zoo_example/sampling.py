@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from zoo.samplers.logits import Generators, draw
+import zoo
 
 
 class Typical:
@@ -13,7 +13,7 @@ class Typical:
     def __init__(self, mass: float, temperature: float) -> None:
         self.mass, self.temperature = mass, temperature
 
-    def select(self, logits: torch.Tensor, seen: torch.Tensor, generator: Generators) -> torch.Tensor:
+    def select(self, logits: torch.Tensor, seen: torch.Tensor, generator: zoo.Generators) -> torch.Tensor:
         logp = (logits / self.temperature).log_softmax(-1)  # (B, V)
         probs = logp.exp()
         entropy = -(probs * logp).sum(-1, keepdim=True)
@@ -21,4 +21,4 @@ class Typical:
         sorted_probs = probs.gather(-1, order)
         drop = (sorted_probs.cumsum(-1) - sorted_probs) >= self.mass  # keep the first always
         kept = sorted_probs.masked_fill(drop, 0.0)
-        return order.gather(-1, draw(kept, generator)[:, None]).squeeze(-1)
+        return order.gather(-1, zoo.draw(kept, generator)[:, None]).squeeze(-1)

@@ -6,20 +6,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.engine import Batch
-from zoo.trainers.classifier import ClassificationTask, ClassifierTrainer
+import zoo
+from zoo_example.hooks import SmoothClassifierSpec
 
 
-class SmoothTask(ClassificationTask):
-    def __init__(self, train_set, val_set, smoothing: float) -> None:  # type: ignore[no-untyped-def]
+class SmoothTask(zoo.ClassificationTask):
+    def __init__(self, train_set: zoo.Examples, val_set: zoo.Examples, smoothing: float) -> None:
         super().__init__(train_set, val_set)
         self.smoothing = smoothing
 
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: zoo.Batch) -> torch.Tensor:
         x, y = batch
         return F.cross_entropy(model(x).float(), y, label_smoothing=self.smoothing)
 
 
-class SmoothClassifierTrainer(ClassifierTrainer):
-    def task_from(self, train_set, val_set) -> SmoothTask:  # type: ignore[no-untyped-def]
+class SmoothClassifierTrainer(zoo.ClassifierTrainer):
+    spec: SmoothClassifierSpec
+
+    def task_from(self, train_set: zoo.Examples, val_set: zoo.Examples) -> SmoothTask:
         return SmoothTask(train_set, val_set, self.spec.label_smoothing)

@@ -14,7 +14,6 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 import zoo
-from zoo.hookspecs import Register, RegisterPreset
 
 
 def _finite(value: Any) -> bool:
@@ -60,11 +59,10 @@ class _HFSpec(zoo.ModelSpec):
     @classmethod
     def _folder_config(cls, folder: Path) -> dict[str, Any] | None:
         """config.json of a local transformers folder, or None (read as JSON only: no transformers)."""
-        from zoo.files import read_json
 
         if not (folder / "config.json").is_file() or (folder / "manifest.json").exists():
             return None
-        config = read_json(folder / "config.json")
+        config = zoo.read_json(folder / "config.json")
         return config if isinstance(config, dict) else None
 
     def source(self) -> str:
@@ -119,8 +117,20 @@ class HFClassifierSpec(_HFSpec):
 
     type: Literal["hf-classifier"] = "hf-classifier"
     protocol = "classifier"
-    input_kind: ClassVar[str] = "tokens"
+    input_kind: ClassVar[zoo.InputKind] = "tokens"
     num_labels: int = Field(2, ge=2, description="number of classes")
+
+    # zoo.ClassifierSpec: token ids of any length in, num_labels classes out
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def num_classes(self) -> int:
+        return self.num_labels
+
+    def input_fields(self, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        return {}
 
     @classmethod
     def example(cls) -> HFClassifierSpec:
@@ -151,13 +161,13 @@ class HFClassifierSpec(_HFSpec):
 
 
 @zoo.hookimpl
-def zoo_register_models(register: Register) -> None:
+def zoo_register_models(register: zoo.Register) -> None:
     register(HFCausalLMSpec)
     register(HFClassifierSpec)
 
 
 @zoo.hookimpl
-def zoo_register_presets(register: RegisterPreset) -> None:
+def zoo_register_presets(register: zoo.RegisterPreset) -> None:
     gpt2 = {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 256, "n_positions": 128}
     llama = {
         "model_type": "llama",
@@ -171,3 +181,38 @@ def zoo_register_presets(register: RegisterPreset) -> None:
     }
     register("models", "hf-gpt2-tiny", {"type": "hf-causal-lm", "config": gpt2}, description="a tiny HF GPT-2")
     register("models", "hf-llama-tiny", {"type": "hf-causal-lm", "config": llama}, description="a tiny HF Llama")
+
+
+def _export(args: Any) -> int:
+    from zoo_hf.commands import cmd_export
+
+    return cmd_export(args)
+
+
+def _export_arguments(parser: Any) -> None:
+    from zoo_hf.commands import export_arguments
+
+    export_arguments(parser)
+
+
+def _import(args: Any) -> int:
+    from zoo_hf.commands import cmd_import
+
+    return cmd_import(args)
+
+
+def _import_arguments(parser: Any) -> None:
+    from zoo_hf.commands import import_arguments
+
+    import_arguments(parser)
+
+
+@zoo.hookimpl
+def zoo_register_commands(register: zoo.RegisterCommand) -> None:
+    register("export", _export, help="export a saved model as a Hugging Face folder", arguments=_export_arguments)
+    register(
+        "import",
+        _import,
+        help="import a Hugging Face folder as a zoo artifact (e.g. MiniGPT)",
+        arguments=_import_arguments,
+    )

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.errors import SpecError, ZooError
-from zoo.files import read_json, shorten
+import zoo
+from zoo import SpecError, ZooError, read_json, shorten
 from zoo_hf.hooks import remote_code_keys
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -57,8 +57,6 @@ def check_folder(folder: Path) -> dict[str, Any]:
     """
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    from zoo.artifacts import refuse_pickles
-
     if not folder.is_dir():
         raise FolderError(f"{folder}: no such directory")
     if not (folder / "config.json").exists():
@@ -83,7 +81,7 @@ def check_folder(folder: Path) -> dict[str, Any]:
         )
     if not (any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file()):
         try:
-            refuse_pickles(folder)
+            zoo.refuse_pickles(folder)
         except ZooError as err:
             raise FolderError(str(err)) from None
         raise FolderError(f"{folder}: no model.safetensors (or sharded *.safetensors) weights")
@@ -147,14 +145,14 @@ def _load(auto_cls: Any, spec: Any, **extra: Any) -> Any:
         )
 
 
-class _HFAdapter(nn.Module):
+class HFAdapter(nn.Module):
     """Exposes the wrapped model's state dict unchanged (no ``hf.`` prefix)."""
 
-    def __init__(self, hf: nn.Module) -> None:
+    def __init__(self, hf: Any) -> None:
         super().__init__()
-        self.hf = hf
+        self.hf: Any = hf  # a transformers PreTrainedModel
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
         return self.hf.state_dict(*args, **kwargs)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
@@ -172,8 +170,8 @@ class HFCache:
         return int(self.hf.get_seq_length()) if self.hf is not None else 0
 
 
-class HFCausalLM(_HFAdapter):
-    def __init__(self, hf: nn.Module) -> None:
+class HFCausalLM(HFAdapter):
+    def __init__(self, hf: Any) -> None:
         super().__init__(hf)
         config = hf.config
         self.vocab_size = int(config.vocab_size)
@@ -205,7 +203,7 @@ class HFCausalLM(_HFAdapter):
         return out.logits, cache
 
 
-class HFClassifier(_HFAdapter):
+class HFClassifier(HFAdapter):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.hf(input_ids=input_ids).logits  # (B, num_labels)
 
@@ -227,6 +225,9 @@ class HFTokenizer:
 
     def save(self, folder: Path) -> dict[str, Any]:
         self.tok.backend_tokenizer.save(str(folder / "tokenizer.json"))
+        return self.describe()
+
+    def describe(self) -> dict[str, Any]:
         return {
             "type": "bpe",
             "file": "tokenizer.json",
@@ -256,7 +257,7 @@ def build_causal_lm(spec: Any) -> HFCausalLM:
     model = HFCausalLM(_load(AutoModelForCausalLM, spec))
     tokenizer = local_tokenizer(spec)
     if tokenizer is not None:
-        model.zoo_tokenizer = tokenizer
+        zoo.attach(model, spec, tokenizer=tokenizer)
     return model
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 import zoo
-from zoo.hookspecs import Register, RegisterPreset
 
 
 class MiniGPTSpec(zoo.ModelSpec):
@@ -86,9 +86,16 @@ class MiniGPTSpec(zoo.ModelSpec):
 
         return MiniGPT(self)
 
+    @classmethod
+    def from_hf_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """A GPT-2 or Llama ``config.json`` as MiniGPT fields (`zoo.protocols.HFImportable`)."""
+        from zoo_minigpt.hf_format import from_hf_config
+
+        return from_hf_config(config)
+
 
 @zoo.hookimpl
-def zoo_register_models(register: Register) -> None:
+def zoo_register_models(register: zoo.Register) -> None:
     register(MiniGPTSpec)
 
 
@@ -117,7 +124,7 @@ LLAMA_SIZES = {
 
 
 @zoo.hookimpl
-def zoo_register_presets(register: RegisterPreset) -> None:
+def zoo_register_presets(register: zoo.RegisterPreset) -> None:
     for name, (fields, description) in SIZES.items():
         gpt2 = {"activation": "gelu_tanh"} if "gpt2" in name else {}
         register("models", name, {"type": "minigpt", "vocab_size": 256, **gpt2, **fields}, description=description)

@@ -10,12 +10,15 @@ SwiGLU, RMSNorm and no biases; optional QK-norm and grouped-query attention.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.lm import KVCache, attention_mask_4d
+import zoo
+from zoo import KVCache, attention_mask_4d
 from zoo_minigpt.hooks import MiniGPTSpec
 
 ACTIVATIONS = {
@@ -142,6 +145,11 @@ class Block(nn.Module):
 
 
 class MiniGPT(nn.Module):
+    """A `zoo.protocols.CausalLM` with `StaticDecoding` and `HFExportable`; blocks are `ShardUnit`s."""
+
+    rope_cos: torch.Tensor  # buffers with positions="rope"
+    rope_sin: torch.Tensor
+
     def __init__(self, spec: MiniGPTSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -180,6 +188,17 @@ class MiniGPT(nn.Module):
         if self.spec.padding_idx is not None:
             with torch.no_grad():
                 self.tok_emb.weight[self.spec.padding_idx].zero_()
+
+    def hf_export(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """GPT-2 (or, Llama-shaped, Llama) config fields and tensors: `zoo.protocols.HFExportable`."""
+        from zoo_minigpt.hf_format import export
+
+        return export(self.spec, self.state_dict())
+
+    def hf_import(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        from zoo_minigpt.hf_format import import_tensors
+
+        return import_tensors(self.spec, tensors)
 
     def new_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """A preallocated KV cache on this model's device (in the autocast dtype when decoding under it)."""
@@ -253,3 +272,9 @@ class MiniGPT(nn.Module):
         else:
             rope = (self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None])  # (B|1, 1, T, D)
         return self.drop(x), rope
+
+
+if TYPE_CHECKING:  # mypy checks MiniGPT against the protocols it claims
+
+    def _conforms(m: MiniGPT, b: Block) -> tuple[zoo.CausalLM, zoo.StaticDecoding, zoo.HFExportable, zoo.ShardUnit]:
+        return m, m, m, b

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 import zoo
-from zoo.hookspecs import Register, RegisterPreset
 
 
 class SimpleNetSpec(zoo.ModelSpec):
@@ -30,6 +29,14 @@ class SimpleNetSpec(zoo.ModelSpec):
             raise ValueError(f"hidden widths must be positive, got {hidden}")
         return hidden
 
+    # zoo.ClassifierSpec: flat features in
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.in_features,)
+
+    def input_fields(self, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        return {"in_features": input_shape[0]} if len(input_shape) == 1 else {"in_features": list(input_shape)}
+
     def build(self) -> object:
         from zoo_simplenet.model import SimpleNet
 
@@ -37,12 +44,12 @@ class SimpleNetSpec(zoo.ModelSpec):
 
 
 @zoo.hookimpl
-def zoo_register_models(register: Register) -> None:
+def zoo_register_models(register: zoo.Register) -> None:
     register(SimpleNetSpec)
 
 
 @zoo.hookimpl
-def zoo_register_presets(register: RegisterPreset) -> None:
+def zoo_register_presets(register: zoo.RegisterPreset) -> None:
     register(
         "models",
         "simplenet-small",

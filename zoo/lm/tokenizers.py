@@ -7,25 +7,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from zoo.errors import ArtifactError, DataError
 from zoo.files import read_text, shorten
+from zoo.protocols import Tokenizer
 from zoo.specs import STRICT
-
-
-class Tokenizer(Protocol):
-    vocab_size: int
-    eos_id: int | None
-    pad_id: int
-
-    def encode(self, text: str) -> list[int]: ...
-
-    def decode(self, ids: Iterable[int]) -> str: ...
-
-    def save(self, folder: Path) -> dict[str, Any]: ...
 
 
 class ByteTokenizerSpec(BaseModel):

@@ -1,17 +1,4 @@
-"""The causal-LM protocol every sampler and the `causal-lm` trainer rely on.
-
-A causal LM is an ``nn.Module`` with
-
-* ``forward(input_ids, cache=None, *, attention_mask=None, position_ids=None) -> (logits, cache)``
-  where ``input_ids`` is (B, T), ``logits`` is (B, T, V) and ``attention_mask`` (B, S) marks real
-  tokens (1) and padding (0) over every position seen so far, cached ones included;
-* ``new_cache(batch_size, max_len, dtype=None) -> cache`` whose ``length`` is the number of
-  positions stored (``dtype``: the autocast dtype when decoding under autocast);
-* ``max_seq_len`` and ``vocab_size`` attributes.
-
-A model may also offer ``decode_step(input_ids, cache, attention_mask, position_ids,
-cache_position) -> logits``: one step with static shapes (a full-length mask, a position tensor),
-which the decoding loop can compile or capture as a CUDA graph (``Decoder(static=True)``).
+"""The KV cache and attention mask a causal-LM plugin may use (the protocol is `zoo.protocols.CausalLM`).
 
 `KVCache` below is a preallocated cache any plugin may use: decoding writes into fixed buffers, so
 each new token costs O(context) and no memory is allocated per token.
@@ -19,20 +6,7 @@ each new token costs O(context) and no memory is allocated per token.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
-
 import torch
-from torch import nn
-
-
-@runtime_checkable
-class CausalLM(Protocol):
-    max_seq_len: int
-    vocab_size: int
-
-    def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype | None = None) -> Any: ...
-
-    def __call__(self, input_ids: torch.Tensor, cache: Any = None, **kwargs: Any) -> tuple[torch.Tensor, Any]: ...
 
 
 class KVCache:
@@ -82,10 +56,6 @@ class KVCache:
 
     def reset(self) -> None:
         self.length = 0
-
-
-def is_causal_lm(model: nn.Module) -> bool:
-    return callable(getattr(model, "new_cache", None)) and hasattr(model, "max_seq_len")
 
 
 def attention_mask_4d(attention_mask: torch.Tensor | None, q_len: int, past: int, device: torch.device) -> torch.Tensor:

@@ -1,10 +1,17 @@
-"""Tabular classification data: a synthetic set with a known ceiling, or .npz / .csv files."""
+"""Labelled examples for classifiers, and the built-in readers: `.npz`, `.csv` and image folders.
+
+Every reader is a data source (registered in `zoo.plugin` through the same hook as a plugin's)
+and returns `Examples`: inputs (N, *input_shape) float32 and labels (N,) int64, checked.
+"""
 
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,66 +20,83 @@ from zoo.errors import DataError
 
 
 @dataclass
-class Table:
-    x: torch.Tensor  # (N, F) float32
+class Examples:
+    """A classification set: what a ``"classifier"`` data source returns."""
+
+    x: torch.Tensor  # (N, *input_shape) float32
     y: torch.Tensor  # (N,) int64
     ceiling: float | None = None  # best reachable accuracy, when known
+    classes: list[str] | None = None  # label names, when the data has them (image folders)
 
     @property
-    def n_features(self) -> int:
-        return int(self.x.shape[1])
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x.shape[1:])
 
     @property
     def n_classes(self) -> int:
         return int(self.y.max()) + 1 if len(self.y) else 0
 
-    def split(self, val_fraction: float, seed: int) -> tuple[Table, Table]:
+    def split(self, val_fraction: float, seed: int) -> tuple[Examples, Examples]:
         """Deterministic shuffled split (the same seed always gives the same split)."""
         order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(seed))
         n_val = max(1, round(len(self.y) * val_fraction))
         if n_val >= len(self.y):
             raise DataError(f"{len(self.y)} examples are too few to hold out {val_fraction:.0%} for validation")
         val, train = order[:n_val], order[n_val:]
-        return Table(self.x[train], self.y[train], self.ceiling), Table(self.x[val], self.y[val], self.ceiling)
+        return (
+            Examples(self.x[train], self.y[train], self.ceiling, self.classes),
+            Examples(self.x[val], self.y[val], self.ceiling, self.classes),
+        )
 
 
-def synthetic(n_samples: int, n_features: int, n_classes: int, label_noise: float, seed: int) -> Table:
-    """Labels from a random linear teacher, a fraction replaced at random.
+def synthetic(n_samples: int, input_shape: tuple[int, ...], n_classes: int, label_noise: float, seed: int) -> Examples:
+    """Labels from a random linear teacher over the flattened input, a fraction replaced at random.
 
     The teacher is exactly learnable, so the reachable accuracy is the share of labels that stay
     right: ``1 - label_noise * (1 - 1 / n_classes)``.
     """
     g = torch.Generator().manual_seed(seed)
+    n_features = math.prod(input_shape)
     x = torch.randn(n_samples, n_features, generator=g)
     teacher = torch.randn(n_features, n_classes, generator=g)
     y = (x @ teacher).argmax(dim=1)
+    x = x.view(n_samples, *input_shape)
     noisy = torch.rand(n_samples, generator=g) < label_noise
     y = torch.where(noisy, torch.randint(0, n_classes, (n_samples,), generator=g), y)
-    return Table(x, y, ceiling=1.0 - label_noise * (1.0 - 1.0 / n_classes))
+    return Examples(x, y, ceiling=1.0 - label_noise * (1.0 - 1.0 / n_classes))
 
 
-def load_table(path: str | Path, label_column: str | None = None) -> Table:
-    """Load features + integer labels from ``.npz`` (arrays ``x`` and ``y``) or ``.csv``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.suffix == ".npz":
-        x, y = _read_npz(path)
-    elif path.suffix == ".csv":
-        x, y = _read_csv(path, label_column)
-    else:
-        raise DataError(f"{path}: unsupported data file; use .npz (arrays x, y) or .csv (features + label column)")
-    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
-        raise DataError(f"{path}: features must be (N, F) and labels (N,), got {x.shape} and {y.shape}")
+def checked(path: Path, x: np.ndarray, y: np.ndarray, classes: list[str] | None = None) -> Examples:
+    """Examples from arrays, or a `DataError` naming the file and what is wrong."""
+    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+        raise DataError(f"{path}: inputs must be (N, ...) and labels (N,), got {x.shape} and {y.shape}")
     if len(y) == 0:
         raise DataError(f"{path}: no examples")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{path}: inputs must be real numbers, not {x.dtype}")
     if not np.isfinite(x).all():
-        raise DataError(f"{path}: features contain NaN or infinity")
-    if not np.issubdtype(y.dtype, np.integer) and not (np.all(np.isfinite(y)) and np.all(np.mod(y, 1) == 0)):
+        raise DataError(f"{path}: inputs contain NaN or infinity")
+    if not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)) or not np.all(np.mod(y, 1) == 0):
         raise DataError(f"{path}: labels must be whole numbers 0..C-1")
     if y.min() < 0:
         raise DataError(f"{path}: labels must be 0..C-1, found {int(y.min())}")
-    return Table(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y.astype(np.int64)))
+    return Examples(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y.astype(np.int64)), classes=classes)
+
+
+def read_npz(path: Path, options: Mapping[str, Any]) -> Examples:
+    """Arrays ``x`` (N, F) features or (N, C, H, W) images, and ``y`` (N,) labels; never a pickle."""
+    x, y = _read_npz(path)
+    return checked(path, x, y)
+
+
+def read_csv(path: Path, options: Mapping[str, Any]) -> Examples:
+    """A header row, then one example per row: numeric features and a label column
+    (``data_options.label_column``; default: the last column)."""
+    label = options.get("label_column")
+    if label is not None and not isinstance(label, str):
+        raise DataError(f"data_options.label_column must be a column name, not {label!r}")
+    x, y = _read_csv(path, label)
+    return checked(path, x, y)
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
-"""Sampler specs. The sampling family applies its steps in a fixed order:
+"""Specs of the language-model components: the standard samplers and the causal-LM trainer (no torch).
 
+The sampling family applies its steps in a fixed order:
 1. repetition penalty (on raw logits, for tokens already in the sequence),
 2. temperature, 3. top-k, 4. top-p (nucleus), 5. min-p, then a draw from the softmax.
 """
@@ -10,7 +11,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from zoo.lm.tokenizers import ByteTokenizerSpec, TokenizerSpec
 from zoo.specs import SamplerSpec
+from zoo.trainers.specs import EngineSpec
 
 
 class GreedySpec(SamplerSpec):
@@ -20,7 +23,7 @@ class GreedySpec(SamplerSpec):
     repetition_penalty: float = Field(1.0, ge=1.0, description="> 1 discourages tokens already present")
 
     def build(self) -> Any:
-        from zoo.samplers.logits import Greedy
+        from zoo.lm.samplers import Greedy
 
         return Greedy(self.repetition_penalty)
 
@@ -36,9 +39,9 @@ class SampleSpec(SamplerSpec):
     repetition_penalty: float = Field(1.0, ge=1.0, description="> 1 discourages tokens already present")
 
     def build(self) -> Any:
-        from zoo.samplers.logits import Sampler
+        from zoo.lm.samplers import Sampling
 
-        return Sampler(self.temperature, self.top_k, self.top_p, self.min_p, self.repetition_penalty)
+        return Sampling(self.temperature, self.top_k, self.top_p, self.min_p, self.repetition_penalty)
 
 
 class TopKSpec(SamplerSpec):
@@ -50,9 +53,9 @@ class TopKSpec(SamplerSpec):
     repetition_penalty: float = Field(1.0, ge=1.0, description="> 1 discourages tokens already present")
 
     def build(self) -> Any:
-        from zoo.samplers.logits import Sampler
+        from zoo.lm.samplers import Sampling
 
-        return Sampler(self.temperature, self.k, 1.0, 0.0, self.repetition_penalty)
+        return Sampling(self.temperature, self.k, 1.0, 0.0, self.repetition_penalty)
 
 
 class TopPSpec(SamplerSpec):
@@ -64,9 +67,9 @@ class TopPSpec(SamplerSpec):
     repetition_penalty: float = Field(1.0, ge=1.0, description="> 1 discourages tokens already present")
 
     def build(self) -> Any:
-        from zoo.samplers.logits import Sampler
+        from zoo.lm.samplers import Sampling
 
-        return Sampler(self.temperature, None, self.p, 0.0, self.repetition_penalty)
+        return Sampling(self.temperature, None, self.p, 0.0, self.repetition_penalty)
 
 
 class MinPSpec(SamplerSpec):
@@ -78,9 +81,26 @@ class MinPSpec(SamplerSpec):
     repetition_penalty: float = Field(1.0, ge=1.0, description="> 1 discourages tokens already present")
 
     def build(self) -> Any:
-        from zoo.samplers.logits import Sampler
+        from zoo.lm.samplers import Sampling
 
-        return Sampler(self.temperature, None, 1.0, self.min_p, self.repetition_penalty)
+        return Sampling(self.temperature, None, 1.0, self.min_p, self.repetition_penalty)
 
 
 ALL = (GreedySpec, SampleSpec, TopKSpec, TopPSpec, MinPSpec)
+
+
+class CausalLMTrainerSpec(EngineSpec):
+    """Next-token prediction on text, through the training engine."""
+
+    type: Literal["causal-lm"] = "causal-lm"
+    protocol = "causal-lm"
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
+    batch_size: int = Field(16, gt=0, description="sequences per optimizer step, over all processes")
+    context: int | None = Field(None, gt=1, description="training window in tokens; null: the model's max_seq_len")
+    tokenizer: TokenizerSpec = Field(default_factory=ByteTokenizerSpec, description="byte | bpe")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the corpus (its end) held out")
+
+    def build(self) -> Any:
+        from zoo.lm.trainer import CausalLMTrainer
+
+        return CausalLMTrainer(self)

@@ -15,39 +15,22 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
 from zoo import checkpoints
+from zoo.config import Config
 from zoo.errors import ArtifactError, RunDirError, TrainingError
 from zoo.files import LENIENT, parse_json, read_model
+from zoo.protocols import Batch, Task
+from zoo.registry import Registry
 from zoo.rundir import RUN_FILE, run_directory
 from zoo.runtime import Runtime
 from zoo.trainers.optim import build_optimizer, lr_factor
 from zoo.trainers.specs import EngineSpec
-
-Batch = tuple[torch.Tensor, ...]
-
-
-class Task(Protocol):
-    """What a trainer plugs into the engine."""
-
-    unit: str  # what throughput counts: "examples" or "tokens"
-
-    def sample(self, generator: torch.Generator, batch_size: int) -> Batch:
-        """A batch of ``batch_size`` examples on the CPU, drawn with ``generator``."""
-
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """Mean loss of a batch already on the runtime's device."""
-
-    def count(self, batch: Batch) -> int:
-        """How many units (examples or tokens) a batch holds."""
-
-    def evaluate(self, model: nn.Module, runtime: Runtime, batches: int) -> dict[str, float]:
-        """Validation metrics (``val_loss`` first); must not touch the global RNG."""
 
 
 @dataclass
@@ -290,6 +273,14 @@ class EngineTrainer:
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
+        self.config: Config | None = None  # what `fit` was given: its registry has the data sources
+
+    def registry(self) -> Registry:
+        """The registry whose data sources read ``data`` (the default configuration's, unless
+        ``fit`` was given a configuration)."""
+        from zoo.api import default_config
+
+        return (self.config or default_config()).registry
 
     def check_data(self, model: nn.Module, data: str | Path | None) -> None:
         """Raise `DataError` for data that cannot work, cheaply, before the run folder is touched."""
@@ -311,11 +302,12 @@ class EngineTrainer:
         run_info: dict[str, Any] | None = None,
         save_artifact: Callable[[Path, nn.Module], Path] | None = None,
         inputs: Iterable[tuple[str, str | Path | None]] = (),
+        config: Config | None = None,
     ) -> FitResult:
-        """Train ``model`` into the run folder ``out``; ``inputs`` (flag, path) are files the run
-        reads, which ``out`` may not hold."""
+        """Train ``model`` into the run folder ``out`` (see `zoo.protocols.Trainer`)."""
         out = Path(out)
-        data = data if data is not None else getattr(self.spec, "data", None)
+        self.config = config
+        data = data if data is not None else self.spec.data
         self.check_data(model, data)
         with run_directory(
             out, resume=resume, force=force, runtime=runtime, inputs=[("--data", data), *inputs]
@@ -332,7 +324,7 @@ class EngineTrainer:
                 save_artifact=save_artifact,
                 on_checkpoint=rundir.commit,
             )
-        result.metrics.update(getattr(task, "summary", {}))
+        result.metrics.update(task.summary)
         return result
 
 

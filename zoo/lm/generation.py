@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ProtocolError, ZooError
-from zoo.lm import is_causal_lm
+from zoo.protocols import CausalLM, Sampler, StaticDecoding, Tokenizer
 from zoo.runtime import Runtime
 
 
@@ -41,20 +41,30 @@ class StreamChunk:
     finished: list[bool]
 
 
-def resolve_sampler(sampler: Any, model: nn.Module, config: Any = None) -> Any:
-    """A sampler object from a name, dict, spec, or an object that already has ``select``."""
-    if hasattr(sampler, "select"):
+def resolve_sampler(sampler: Any, model: nn.Module, config: Any = None) -> Sampler:
+    """A sampler object from a name, dict or spec, or a sampler object as is."""
+    if isinstance(sampler, Sampler):
         return sampler
     from zoo.api import build_sampler
+    from zoo.specs import Spec
 
-    return build_sampler(sampler, model=model, config=config)
+    if not isinstance(sampler, str | Mapping | Spec):
+        raise ProtocolError(
+            f"{type(sampler).__name__} is not a sampler: it needs select() and needs_seen (zoo.protocols.Sampler)"
+        )
+    built = build_sampler(sampler, model=model, config=config)
+    if not isinstance(built, Sampler):
+        raise ProtocolError(
+            f"sampler {sampler!r}: build() returned {type(built).__name__}, not a zoo.protocols.Sampler"
+        )
+    return built
 
 
 def _check_model(model: nn.Module) -> None:
-    if not is_causal_lm(model):
-        spec = getattr(model, "zoo_spec", None)
+    if not isinstance(model, CausalLM):
+        spec = vars(model).get("zoo_spec")
         what = f"model type {spec.type!r} is a {spec.protocol} model" if spec is not None else "this model"
-        raise ProtocolError(f"samplers work on causal-lm models; {what} (no new_cache / max_seq_len)")
+        raise ProtocolError(f"samplers work on causal-lm models; {what} (zoo.protocols.CausalLM: no new_cache)")
 
 
 class Decoder:
@@ -79,7 +89,7 @@ class Decoder:
         ``compile`` additionally wraps that step in ``torch.compile`` (implies static)."""
         _check_model(model)
         static = static or compile
-        if static and not callable(getattr(model, "decode_step", None)):
+        if static and not isinstance(model, StaticDecoding):
             raise ZooError(f"{type(model).__name__} has no decode_step for static decoding; use static=False")
         self.static, self.compile = static, compile
         if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
@@ -111,7 +121,7 @@ class Decoder:
         # one generator per row (row i: seed + i), so a row's draws never depend on the batch
         self.generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(B)]
         # tokens present per sequence, kept only for samplers that ask (repetition penalty)
-        self.track_seen = bool(getattr(sampler, "needs_seen", True))
+        self.track_seen = bool(sampler.needs_seen)
         self.seen = torch.zeros((B, vocab if self.track_seen else 1), dtype=torch.bool, device=device)
         if self.track_seen:
             self.seen.scatter_(1, self.ids, self.mask[:, :longest].bool())
@@ -158,7 +168,8 @@ class Decoder:
                 )
 
     def _static_step(self) -> Any:
-        step: Any = getattr(self.model, "decode_step")  # noqa: B009  (checked callable in __init__)
+        assert isinstance(self.model, StaticDecoding)  # checked in __init__
+        step: Any = self.model.decode_step
         if self.compile:
             step = torch.compile(step, fullgraph=True, dynamic=False)
         return step
@@ -190,9 +201,12 @@ def _decoder(
 
         model = open_model(model, config or default_config())
     if tokenizer is None:
-        from zoo.tokenizers import ByteTokenizer
+        from zoo.api import tokenizer_of
+        from zoo.lm.tokenizers import ByteTokenizer
 
-        tokenizer = model.__dict__.get("zoo_tokenizer") or ByteTokenizer()
+        tokenizer = tokenizer_of(model) or ByteTokenizer()
+    if not isinstance(tokenizer, Tokenizer):
+        raise ProtocolError(f"{type(tokenizer).__name__} is not a tokenizer (zoo.protocols.Tokenizer)")
     _check_model(model)  # before anything touches it, with the message that names the protocol
     runtime = runtime or Runtime(device=str(next(model.parameters()).device))
     model.to(runtime.device).eval()
@@ -208,7 +222,7 @@ def _decoder(
         eos_ids=eos,
         seed=seed,
         runtime=runtime,
-        pad_id=getattr(tokenizer, "pad_id", 0),
+        pad_id=tokenizer.pad_id,
         static=static,
         compile=compile,
     )
@@ -341,6 +355,5 @@ def _all_stopped(tokenizer: Any, steps: list[torch.Tensor], stop: Sequence[str])
     return all(any(s in tokenizer.decode(r) for s in stop) for r in rows)
 
 
-def _default_eos(tokenizer: Any) -> list[int]:
-    eos = getattr(tokenizer, "eos_id", None)
-    return [eos] if eos is not None else []
+def _default_eos(tokenizer: Tokenizer) -> list[int]:
+    return [tokenizer.eos_id] if tokenizer.eos_id is not None else []

@@ -7,8 +7,9 @@ from typing import Any
 
 from zoo.api import attach, check_protocol, spec_of
 from zoo.config import Config
-from zoo.engine import FitResult
-from zoo.errors import RunDirError, SpecError
+from zoo.errors import DataMismatch, PluginError, RunDirError, SpecError
+from zoo.protocols import Trainer
+from zoo.trainers.engine import FitResult
 
 
 def train_from_config(
@@ -59,25 +60,35 @@ def train_from_config(
     def save_artifact(path: Path, trained: Any) -> Path:
         return save(trained, path, overwrite=True, config=cfg, parent=parent)
 
-    result: FitResult = tspec.build().fit(
-        module,
-        runtime,
-        out,
-        data=data,
-        resume=resume,
-        force=force,
-        run_info=run_info,
-        save_artifact=save_artifact,
-        inputs=[("--registry", cfg.source), ("--init-from", init_from)],
-    )
+    trainer_obj = tspec.build()
+    if not isinstance(trainer_obj, Trainer):
+        raise PluginError(
+            f"trainer type {tspec.type!r}: build() must return an object with fit() (zoo.protocols.Trainer)"
+        )
+    try:
+        result: FitResult = trainer_obj.fit(
+            module,
+            runtime,
+            out,
+            data=data,
+            resume=resume,
+            force=force,
+            run_info=run_info,
+            save_artifact=save_artifact,
+            inputs=[("--registry", cfg.source), ("--init-from", init_from)],
+            config=cfg,
+        )
+    except DataMismatch as err:
+        preset = model if isinstance(model, str) and model in cfg.presets["models"] else None
+        raise err.for_model(preset, inline=model is not None and preset is None) from None
     return result
 
 
 def _parent_for(out: Path, init_from: str | Path | None, resume: bool) -> str | Path | None:
     """On resume, the parent the run recorded; a different ``init_from`` is refused."""
-    from zoo.engine import RunInfo
     from zoo.files import read_model
     from zoo.finetune import artifact_folder
+    from zoo.trainers.engine import RunInfo
 
     if not (resume and (out / "run.json").is_file()):
         return init_from

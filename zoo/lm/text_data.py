@@ -1,4 +1,5 @@
-"""Text corpora for language models: a file, a folder of .txt files, or the default corpus.
+"""Text corpora for language models: the ``text`` data source (a file, a folder of .txt files) and
+the default corpus.
 
 The default corpus is the English documentation text that ships with every CPython
 (`pydoc_data.topics`), so nothing is downloaded. Token ids are written once to a binary file and
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,39 +22,52 @@ from pydantic import BaseModel, Field
 
 from zoo.errors import DataError, ZooError
 from zoo.files import LENIENT, read_model, regular_file
-from zoo.tokenizers import Tokenizer
+from zoo.protocols import TextSource, Tokenizer
 
 CHUNK_BYTES = 8 << 20
 DEFAULT_CORPUS = "pydoc_data.topics"
 
 
 @dataclass(frozen=True)
-class Source:
+class TextFile:
+    """A UTF-8 text file (a `zoo.protocols.TextSource`)."""
+
     name: str
-    path: Path | None  # None: the built-in default corpus
+    path: Path
 
     def fingerprint(self) -> list[Any]:
-        if self.path is None:
-            import sys
-
-            return [self.name, sys.version]
         stat = self.path.stat()
         return [str(self.path.resolve()), stat.st_size, stat.st_mtime_ns]
 
+    def chunks(self) -> Iterator[str]:
+        return iter_chunks(self.path)
 
-def sources(data: str | Path | None) -> list[Source]:
-    """Resolve a data argument: None -> default corpus; a file; a folder -> its .txt files."""
-    if data is None:
-        return [Source(DEFAULT_CORPUS, None)]
-    path = Path(data)
+
+@dataclass(frozen=True)
+class DefaultCorpus:
+    """The English documentation text of this Python (what a causal-LM trainer reads without --data)."""
+
+    name: str = DEFAULT_CORPUS
+
+    def fingerprint(self) -> list[Any]:
+        import sys
+
+        return [self.name, sys.version]
+
+    def chunks(self) -> Iterator[str]:
+        yield default_corpus_text()
+
+
+def read_text_files(path: Path, options: Mapping[str, Any]) -> list[TextSource]:
+    """The ``text`` data source: one text file, or every .txt file under a folder (sorted)."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.txt") if p.is_file())
         if not files:
             raise DataError(f"{path}: folder holds no .txt files")
-        return [Source(str(p), p) for p in files]
+        return [TextFile(str(p), p) for p in files]
     if not path.is_file():
         raise DataError(f"{path}: no such file or folder")
-    return [Source(str(path), path)]
+    return [TextFile(str(path), path)]
 
 
 def default_corpus_text() -> str:
@@ -62,12 +76,9 @@ def default_corpus_text() -> str:
     return "\n\n".join(topics[key] for key in sorted(topics))
 
 
-def iter_chunks(source: Source, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
-    """Decoded text of a source in chunks cut at line ends; bad files raise `DataError`."""
-    if source.path is None:
-        yield default_corpus_text()
-        return
-    path, offset, seen_any = source.path, 0, False
+def iter_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+    """Decoded text of a file in chunks cut at line ends; bad files raise `DataError`."""
+    offset, seen_any = 0, False
     with open(path, "rb") as fh:
         pending = b""
         while True:
@@ -115,9 +126,9 @@ def _safe_cut(data: bytes) -> int:
     return end
 
 
-def iter_texts(data: str | Path | None) -> Iterator[str]:
-    for source in sources(data):
-        yield from iter_chunks(source)
+def iter_texts(parts: Sequence[TextSource]) -> Iterator[str]:
+    for part in parts:
+        yield from part.chunks()
 
 
 @dataclass
@@ -138,11 +149,10 @@ class TokenData:
         return self.tokens[self.boundary :]
 
 
-def tokenize_to_file(data: str | Path | None, tokenizer: Tokenizer, folder: Path) -> np.ndarray:
-    """Encode every source once into ``folder/tokens.bin`` and memory-map it (reused if unchanged)."""
-    srcs = sources(data)
-    desc = tokenizer.describe() if hasattr(tokenizer, "describe") else {}
-    key = hashlib.sha256(json.dumps([[s.fingerprint() for s in srcs], desc], default=str).encode()).hexdigest()
+def tokenize_to_file(parts: Sequence[TextSource], tokenizer: Tokenizer, folder: Path) -> np.ndarray:
+    """Encode every part once into ``folder/tokens.bin`` and memory-map it (reused if unchanged)."""
+    desc = tokenizer.describe()
+    key = hashlib.sha256(json.dumps([[p.fingerprint() for p in parts], desc], default=str).encode()).hexdigest()
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
     meta_path, bin_path = folder / "tokens.json", folder / "tokens.bin"
     cached = _cached_tokens(meta_path, bin_path, key)
@@ -157,13 +167,13 @@ def tokenize_to_file(data: str | Path | None, tokenizer: Tokenizer, folder: Path
             shutil.rmtree(stale)
     n = 0
     with open(tmp, "wb") as fh:
-        for text in iter_texts(data):
+        for text in iter_texts(parts):
             ids = np.asarray(tokenizer.encode(text), dtype=dtype)
             fh.write(ids.tobytes())
             n += len(ids)
     if n == 0:
         tmp.unlink()
-        raise DataError(f"{data or DEFAULT_CORPUS}: no tokens")
+        raise DataError(f"{', '.join(p.name for p in parts[:3])}: no tokens")
     tmp.replace(bin_path)
     meta_path.write_text(json.dumps({"key": key, "dtype": np.dtype(dtype).name, "n_tokens": n}))
     return np.memmap(bin_path, dtype=dtype, mode="r", shape=(n,))

@@ -71,7 +71,7 @@ class Greedy:
         return repetition_penalty(logits, seen, self.penalty).argmax(-1)
 
 
-class Sampler:
+class Sampling:
     """Repetition penalty -> temperature -> top-k -> top-p -> min-p -> a draw from the softmax."""
 
     def __init__(self, temperature: float, k: int | None, p: float, min_p_: float, penalty: float) -> None:

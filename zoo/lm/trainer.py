@@ -10,12 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.data.text import TokenData, iter_chunks, iter_texts, sources, tokenize_to_file, windows
-from zoo.engine import Batch, EngineTrainer
+from zoo.api import attach, spec_of, tokenizer_of
+from zoo.data.sources import open_data
 from zoo.errors import DataError
+from zoo.lm.specs import CausalLMTrainerSpec
+from zoo.lm.text_data import DefaultCorpus, TokenData, iter_texts, tokenize_to_file, windows
+from zoo.lm.tokenizers import build_tokenizer, load_tokenizer
+from zoo.protocols import CausalLM, TextSource, Tokenizer
 from zoo.runtime import Runtime
-from zoo.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
-from zoo.trainers.specs import CausalLMTrainerSpec
+from zoo.trainers.engine import Batch, EngineTrainer
 
 IGNORE = -100  # targets never scored (none here: windows of a token stream hold no padding)
 EVAL_SEED = 1234  # the same validation windows at every evaluation, independent of training RNG
@@ -30,6 +33,7 @@ class CausalLMTask:
     unit = "tokens"
 
     def __init__(self, data: TokenData, context: int) -> None:
+        self.summary: dict[str, float] = {}
         self.train_tokens, self.val_tokens = data.train(), data.val()
         self.context = context
         for name, split in (("training", self.train_tokens), ("validation", self.val_tokens)):
@@ -70,12 +74,35 @@ class CausalLMTask:
 class CausalLMTrainer(EngineTrainer):
     spec: CausalLMTrainerSpec
 
+    def __init__(self, spec: CausalLMTrainerSpec) -> None:
+        super().__init__(spec)
+        self.parts: dict[str, list[TextSource]] = {}  # what check_data opened, for make_task
+
+    def text(self, data: str | Path | None) -> list[TextSource]:
+        """The corpus: the default one, or what the data source for ``data`` returns."""
+        if str(data) not in self.parts:
+            parts = (
+                [DefaultCorpus()]
+                if data is None
+                else open_data(
+                    self.registry(),
+                    data,
+                    "causal-lm",
+                    data_format=self.spec.data_format,
+                    options=self.spec.data_options,
+                )
+            )
+            if not parts or not all(isinstance(p, TextSource) for p in parts):
+                raise DataError(f"{data}: the data source returned no text (a list of zoo.protocols.TextSource)")
+            self.parts[str(data)] = list(parts)
+        return self.parts[str(data)]
+
     def tokenizer(self, data: str | Path | None, folder: Path, resume: bool) -> Tokenizer:
         """Byte-level, or a BPE trained on the corpus once (a resumed run reuses it)."""
         saved = folder / "tokenizer.json"
         if self.spec.tokenizer.type == "bpe" and resume and os.path.lexists(saved):
             return load_tokenizer(folder, {"type": "bpe", "file": "tokenizer.json"})
-        tok = build_tokenizer(self.spec.tokenizer, iter_texts(data))
+        tok = build_tokenizer(self.spec.tokenizer, iter_texts(self.text(data)))
         if self.spec.tokenizer.type == "bpe":
             folder.mkdir(parents=True, exist_ok=True)
             if saved.is_symlink():  # never write through a planted link
@@ -84,33 +111,35 @@ class CausalLMTrainer(EngineTrainer):
         return tok
 
     def check_data(self, model: nn.Module, data: str | Path | None) -> None:
-        """Every source exists and starts as UTF-8 text (the rest is checked while tokenizing)."""
-        for source in sources(data):
-            next(iter_chunks(source, 1 << 16), None)
+        """Every part opens and starts as text (the rest is checked while tokenizing)."""
+        for part in self.text(data):
+            next(part.chunks(), None)
 
     def make_task(
         self, model: nn.Module, runtime: Runtime, data: str | Path | None, cache: Path, resume: bool
     ) -> CausalLMTask:
         """Tokenizer and token data (rank 0 writes the cache in ``cache``, the others read it)."""
-        tok: Tokenizer | None = getattr(model, "zoo_tokenizer", None)  # a model may bring its own
+        if not isinstance(model, CausalLM):
+            raise DataError(f"{type(model).__name__} is not a causal LM (zoo.protocols.CausalLM)")
+        tok: Tokenizer | None = tokenizer_of(model)  # a model may bring its own
         if tok is None:
             tok = self.tokenizer(data, cache, resume) if runtime.is_main else None
             runtime.dist.barrier()
             if tok is None:
                 tok = self.tokenizer(data, cache, True)
-        vocab = int(getattr(model, "vocab_size", 0))
+        vocab = int(model.vocab_size)
         if tok.vocab_size > vocab:
             raise DataError(
                 f"the tokenizer has {tok.vocab_size} tokens but the model's vocab_size is {vocab}; "
                 f"set the model's vocab_size to at least {tok.vocab_size}"
             )
-        max_len = int(getattr(model, "max_seq_len", 0))
+        max_len = int(model.max_seq_len)
         context = self.spec.context or max_len
         if context > max_len:
             raise DataError(f"context {context} exceeds the model's max_seq_len {max_len}")
-        tokens = tokenize_to_file(data, tok, cache) if runtime.is_main else None
+        tokens = tokenize_to_file(self.text(data), tok, cache) if runtime.is_main else None
         runtime.dist.barrier()
         if tokens is None:
-            tokens = tokenize_to_file(data, tok, cache)
-        setattr(model, "zoo_tokenizer", tok)  # noqa: B010  (saved with the artifact)
+            tokens = tokenize_to_file(self.text(data), tok, cache)
+        attach(model, spec_of(model), tokenizer=tok)  # saved with the artifact
         return CausalLMTask(TokenData(tokens, self.spec.val_fraction), context)

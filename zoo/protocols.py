@@ -1,0 +1,248 @@
+"""Every object a plugin hands back to zoo, written down once as a `typing.Protocol`.
+
+The core checks these (``isinstance`` on the runtime-checkable ones, mypy on the shipped plugins);
+it never probes for an attribute a protocol does not name. What each hook's ``register`` takes is
+in `zoo.hookspecs`; this module says what the things built from those registrations must offer.
+
+Spec side (pure pydantic, read without building anything):
+
+* `ClassifierSpec`     a classifier's input contract: ``input_kind``, ``input_shape``, ``num_classes``.
+* `HFImportable`       a model family that can read a Hugging Face folder's config (``zoo import``).
+
+Object side (what ``spec.build()`` returns):
+
+* `Classifier`         ``model(x) -> logits (B, num_classes)``; x is (B, *input_shape) float.
+* `CausalLM`           ``model(input_ids, cache=None, ...) -> (logits, cache)`` + ``new_cache``.
+* `StaticDecoding`     optional on a causal LM: ``decode_step`` with static shapes.
+* `ShardUnit`          optional on a submodule: FSDP wraps it on its own.
+* `HFExportable`       optional on a model: its weights under Hugging Face names, and back.
+* `Sampler`            ``select(logits, seen, generators) -> next_ids``.
+* `Trainer`            ``fit(model, runtime, out, ...) -> FitResult``.
+* `Task`               what a trainer on the shared engine supplies (`zoo.EngineTrainer`).
+* `Tokenizer`          encode / decode / save, with ``vocab_size``, ``eos_id``, ``pad_id``.
+* `TextSource`         one part of a text corpus a data source returns for causal LMs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from zoo.config import Config
+    from zoo.runtime import Runtime
+    from zoo.trainers.engine import FitResult
+
+Batch = tuple["torch.Tensor", ...]
+InputKind = Literal["features", "images", "tokens"]
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@runtime_checkable
+class ClassifierSpec(Protocol):
+    """A classifier's spec states what one example looks like, so data is checked before training.
+
+    ``input_kind``: ``"features"`` (``input_shape`` = (F,)), ``"images"`` ((C, H, W), float in
+    [0, 1]) or ``"tokens"`` (token ids; ``input_shape`` = () as the length varies).
+    """
+
+    input_kind: ClassVar[InputKind]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def input_fields(self, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The spec fields that would make the model take ``input_shape`` (for the fix a data
+        mismatch names), e.g. ``{"in_features": 64}``."""
+        ...
+
+
+@runtime_checkable
+class HFImportable(Protocol):
+    """A model spec class that maps a Hugging Face ``config.json`` onto its own fields."""
+
+    @classmethod
+    def from_hf_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The spec fields (``type`` included) for this config; `ZooError` naming what cannot map."""
+        ...
+
+
+# --------------------------------------------------------------------------- models
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class CausalLM(Protocol):
+    """``forward(input_ids (B, T), cache=None, *, attention_mask=None, position_ids=None)`` returns
+    ``(logits (B, T, V), cache)``; ``attention_mask`` (B, S) marks real tokens (1) and padding (0)
+    over every position seen so far. ``new_cache(batch, max_len, dtype)`` allocates a cache whose
+    ``length`` counts the positions stored (`zoo.KVCache` is one any plugin may use)."""
+
+    max_seq_len: int
+    vocab_size: int
+
+    def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype | None = None) -> Any: ...
+
+    def __call__(self, input_ids: torch.Tensor, cache: Any = None, **kwargs: Any) -> tuple[torch.Tensor, Any]: ...
+
+
+@runtime_checkable
+class StaticDecoding(Protocol):
+    """One decoding step with static shapes (a full-length mask, position tensors), which the
+    decoding loop may compile or capture as a CUDA graph (``zoo generate --static``)."""
+
+    def decode_step(
+        self,
+        input_ids: torch.Tensor,
+        cache: Any,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache_position: torch.Tensor,
+    ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class ShardUnit(Protocol):
+    """A submodule (a transformer block) that FSDP shards on its own: set ``zoo_shard_unit = True``."""
+
+    zoo_shard_unit: bool
+
+
+@runtime_checkable
+class HFExportable(Protocol):
+    """A model whose weights map onto a transformers architecture (``zoo export --format hf``)."""
+
+    def hf_export(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """(``config.json`` fields with ``model_type``, the state dict under transformers' names);
+        `ZooError` naming the field to change when the architecture has no equivalent."""
+        ...
+
+    def hf_import(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This model's state dict from tensors under transformers' names (inverse of hf_export)."""
+        ...
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Picks the next token of every row.
+
+    ``logits`` (B, V) float32; ``seen`` (B, V) bool marks tokens already in each sequence (an
+    all-False (B, 1) placeholder when ``needs_seen`` is False, which saves the bookkeeping);
+    ``generators`` one seeded ``torch.Generator`` per row (row i of a batch is seeded with
+    ``seed + i``): draw with `zoo.draw` so a row samples exactly as it would alone.
+    """
+
+    needs_seen: bool
+
+    def select(self, logits: torch.Tensor, seen: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """Next ids (B,) long."""
+        ...
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    vocab_size: int
+    eos_id: int | None
+    pad_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Iterable[int]) -> str: ...
+
+    def describe(self) -> dict[str, Any]:
+        """What an artifact's manifest records about it (JSON; the token cache is keyed on it too)."""
+        ...
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        """Write the tokenizer's files into ``folder``; return `describe()`."""
+        ...
+
+
+# --------------------------------------------------------------------------- training
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """What ``TrainerSpec.build()`` returns. ``zoo train`` calls ``fit`` once.
+
+    ``data``: the ``--data`` path (None: the trainer's own default); ``resume``: continue from the
+    latest checkpoint in ``out``; ``force``: replace a finished run in ``out``; ``run_info``: what
+    ``run.json`` records (model and trainer specs, runtime, parent artifact); ``save_artifact(path,
+    model)`` saves the trained model as a zoo artifact; ``inputs``: (flag, path) pairs the run reads,
+    which ``out`` may not hold; ``config``: the configuration the run was built from (its registry
+    has the data sources; None: the default one). Subclass `zoo.EngineTrainer` to get all of it from the engine.
+    """
+
+    def fit(
+        self,
+        model: nn.Module,
+        runtime: Runtime,
+        out: str | Path,
+        *,
+        data: str | Path | None = None,
+        resume: bool = False,
+        force: bool = False,
+        run_info: dict[str, Any] | None = None,
+        save_artifact: Callable[[Path, nn.Module], Path] | None = None,
+        inputs: Iterable[tuple[str, str | Path | None]] = (),
+        config: Config | None = None,
+    ) -> FitResult: ...
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What a trainer plugs into the shared engine (`zoo.EngineTrainer.make_task` returns one)."""
+
+    unit: str  # what throughput counts: "examples" or "tokens"
+    summary: dict[str, float]  # figures added to the run's result (e.g. the reachable accuracy)
+
+    def sample(self, generator: torch.Generator, batch_size: int) -> Batch:
+        """A batch of ``batch_size`` examples on the CPU, drawn with ``generator``."""
+        ...
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Mean loss of a batch already on the runtime's device."""
+        ...
+
+    def count(self, batch: Batch) -> int:
+        """How many units (examples or tokens) a batch holds."""
+        ...
+
+    def evaluate(self, model: nn.Module, runtime: Runtime, batches: int) -> dict[str, float]:
+        """Validation metrics (``val_loss`` first); must not touch the global RNG."""
+        ...
+
+
+# --------------------------------------------------------------------------- data
+
+
+@runtime_checkable
+class TextSource(Protocol):
+    """One part of a text corpus (a file, a record set) a causal-LM data source returns."""
+
+    @property
+    def name(self) -> str: ...
+
+    def fingerprint(self) -> list[Any]:
+        """Changes whenever the text may have changed (the token cache is keyed on it)."""
+        ...
+
+    def chunks(self) -> Iterator[str]:
+        """The text in pieces cut at line ends; `DataError` naming the file (and line) when bad."""
+        ...
