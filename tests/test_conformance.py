@@ -104,6 +104,8 @@ def test_catches_a_nondeterministic_sampler():
 
         def build(self):
             class Unseeded:
+                needs_seen = False
+
                 def select(self, logits, seen, generator):
                     return torch.randint(0, 40, (logits.shape[0],))  # ignores the generator
 
@@ -111,6 +113,21 @@ def test_catches_a_nondeterministic_sampler():
 
     with pytest.raises(AssertionError, match="the same seed gave different tokens"):
         zoo.testing.check_sampler("unseeded", config=registry_with(RandomSpec, kind="samplers"))
+
+
+def test_a_sampler_states_whether_it_needs_seen_tokens():
+    class PartialSpec(zoo.SamplerSpec):
+        type: Literal["partial"] = "partial"
+
+        def build(self):
+            class Partial:  # select() only: the decoding loop could not tell whether to track tokens
+                def select(self, logits, seen, generator):
+                    return logits.argmax(-1)
+
+            return Partial()
+
+    with pytest.raises(AssertionError, match=r"must return a zoo\.Sampler: select\(logits, seen, generators\) and needs_seen"):
+        zoo.testing.check_sampler("partial", config=registry_with(PartialSpec, kind="samplers"))
 
 
 def test_catches_a_hook_module_that_imports_torch(tmp_path, monkeypatch):

@@ -273,7 +273,7 @@ def test_bad_data_leaves_no_partial_run(config, tmp_path):
 
 def test_huge_single_line_file_trains(config, tmp_path):
     """One line of 9.6 MB of multi-byte characters: more than one 8 MiB read chunk, cut safely."""
-    from zoo.data import text
+    from zoo.lm import text_data as text
     from zoo.trainers.training import train_from_config
 
     (tmp_path / "line.txt").write_text("é—x" * 1_600_000)  # 6 bytes each

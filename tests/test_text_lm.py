@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.lm.text_data import iter_chunks, sources, tokenize_to_file
+from zoo.lm.text_data import DefaultCorpus, iter_chunks, read_text_files, tokenize_to_file
 from zoo.lm.tokenizers import BPETokenizerSpec, ByteTokenizer, train_bpe
 from zoo.runtime import Runtime
 
@@ -27,9 +27,8 @@ QUICK = {
 
 
 def test_default_corpus_needs_no_download():
-    (src,) = sources(None)
-    text = next(iter_chunks(src))
-    assert src.path is None and len(text) > 100_000
+    text = next(DefaultCorpus().chunks())
+    assert len(text) > 100_000
 
 
 def test_folder_of_txt_files(tmp_path):
@@ -37,7 +36,7 @@ def test_folder_of_txt_files(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.txt").write_text("first")
     (tmp_path / "skip.md").write_text("ignored")
-    assert [s.path.name for s in sources(tmp_path)] == ["b.txt", "a.txt"]
+    assert [s.path.name for s in read_text_files(tmp_path, {})] == ["b.txt", "a.txt"]
 
 
 @pytest.mark.parametrize(
@@ -53,24 +52,25 @@ def test_bad_text_files(tmp_path, content, match):
     path = tmp_path / "f.txt"
     path.write_bytes(content)
     with pytest.raises(zoo.DataError, match=match):
-        list(iter_chunks(sources(path)[0]))
+        list(read_text_files(path, {})[0].chunks())
 
 
 def test_chunks_never_split_a_character_or_lose_text(tmp_path):
     text = ("é" * 5 + "x") * 7  # a single huge line of multi-byte characters
     path = tmp_path / "t.txt"
     path.write_text(text, encoding="utf-8")
-    chunks = list(iter_chunks(sources(path)[0], chunk_bytes=5))
+    chunks = list(iter_chunks(path, chunk_bytes=5))
     assert "".join(chunks) == text and len(chunks) > 3
 
 
 def test_tokens_are_memory_mapped_and_reused(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("hello world\n" * 100)
-    tokens = tokenize_to_file(corpus, ByteTokenizer(), tmp_path / "cache")
+    parts = read_text_files(corpus, {})
+    tokens = tokenize_to_file(parts, ByteTokenizer(), tmp_path / "cache")
     assert isinstance(tokens, __import__("numpy").memmap) and len(tokens) == 1200
     stamp = (tmp_path / "cache" / "tokens.bin").stat().st_mtime_ns
-    tokenize_to_file(corpus, ByteTokenizer(), tmp_path / "cache")
+    tokenize_to_file(parts, ByteTokenizer(), tmp_path / "cache")
     assert (tmp_path / "cache" / "tokens.bin").stat().st_mtime_ns == stamp
 
 

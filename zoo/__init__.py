@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         list_models,
         model_spec,
         parameter_estimate,
+        read_data,
         spec_of,
         tokenizer_of,
     )
@@ -147,6 +148,7 @@ _HOME = {
     "list_models": "zoo.api",
     "model_spec": "zoo.api",
     "parameter_estimate": "zoo.api",
+    "read_data": "zoo.api",
     "spec_of": "zoo.api",
     "tokenizer_of": "zoo.api",
     "atomic_dir": "zoo.artifacts",
@@ -300,6 +302,7 @@ __all__ = [
     "model_spec",
     "open_model",
     "parameter_estimate",
+    "read_data",
     "read_json",
     "read_tensors",
     "refuse_pickles",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,22 @@ def build_sampler(
     if model is not None:
         check_protocol(spec, model, config=config)
     return spec.build()
+
+
+def read_data(
+    path: str | Path,
+    protocol: str = "classifier",
+    *,
+    data_format: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    config: Config | None = None,
+) -> Any:
+    """Read a data file or folder with the registered data source for it: `zoo.Examples` for
+    ``"classifier"``, a list of `zoo.TextSource` for ``"causal-lm"``."""
+    from zoo.data.sources import open_data
+
+    registry = (config or default_config()).registry
+    return open_data(registry, path, protocol, data_format=data_format, options=options)
 
 
 def list_names(

@@ -13,7 +13,7 @@ from zoo.cli import main
 from zoo.registry import Registry
 
 EXAMPLE_TOML = Path(__file__).resolve().parents[1] / "example.toml"
-OURS = {("models", "gru-lm"), ("samplers", "typical-p"), ("trainers", "smooth-classifier")}
+OURS = {("models", "gru-lm"), ("models", "small-cnn"), ("samplers", "typical-p"), ("trainers", "smooth-classifier")}
 
 
 def entries(registry):

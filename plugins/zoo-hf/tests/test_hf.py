@@ -168,7 +168,7 @@ def test_minigpt_to_gpt2_logits_match(activation, tie):
             "mlp_ratio": 3.0,
         }
     ).eval()
-    hf = convert.minigpt_to_gpt2(mini)
+    hf = convert.to_transformers(mini)
     ids = torch.randint(0, 96, (3, 20))
     torch.testing.assert_close(hf(ids).logits, mini(ids)[0], atol=1e-4, rtol=0)
 
@@ -215,8 +215,8 @@ def test_export_refuses_what_gpt2_cannot_express(field, value, match):
             field: value,
         }
     )
-    with pytest.raises(convert.ConversionError, match=match):
-        convert.minigpt_to_gpt2(mini)
+    with pytest.raises(zoo.ZooError, match=match):
+        convert.to_transformers(mini)
 
 
 def test_import_refuses_other_architectures(tmp_path):
@@ -302,5 +302,5 @@ def test_llama_shaped_minigpt_exports_to_and_imports_from_hf_llama(tmp_path, tie
 
 def test_llama_export_refuses_what_llama_cannot_express():
     mini = zoo.build_model({**zoo.model_spec("minigpt-llama-tiny").model_dump(), "qk_norm": True})
-    with pytest.raises(convert.ConversionError, match="qk_norm = True"):
-        convert.minigpt_to_llama(mini)
+    with pytest.raises(zoo.ZooError, match="qk_norm = True"):
+        convert.to_transformers(mini)

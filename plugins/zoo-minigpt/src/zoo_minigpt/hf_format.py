@@ -231,13 +231,21 @@ def export(spec: MiniGPTSpec, state: Mapping[str, torch.Tensor]) -> tuple[dict[s
     """(config.json fields, tensors under transformers' names), fp32 on the CPU."""
     mine = {k: v.detach().to("cpu", torch.float32) for k, v in state.items()}
     theirs: dict[str, torch.Tensor] = {}
-    if is_llama_shaped(spec):
-        config = llama_config(spec)
+    targets = (llama_config, gpt2_config) if is_llama_shaped(spec) else (gpt2_config, llama_config)
+    problems = []
+    for target in targets:
+        try:
+            config = target(spec)
+            break
+        except ConversionError as err:
+            problems.append(str(err))
+    else:
+        raise ConversionError("; and ".join(problems))
+    if config["model_type"] == "llama":
         for m, parts in llama_split(spec):
             pieces = mine[m].split([rows for _, rows in parts]) if len(parts) > 1 else (mine[m],)
             theirs.update((name, piece.clone()) for (name, _), piece in zip(parts, pieces, strict=True))
     else:
-        config = gpt2_config(spec)
         for m, h, transposed in gpt2_pairs(spec.n_layers):
             theirs[h] = mine[m].t().contiguous() if transposed else mine[m].clone()
     if spec.tie_weights:
