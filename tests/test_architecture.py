@@ -56,7 +56,9 @@ def test_the_public_api_resolves_every_name():
 
 
 def test_the_core_imports_no_plugin_package():
-    plugin_packages = {p.name for src in PLUGIN_SOURCES for p in src.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    plugin_packages = {
+        p.name for src in PLUGIN_SOURCES for p in src.iterdir() if p.is_dir() and p.name != "__pycache__"
+    }
     assert plugin_packages >= {"zoo_hf", "zoo_minigpt", "zoo_simplenet", "zoo_example"}
     found = [
         f"{path.relative_to(ROOT)}:{line}: imports {name}"

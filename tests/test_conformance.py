@@ -126,7 +126,9 @@ def test_a_sampler_states_whether_it_needs_seen_tokens():
 
             return Partial()
 
-    with pytest.raises(AssertionError, match=r"must return a zoo\.Sampler: select\(logits, seen, generators\) and needs_seen"):
+    with pytest.raises(
+        AssertionError, match=r"must return a zoo\.Sampler: select\(logits, seen, generators\) and needs_seen"
+    ):
         zoo.testing.check_sampler("partial", config=registry_with(PartialSpec, kind="samplers"))
 
 
@@ -140,3 +142,36 @@ def test_catches_a_hook_module_that_imports_torch(tmp_path, monkeypatch):
 def test_unknown_distribution_is_reported(config):
     with pytest.raises(AssertionError, match="no plugin from distribution 'zoo-nope' is installed"):
         zoo.testing.check_plugin("zoo-nope", config=config)
+
+
+class NoShapeSpec(zoo.ModelSpec):
+    """A classifier that does not say what its input looks like."""
+
+    type: Literal["no-shape"] = "no-shape"
+    width: int = zoo.Field(3, description="inputs")
+
+    def build(self):
+        return torch.nn.Linear(self.width, 2)
+
+
+def test_a_classifier_spec_states_its_input():
+    with pytest.raises(
+        AssertionError, match=r"states input_shape, num_classes and input_fields\(\) \(zoo\.ClassifierSpec\)"
+    ):
+        zoo.testing.check_model("no-shape", config=registry_with(NoShapeSpec), precisions=["fp32"])
+
+
+def test_catches_a_lossy_hf_mapping():
+    """A model that claims zoo.HFExportable must get every tensor back from its own export."""
+    import zoo_minigpt.model
+
+    class Lossy(zoo_minigpt.model.MiniGPT):
+        def hf_import(self, tensors):
+            state = super().hf_import(tensors)
+            state.pop("ln_f.bias")  # forgets one tensor
+            return state
+
+    model = Lossy(zoo.model_spec("minigpt-tiny"))
+    zoo.testing.check_hf_mapping(zoo_minigpt.model.MiniGPT(model.spec))  # the real one round-trips
+    with pytest.raises(AssertionError, match=r"hf_import\(hf_export\(\)\) misses \['ln_f\.bias'\]"):
+        zoo.testing.check_hf_mapping(model)

@@ -161,7 +161,9 @@ def test_report_case_counts():
 @pytest.mark.parametrize(("kind", "type_name", "spec_cls"), TYPES, ids=[t for _, t, _ in TYPES])
 def test_non_finite_numbers_are_rejected(kind, type_name, spec_cls):
     """Found by the fuzzer: '1E309' parsed as inf was accepted, then lost in the JSON round trip."""
-    floats = [n for n, f in spec_cls.model_fields.items() if "float" in str(f.annotation) and "dict" not in str(f.annotation)]
+    floats = [
+        n for n, f in spec_cls.model_fields.items() if "float" in str(f.annotation) and "dict" not in str(f.annotation)
+    ]
     for name in floats:
         for bad in ("1E309", float("nan"), float("-inf")):
             with pytest.raises(zoo.SpecError, match=rf"{type_name}\.{name}: Input should be a finite number"):

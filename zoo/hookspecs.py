@@ -1,4 +1,4 @@
-"""The whole plugin contract of zoo.
+"""Every hook of the plugin contract (what the built objects must offer is in `zoo.protocols`).
 
 A plugin is any module (usually exposed through the entry-point group ``zoo``) that implements
 some of the hooks below with ``@zoo.hookimpl``. Each hook receives one argument, ``register``: call
@@ -54,7 +54,8 @@ def zoo_register_models(register: Register) -> None:
 
     ``spec_cls`` subclasses ``zoo.ModelSpec`` and sets ``protocol`` (``"classifier"`` or
     ``"causal-lm"``); its ``build()`` returns a ``torch.nn.Module`` on the CPU in fp32 (the
-    runtime moves it).
+    runtime moves it) speaking `zoo.Classifier` or `zoo.CausalLM`. A classifier's spec also
+    states its input (`zoo.ClassifierSpec`: ``input_kind``, ``input_shape``, ``num_classes``).
     """
 
 
@@ -62,9 +63,8 @@ def zoo_register_models(register: Register) -> None:
 def zoo_register_samplers(register: Register) -> None:
     """Called once when a registry loads this plugin: ``register(spec_cls)`` for each sampler.
 
-    ``spec_cls`` subclasses ``zoo.SamplerSpec``; its ``build()`` returns an object with
-    ``select(logits, seen, generator) -> next_ids``: logits (B, V), seen (B, V) bool, generator one
-    seeded ``torch.Generator`` per row (see ``zoo.samplers``).
+    ``spec_cls`` subclasses ``zoo.SamplerSpec``; its ``build()`` returns a `zoo.Sampler`:
+    ``select(logits, seen, generators) -> next_ids`` and ``needs_seen``.
     """
 
 
@@ -73,7 +73,9 @@ def zoo_register_trainers(register: Register) -> None:
     """Called once when a registry loads this plugin: ``register(spec_cls)`` for each trainer.
 
     ``spec_cls`` subclasses ``zoo.TrainerSpec`` and sets ``protocol``, the model protocol it
-    trains; its ``build()`` returns an object with ``fit(model, runtime, out, ...)``.
+    trains; its ``build()`` returns a `zoo.Trainer` (``fit(model, runtime, out, *, data, resume,
+    force, run_info, save_artifact, inputs, config)``); subclass `zoo.EngineTrainer` to reuse
+    the training loop and write only a `zoo.Task`.
     """
 
 

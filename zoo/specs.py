@@ -42,6 +42,11 @@ class Spec(BaseModel):
     def build(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__}.build() is not implemented")
 
+    @classmethod
+    def example(cls) -> Spec:
+        """A small valid instance, for conformance checks (the defaults, unless overridden)."""
+        return cls.model_validate({})
+
 
 class ModelSpec(Spec):
     """A model: ``build()`` returns a ``torch.nn.Module`` speaking ``protocol``."""
@@ -50,11 +55,6 @@ class ModelSpec(Spec):
     protocol: ClassVar[Protocol] = "classifier"
     # a classifier's input (see zoo.protocols.ClassifierSpec for input_shape and num_classes)
     input_kind: ClassVar[InputKind] = "features"
-
-    @classmethod
-    def example(cls) -> ModelSpec:
-        """A small valid instance, for conformance checks (the defaults, unless overridden)."""
-        return cls.model_validate({})
 
     @classmethod
     def from_folder(cls, folder: Path) -> ModelSpec | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config import Config
-from zoo.protocols import CausalLM, ClassifierSpec, Sampler, StaticDecoding, Trainer
+from zoo.protocols import CausalLM, ClassifierSpec, HFExportable, Sampler, StaticDecoding, Trainer
 from zoo.specs import BASES, ModelSpec, SamplerSpec, Spec, TrainerSpec
 
 Ref = str | Mapping[str, Any] | Spec
@@ -56,8 +56,7 @@ def check_spec_class(spec_cls: type[Spec]) -> None:
 
 
 def example_spec(spec_cls: type[Spec]) -> Spec:
-    maker = getattr(spec_cls, "example", None)
-    return maker() if callable(maker) else spec_cls.model_validate({})
+    return spec_cls.example()
 
 
 def check_hook_module(module: str) -> None:
@@ -164,6 +163,27 @@ def check_model(ref: Ref, *, config: Config | None = None, precisions: list[str]
     assert torch.equal(got, expected), f"{spec.type}: save/load changed the outputs"
     if spec.protocol == "causal-lm":
         check_causal_lm(model)
+    if isinstance(model, HFExportable):
+        check_hf_mapping(model)
+
+
+def check_hf_mapping(model: Any) -> None:
+    """`zoo.HFExportable`: ``hf_import(hf_export()[1])`` gives back every tensor of the state dict."""
+    import torch
+
+    from zoo.errors import ZooError
+
+    name = type(model).__name__
+    try:
+        fields, tensors = model.hf_export()
+    except ZooError:
+        return  # this configuration has no Hugging Face equivalent; the error says which field
+    assert isinstance(fields.get("model_type"), str), f"{name}.hf_export(): the config fields need a model_type"
+    state = model.state_dict()
+    back = model.hf_import(tensors)
+    assert set(back) == set(state), f"{name}: hf_import(hf_export()) misses {sorted(set(state) - set(back))[:5]}"
+    changed = [k for k in state if not torch.equal(back[k].to(state[k].dtype), state[k].cpu())]
+    assert not changed, f"{name}: hf_import(hf_export()) changed {changed[:5]}"
 
 
 def check_causal_lm(model: Any, *, atol: float = 1e-4) -> None:

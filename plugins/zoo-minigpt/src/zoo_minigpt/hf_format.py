@@ -40,10 +40,17 @@ def is_llama_shaped(spec: MiniGPTSpec) -> bool:
 
 def gpt2_config(spec: MiniGPTSpec) -> dict[str, Any]:
     problems = []
-    if spec.norm != "layernorm":
-        problems.append(f"norm = {spec.norm!r} (GPT-2 uses LayerNorm; set norm = 'layernorm')")
-    if not spec.bias:
-        problems.append("bias = false (GPT-2 has biases in every linear and LayerNorm layer)")
+    for field, want, why in (
+        ("norm", "layernorm", "GPT-2 uses LayerNorm"),
+        ("bias", True, "GPT-2 has biases in every linear and LayerNorm layer"),
+        ("positions", "learned", "GPT-2 learns its position embeddings"),
+        ("mlp", "standard", "GPT-2's MLP is one activation between two matrices"),
+        ("qk_norm", False, "GPT-2 has no QK-norm"),
+    ):
+        if getattr(spec, field) != want:
+            problems.append(f"{field} = {getattr(spec, field)!r} ({why}; set {field} = {want!r})")
+    if spec.kv_heads != spec.n_heads:
+        problems.append(f"n_kv_heads = {spec.kv_heads} (GPT-2 gives every head its keys; set n_kv_heads = null)")
     if problems:
         raise ConversionError("this MiniGPT cannot be expressed as GPT-2: " + "; ".join(problems))
     return {
