@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from typing import Literal
 
 import pytest
 import torch
@@ -116,3 +117,64 @@ def test_overwrite_replaces_only_a_zoo_artifact(tmp_path, config):
     assert (folder / "todo.txt").read_text() == "keep me"
     zoo.save(model, tmp_path / "art", config=config)
     zoo.save(model, tmp_path / "art", overwrite=True, config=config)  # its own artifact: replaced
+
+
+def test_load_assigns_the_weights_without_initialising(tmp_path, monkeypatch):
+    """zoo.load builds with meta parameters and assigns the file's tensors: no random init runs on
+    real memory, tied weights come back as one parameter, nothing is left on the meta device."""
+    model = zoo.build_model("minigpt-tiny").eval()
+    zoo.save(model, tmp_path / "a")
+    inits = []
+    real_normal = torch.nn.init.normal_
+    monkeypatch.setattr(torch.nn.init, "normal_", lambda t, *a, **k: inits.append(t.is_meta) or real_normal(t, *a, **k))
+    back = zoo.load(tmp_path / "a")
+    assert inits and all(inits), "an initialiser ran on real memory while loading"
+    assert back.head.weight is back.tok_emb.weight
+    assert len(list(back.parameters())) == len(list(model.parameters()))
+    assert not any(t.is_meta for t in (*back.parameters(), *back.buffers()))
+    ids = torch.randint(0, 256, (2, 12))
+    assert torch.equal(back(ids)[0], model(ids)[0])
+
+
+class NormBufferSpec(zoo.ModelSpec):
+    """A model whose build computes a buffer from its own weights (meta parameters cannot)."""
+
+    type: Literal["norm-buffer"] = "norm-buffer"
+    in_features: int = zoo.Field(3, description="inputs")
+    num_classes: int = zoo.Field(2, description="classes")
+
+    @property
+    def input_shape(self):
+        return (self.in_features,)
+
+    def input_fields(self, shape):
+        return {"in_features": shape[0]}
+
+    def build(self):
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(3, 2)
+                self.register_buffer("scale", self.lin.weight.detach().abs().sum(), persistent=False)
+
+            def forward(self, x):
+                return self.lin(x) * self.scale
+
+        return Net()
+
+
+def test_a_family_meta_parameters_cannot_build_loads_the_ordinary_way(tmp_path):
+    from helpers import make_module
+
+    @zoo.hookimpl
+    def zoo_register_models(register):
+        register(NormBufferSpec)
+
+    registry = zoo.Registry(entry_points=False, env={})
+    registry.add_plugin(make_module("nb", zoo_register_models=zoo_register_models), name="nb")
+    cfg = zoo.Config(registry=registry)
+    model = zoo.build_model("norm-buffer", config=cfg).eval()
+    zoo.save(model, tmp_path / "a", config=cfg)
+    back = zoo.load(tmp_path / "a", config=cfg)
+    x = torch.randn(4, 3)
+    assert not back.scale.is_meta and torch.isfinite(back(x)).all()

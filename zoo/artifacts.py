@@ -201,11 +201,19 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_into(module: nn.Module, tensors: Mapping[str, torch.Tensor], aliases: Mapping[str, str], where: str) -> None:
-    """Load tensors, first checking that names, shapes and dtypes match; list every difference."""
+def load_into(
+    module: nn.Module,
+    tensors: Mapping[str, torch.Tensor],
+    aliases: Mapping[str, str],
+    where: str,
+    *,
+    assign: bool = False,
+) -> None:
+    """Load tensors, first checking that names, shapes and dtypes match; list every difference.
+    ``assign`` makes the module's parameters the loaded tensors themselves (no copy)."""
     full = expand(tensors, aliases)
     check_tensors(tensor_info(module.state_dict()), tensor_info(full), where)
-    module.load_state_dict(full, strict=True)
+    module.load_state_dict(full, strict=True, assign=assign)
 
 
 def tensor_info(state: Mapping[str, torch.Tensor]) -> dict[str, TensorInfo]:
@@ -342,11 +350,11 @@ def load(path: str | Path, *, config: Any = None) -> nn.Module:
             f"{dist} {manifest.plugin.version}: install and enable it (pip install {dist})"
         ) from None
     aliases = manifest.aliases
-    expected = meta_tensor_info(spec)
+    empty = empty_model(spec)
+    expected = tensor_info(empty.state_dict()) if empty is not None else meta_tensor_info(spec)
     if expected is not None:
         check_tensors(expected, expand(read_header(weights), aliases), str(weights))
-    model = spec.build()
-    load_into(model, read_tensors(weights), aliases, str(weights))
+    model = fill(spec, empty, read_tensors(weights), aliases, str(weights))
     tokenizer = None
     if manifest.tokenizer is not None:
         from zoo.lm.tokenizers import load_tokenizer
@@ -357,6 +365,66 @@ def load(path: str | Path, *, config: Any = None) -> nn.Module:
             raise ArtifactError(f"{path / TOKENIZER_DIR}: {err}") from None
     model.eval()
     return attach(model, spec, tokenizer=tokenizer)
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Build modules with their parameters on the meta device and their buffers real: nothing is
+    allocated or initialised that loaded weights will replace (non-persistent buffers, such as
+    rotary tables, are still computed). Like accelerate's ``init_empty_weights``, it patches
+    ``nn.Module.register_parameter`` while the block runs."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def empty_model(spec: ModelSpec) -> nn.Module | None:
+    """The model of ``spec`` with meta parameters (see `parameters_on_meta`), or None for a family
+    whose build does not survive them (e.g. one that computes with its own weights)."""
+    try:
+        with parameters_on_meta():
+            model: nn.Module = spec.build()
+    except ZooError:
+        raise
+    except Exception:
+        return None
+    return model
+
+
+def fill(
+    spec: ModelSpec,
+    model: nn.Module | None,
+    tensors: Mapping[str, torch.Tensor],
+    aliases: Mapping[str, str],
+    where: str,
+) -> nn.Module:
+    """``model`` (from `empty_model`) holding ``tensors``, assigned in place (no random
+    initialisation, no copy) with tied parameters tied again; without one, or when something was
+    left on the meta device, the model is built and loaded the ordinary way."""
+    if model is not None:
+        tied: dict[int, list[str]] = {}
+        for name, param in model.named_parameters(remove_duplicate=False):
+            tied.setdefault(id(param), []).append(name)
+        load_into(model, tensors, aliases, where, assign=True)
+        for names in tied.values():
+            first = model.get_parameter(names[0])
+            for other in names[1:]:
+                owner, _, attr = other.rpartition(".")
+                setattr(model.get_submodule(owner), attr, first)
+        if not any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+            return model
+    model = spec.build()
+    load_into(model, tensors, aliases, where)
+    return model
 
 
 def meta_tensor_info(spec: ModelSpec) -> dict[str, TensorInfo] | None:
