@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
+import zoo
 from zoo_example.hooks import GRULMSpec
 
 
@@ -63,3 +66,9 @@ class GRULM(nn.Module):
         if cache is not None:
             cache.hidden, cache.length = h, past + T
         return self.head(out), cache  # (B, T, V)
+
+
+if TYPE_CHECKING:  # mypy checks the GRU against zoo's causal-LM protocol
+
+    def _model(model: GRULM) -> zoo.CausalLM:
+        return model

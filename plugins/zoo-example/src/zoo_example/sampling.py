@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 import zoo
@@ -22,3 +24,9 @@ class Typical:
         drop = (sorted_probs.cumsum(-1) - sorted_probs) >= self.mass  # keep the first always
         kept = sorted_probs.masked_fill(drop, 0.0)
         return order.gather(-1, zoo.draw(kept, generator)[:, None]).squeeze(-1)
+
+
+if TYPE_CHECKING:  # mypy checks the sampler against zoo.Sampler
+
+    def _sampler(sampler: Typical) -> zoo.Sampler:
+        return sampler

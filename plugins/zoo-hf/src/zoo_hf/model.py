@@ -13,7 +13,7 @@ import difflib
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -265,3 +265,12 @@ def build_classifier(spec: Any) -> HFClassifier:
     from transformers import AutoModelForSequenceClassification
 
     return HFClassifier(_load(AutoModelForSequenceClassification, spec, num_labels=spec.num_labels))
+
+
+if TYPE_CHECKING:  # mypy checks the adapters against zoo's protocols
+
+    def _causal_lm(model: HFCausalLM, tokenizer: HFTokenizer) -> tuple[zoo.CausalLM, zoo.Tokenizer]:
+        return model, tokenizer
+
+    def _classifier(model: HFClassifier) -> zoo.Classifier:
+        return model

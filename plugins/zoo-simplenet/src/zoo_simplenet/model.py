@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
+import zoo
 from zoo_simplenet.hooks import SimpleNetSpec
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
@@ -43,3 +46,12 @@ class SimpleNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))  # (B, num_classes)
+
+
+if TYPE_CHECKING:  # mypy checks SimpleNet and its spec against zoo's classifier protocols
+
+    def _model(model: SimpleNet) -> zoo.Classifier:
+        return model
+
+    def _spec(spec: SimpleNetSpec) -> zoo.ClassifierSpec:
+        return spec
