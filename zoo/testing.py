@@ -50,7 +50,9 @@ def check_spec_class(spec_cls: type[Spec]) -> None:
     assert not undocumented, f"{spec_cls.__name__}: give Field(description=...) to {', '.join(undocumented)}"
     example = example_spec(spec_cls)
     again = spec_cls.model_validate_json(example.model_dump_json())
-    assert again == example, f"{spec_cls.__name__}: spec does not survive a JSON round trip"
+    assert again == example, (
+        f"{spec_cls.__name__}: spec does not survive a JSON round trip; use JSON types (str, numbers, lists...)"
+    )
     schema = spec_cls.model_json_schema()
     assert schema.get("additionalProperties") is False, f"{spec_cls.__name__}: schema must forbid extra keys"
 
@@ -128,7 +130,7 @@ def check_model(ref: Ref, *, config: Config | None = None, precisions: list[str]
     model = attach(spec.build(), spec)
     assert isinstance(model, torch.nn.Module), f"{spec.type}: build() must return a torch.nn.Module"
     params = list(model.parameters())
-    assert params, f"{spec.type}: model has no parameters"
+    assert params, f"{spec.type}: model has no parameters; register weights as nn.Parameter or submodules"
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params), (
         f"{spec.type}: build() must return an fp32 model on the CPU (the runtime moves it)"
     )
@@ -143,14 +145,18 @@ def check_model(ref: Ref, *, config: Config | None = None, precisions: list[str]
             logits = logits_of(model, runtime.to_device(x))
         assert logits.shape[0] == x.shape[0], f"{spec.type}: batch dimension lost, got {tuple(logits.shape)}"
         loss = logits.float().logsumexp(-1).mean()
-        assert torch.isfinite(loss), f"{spec.type}: non-finite output under {precision}"
+        assert torch.isfinite(loss), (
+            f"{spec.type}: non-finite output under {precision}; keep softmax and norms in fp32 under autocast"
+        )
         scaler.scale(loss).backward()
         reached = [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.parameters() if p.requires_grad]
-        assert any(reached), f"{spec.type}: no gradient reached the parameters under {precision}"
+        assert any(reached), (
+            f"{spec.type}: no gradient reached the parameters under {precision}; does forward() detach or use no_grad?"
+        )
         scaler.step(opt)
         scaler.update()
         moved = any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
-        assert moved, f"{spec.type}: an optimizer step under {precision} changed nothing"
+        assert moved, f"{spec.type}: an optimizer step under {precision} changed nothing; are the parameters frozen?"
         opt.zero_grad(set_to_none=True)
     model.to("cpu").eval()
     with torch.no_grad():
@@ -160,7 +166,9 @@ def check_model(ref: Ref, *, config: Config | None = None, precisions: list[str]
         loaded = load(path, config=cfg)
     with torch.no_grad():
         got = logits_of(loaded, x)
-    assert torch.equal(got, expected), f"{spec.type}: save/load changed the outputs"
+    assert torch.equal(got, expected), (
+        f"{spec.type}: save/load changed the outputs; keep what forward() uses in parameters and persistent buffers"
+    )
     if spec.protocol == "causal-lm":
         check_causal_lm(model)
     if isinstance(model, HFExportable):
@@ -203,7 +211,9 @@ def check_causal_lm(model: Any, *, atol: float = 1e-4) -> None:
         half = ctx // 2
         parts = [model(ids[:, :half], cache)[0]]
         parts += [model(ids[:, t : t + 1], cache)[0] for t in range(half, ctx)]
-        assert cache.length == ctx, f"{name}: cache.length is {cache.length} after {ctx} tokens"
+        assert cache.length == ctx, (
+            f"{name}: cache.length is {cache.length} after {ctx} tokens; call cache.advance per forward"
+        )
         stepped = torch.cat(parts, 1)
         assert torch.allclose(stepped, full, atol=atol), (
             f"{name}: logits decoded through the cache differ from a full forward by "
@@ -215,7 +225,9 @@ def check_causal_lm(model: Any, *, atol: float = 1e-4) -> None:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out, _ = model(padded, model.new_cache(2, ctx), attention_mask=mask, position_ids=positions)
         alone, _ = model(ids[:, : ctx - pad])
-        assert torch.allclose(out[:, pad:], alone, atol=atol), f"{name}: left padding changed the logits"
+        assert torch.allclose(out[:, pad:], alone, atol=atol), (
+            f"{name}: left padding changed the logits; mask padded keys and use position_ids (zoo.attention_mask_4d)"
+        )
         if isinstance(model, StaticDecoding):  # the static path agrees with the dynamic one
             cache = model.new_cache(2, ctx)
             model(ids[:, :half], cache)
@@ -224,7 +236,9 @@ def check_causal_lm(model: Any, *, atol: float = 1e-4) -> None:
                 model.decode_step(ids[:, t : t + 1], cache, full_mask, torch.full((2, 1), t), torch.tensor([t]))
                 for t in range(half, ctx)
             ]
-            assert torch.allclose(torch.cat(static, 1), full[:, half:], atol=atol), f"{name}: decode_step disagrees"
+            assert torch.allclose(torch.cat(static, 1), full[:, half:], atol=atol), (
+                f"{name}: decode_step disagrees with forward through the cache"
+            )
 
 
 # --------------------------------------------------------------------------- samplers
@@ -253,8 +267,12 @@ def check_sampler(ref: Ref, *, config: Config | None = None) -> None:
     ]
     first = picks[0]
     assert first.shape == (16,) and first.dtype == torch.long, f"{spec.type}: select() must return (B,) int64 ids"
-    assert bool(((first >= 0) & (first < 40)).all()), f"{spec.type}: picked a token whose logit is -inf"
-    assert torch.equal(first, picks[1]), f"{spec.type}: the same seed gave different tokens"
+    assert bool(((first >= 0) & (first < 40)).all()), (
+        f"{spec.type}: picked a token whose logit is -inf; draw from softmax probabilities (zoo.draw)"
+    )
+    assert torch.equal(first, picks[1]), (
+        f"{spec.type}: the same seed gave different tokens; draw with the generators given (zoo.draw)"
+    )
 
 
 # --------------------------------------------------------------------------- trainers
@@ -332,7 +350,7 @@ def check_trainer(
             save_artifact=lambda p, trained: save(trained, p, config=cfg, overwrite=True),
             config=cfg,
         )
-        assert result.steps == 2, f"{spec.type}: ran {result.steps} steps, asked for 2"
+        assert result.steps == 2, f"{spec.type}: ran {result.steps} steps, asked for 2; stop at spec.max_steps"
         assert result.artifact is not None, f"{spec.type}: fit() must save the model through save_artifact"
         load(result.artifact, config=cfg)
 
