@@ -166,6 +166,18 @@ def _generate_arguments(parser: Any) -> None:
     generate_arguments(parser)
 
 
+def _chat(args: Any) -> int:
+    from zoo.lm.commands import cmd_chat
+
+    return cmd_chat(args)
+
+
+def _chat_arguments(parser: Any) -> None:
+    from zoo.lm.commands import chat_arguments
+
+    chat_arguments(parser)
+
+
 def _plot(args: Any) -> int:
     from zoo.trainers.plot import cmd_plot
 
@@ -181,4 +193,5 @@ def _plot_arguments(parser: Any) -> None:
 @hookimpl
 def zoo_register_commands(register: RegisterCommand) -> None:
     register("generate", _generate, help="generate text from a causal LM", arguments=_generate_arguments)
+    register("chat", _chat, help="chat with a causal LM (its tokenizer's chat template)", arguments=_chat_arguments)
     register("plot", _plot, help="plot a run's loss curves to loss.png", arguments=_plot_arguments)

@@ -20,6 +20,8 @@ Object side (what ``spec.build()`` returns):
 * `Trainer`            ``fit(model, runtime, out, ...) -> FitResult``.
 * `Task`               what a trainer on the shared engine supplies (`zoo.EngineTrainer`).
 * `Tokenizer`          encode / decode / save, with ``vocab_size``, ``eos_id``, ``pad_id``.
+* `ChatTemplate`       optional on a tokenizer: a conversation as token ids.
+* `StopTokens`         optional on a causal LM: every id that ends a sequence.
 * `TextSource`         one part of a text corpus a data source returns for causal LMs.
 """
 
@@ -172,6 +174,24 @@ class Tokenizer(Protocol):
     def save(self, folder: Path) -> dict[str, Any]:
         """Write the tokenizer's files into ``folder``; return `describe()`."""
         ...
+
+
+@runtime_checkable
+class ChatTemplate(Protocol):
+    """A tokenizer that formats a conversation (``zoo generate --chat``, ``zoo chat``)."""
+
+    def apply_chat_template(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Token ids of ``messages`` ({"role", "content"} dicts) followed by the assistant's turn
+        opening, exactly as the model was trained to see them; `ZooError` when it has no template."""
+        ...
+
+
+@runtime_checkable
+class StopTokens(Protocol):
+    """A model that knows more end-of-sequence ids than its tokenizer's one (a Hugging Face
+    ``generation_config.json`` may list several): decoding stops on any of them."""
+
+    stop_ids: list[int]
 
 
 # --------------------------------------------------------------------------- training

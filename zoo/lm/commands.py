@@ -1,56 +1,87 @@
-"""`zoo generate`: text from a causal LM (registered by the core plugin, `zoo.plugin`)."""
+"""`zoo generate` and `zoo chat`: text from a causal LM (registered by the core plugin, `zoo.plugin`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from zoo.config import load_config, spec_ref
 from zoo.errors import DataError, ZooError
-from zoo.files import read_text, shorten
+from zoo.files import parse_json, read_text, shorten, validate_file_model
 from zoo.specs import MAX_SEED
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+@dataclass
+class Session:
+    """What `zoo generate` and `zoo chat` share: the model, its tokenizer and the decoding options."""
+
+    config: Any
+    model: Any
+    tokenizer: Any
+    sampler: str | dict[str, Any]
+    options: dict[str, Any]
+
+
+def open_session(args: argparse.Namespace) -> Session:
     overrides = list(args.set or [])
     for flag in ("device", "precision"):
         if getattr(args, flag) is not None:
             overrides.append(f"runtime.{flag}={json.dumps(getattr(args, flag))}")
     cfg = load_config(args.registry, overrides)
-    prompts = list(args.prompt or [])
-    if args.prompt_file:
-        text = read_text(Path(args.prompt_file), DataError)
-        prompts += [line for line in text.splitlines() if line.strip()]
-    if not prompts:
-        raise ZooError("give --prompt TEXT (repeatable) or --prompt-file FILE (one prompt per line)")
+    from zoo.api import tokenizer_of
     from zoo.finetune import open_model
-    from zoo.lm.generation import generate, stream
+    from zoo.lm.tokenizers import ByteTokenizer
     from zoo.runtime import Runtime
 
-    model = open_model(spec_ref(args.path), cfg).eval()
-    tokenizer = None  # the model's own (byte-level if it has none)
-    runtime = Runtime(cfg.runtime)
     seed = args.seed if args.seed is not None else cfg.runtime.seed
     if not 0 <= seed <= MAX_SEED:
         raise ZooError(f"--seed {shorten(seed)}: must be between 0 and {MAX_SEED}")
-    sampler = spec_ref(args.sampler)
-    kwargs: dict[str, Any] = {
+    model = open_model(spec_ref(args.path), cfg).eval()
+    options: dict[str, Any] = {
         "max_new_tokens": args.max_new_tokens,
         "min_new_tokens": args.min_new_tokens,
         "stop": args.stop or (),
         "seed": seed,
-        "runtime": runtime,
+        "runtime": Runtime(cfg.runtime),
         "config": cfg,
         "static": args.static,
         "compile": args.compile,
     }
+    return Session(cfg, model, tokenizer_of(model) or ByteTokenizer(), spec_ref(args.sampler), options)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    texts = list(args.prompt or [])
+    conversations: list[list[dict[str, str]]] = []
+    if args.prompt_file:
+        path = Path(args.prompt_file)
+        if path.suffix == ".jsonl":
+            conversations = read_conversations(path)
+        else:
+            text = read_text(path, DataError)
+            texts += [line for line in text.splitlines() if line.strip()]
+    if not texts and not conversations:
+        raise ZooError("give --prompt TEXT (repeatable) or --prompt-file FILE (one prompt per line, or JSONL messages)")
+    from zoo.lm.generation import chat_ids, generate, stream
+
+    session = open_session(args)
+    model, tokenizer, sampler, kwargs = session.model, session.tokenizer, session.sampler, session.options
+    prompts: list[str] | list[list[int]] = texts
+    if args.chat or conversations:
+        system = [{"role": "system", "content": args.system}] if args.system else []
+        conversations += [[*system, {"role": "user", "content": t}] for t in texts]
+        prompts = [chat_ids(tokenizer, messages) for messages in conversations]
+        texts = [tokenizer.decode(ids) for ids in prompts]
     if args.stream:
         if len(prompts) != 1 or args.json:
             raise ZooError("--stream prints one prompt's text as it is generated; give one --prompt, no --json")
-        sys.stdout.write(prompts[0])
+        sys.stdout.write(texts[0])
         for chunk in stream(model, tokenizer, prompts, sampler, **kwargs):
             sys.stdout.write(chunk.deltas[0])
             sys.stdout.flush()
@@ -60,28 +91,93 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.json:
         rows = [
             {"prompt": p, "text": t, "ids": i, "finish_reason": r}
-            for p, t, i, r in zip(prompts, result.texts, result.ids, result.finish_reasons, strict=True)
+            for p, t, i, r in zip(texts, result.texts, result.ids, result.finish_reasons, strict=True)
         ]
         print(json.dumps(rows, indent=2))
     else:
-        for p, t in zip(prompts, result.texts, strict=True):
+        for p, t in zip(texts, result.texts, strict=True):
             print(p + t)
             if len(prompts) > 1:
                 print("-" * 40)
     return 0
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    """A conversation on stdin/stdout: each turn is streamed; the history is re-encoded with the
+    chat template every turn (an empty line or end of input ends it)."""
+    from zoo.lm.generation import chat_ids, stream
+
+    session = open_session(args)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    chat_ids(session.tokenizer, [{"role": "user", "content": "check"}])  # no template: say so now
+    print(f"chatting with {args.path} (an empty line or Ctrl-D ends)", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        messages.append({"role": "user", "content": line})
+        ids = chat_ids(session.tokenizer, messages)
+        reply = []
+        for chunk in stream(session.model, session.tokenizer, [ids], session.sampler, **session.options):
+            sys.stdout.write(chunk.deltas[0])
+            sys.stdout.flush()
+            reply.append(chunk.deltas[0])
+        sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": "".join(reply)})
+    return 0
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    role: str = Field(min_length=1, max_length=40)
+    content: str = Field(max_length=1 << 20)
+
+
+class Conversation(BaseModel):
+    """One line of a JSONL prompt file: ``{"messages": [{"role": "user", "content": "..."}]}``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    messages: list[Message] = Field(min_length=1, max_length=1000)
+
+
+def read_conversations(path: Path) -> list[list[dict[str, str]]]:
+    out = []
+    for n, line in enumerate(read_text(path, DataError, limit=64 << 20).splitlines(), 1):
+        if line.strip():
+            where = f"{path}:{n}"
+            record = validate_file_model(Conversation, parse_json(line, where, DataError), where, DataError)
+            out.append([m.model_dump() for m in record.messages])
+    if not out:
+        raise DataError(f"{path}: no conversations (one JSON object with 'messages' per line)")
+    return out
+
+
+def chat_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="an artifact, a run folder, a local model folder (e.g. Hugging Face) or a preset")
+    p.add_argument("--system", help="a system message")
+    decoding_arguments(p)
+
+
 def generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="an artifact, a run folder, a local model folder (e.g. Hugging Face) or a preset")
     p.add_argument("--prompt", action="append", help="prompt text (repeatable: a batch)")
-    p.add_argument("--prompt-file", help="a file with one prompt per line")
+    p.add_argument("--prompt-file", help="a file with one prompt per line, or .jsonl records with 'messages' (chat)")
+    p.add_argument("--chat", action="store_true", help="format each --prompt with the tokenizer's chat template")
+    p.add_argument("--system", help="a system message for --chat")
+    p.add_argument("--json", action="store_true")
+    decoding_arguments(p)
+
+
+def decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="greedy", help="sampler preset or type (default: greedy)")
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--min-new-tokens", type=int, default=0)
     p.add_argument("--stop", action="append", help="stop string (repeatable)")
     p.add_argument("--seed", type=int, help="sampling seed (default: runtime.seed)")
-    p.add_argument("--stream", action="store_true", help="print text as it is generated")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--stream", action="store_true", help="print text as it is generated (zoo chat always does)")
     p.add_argument("--static", action="store_true", help="decode with static shapes (the model's decode_step)")
     p.add_argument("--compile", action="store_true", help="torch.compile the static decode step (slow first call)")
     p.add_argument("--device")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ProtocolError, ZooError
-from zoo.protocols import CausalLM, Sampler, StaticDecoding, Tokenizer
+from zoo.protocols import CausalLM, ChatTemplate, Sampler, StaticDecoding, StopTokens, Tokenizer
 from zoo.runtime import Runtime
 
 
@@ -212,7 +212,7 @@ def _decoder(
     model.to(runtime.device).eval()
     prompt_ids = _encode(tokenizer, [prompts] if isinstance(prompts, str) else prompts)
     sampler_obj = resolve_sampler(sampler, model, config)
-    eos = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer)
+    eos = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer, model)
     decoder = Decoder(
         model,
         prompt_ids,
@@ -232,7 +232,7 @@ def _decoder(
 def stream(
     model: nn.Module | str | Path,
     tokenizer: Any,
-    prompts: str | Sequence[str],
+    prompts: str | Sequence[str] | Sequence[Sequence[int]],
     sampler: str | Mapping[str, Any] | Any = "greedy",
     *,
     max_new_tokens: int = 64,
@@ -355,5 +355,19 @@ def _all_stopped(tokenizer: Any, steps: list[torch.Tensor], stop: Sequence[str])
     return all(any(s in tokenizer.decode(r) for s in stop) for r in rows)
 
 
-def _default_eos(tokenizer: Tokenizer) -> list[int]:
-    return [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+def _default_eos(tokenizer: Tokenizer, model: Any) -> list[int]:
+    """The tokenizer's EOS id and every stop id the model knows (its generation config's)."""
+    ids = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+    if isinstance(model, StopTokens):
+        ids += [i for i in model.stop_ids if i not in ids]
+    return ids
+
+
+def chat_ids(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> list[int]:
+    """A conversation as the model's chat template writes it, ending with the assistant's turn."""
+    if not isinstance(tokenizer, ChatTemplate):
+        raise ZooError(
+            f"{type(tokenizer).__name__} has no chat template; chat needs a model whose tokenizer has one "
+            "(e.g. a local Hugging Face folder with tokenizer_config.json)"
+        )
+    return tokenizer.apply_chat_template(messages)

@@ -178,6 +178,10 @@ class HFCausalLM(HFAdapter):
         self.max_seq_len = int(
             getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 2048
         )
+        # every EOS id of generation_config.json (instruct models often list several)
+        eos = getattr(hf.generation_config, "eos_token_id", None) if hf.generation_config is not None else None
+        ids = [eos] if isinstance(eos, int) else list(eos) if isinstance(eos, list | tuple) else []
+        self.stop_ids: list[int] = [int(i) for i in ids if isinstance(i, int) and not isinstance(i, bool)]
         params = inspect.signature(hf.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.2x
 
@@ -222,6 +226,15 @@ class HFTokenizer:
 
     def decode(self, ids: Any) -> str:
         return str(self.tok.decode([int(i) for i in ids], skip_special_tokens=True))
+
+    def apply_chat_template(self, messages: Any) -> list[int]:
+        """The folder's chat template, rendered and tokenized as transformers' own
+        ``apply_chat_template(..., add_generation_prompt=True)`` does (`zoo.ChatTemplate`)."""
+        if not self.tok.chat_template:
+            raise ZooError("this model's tokenizer has no chat_template (tokenizer_config.json); use plain prompts")
+        with rejected_by_transformers("the chat template", ZooError):
+            text = self.tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
     def save(self, folder: Path) -> dict[str, Any]:
         self.tok.backend_tokenizer.save(str(folder / "tokenizer.json"))
@@ -269,8 +282,10 @@ def build_classifier(spec: Any) -> HFClassifier:
 
 if TYPE_CHECKING:  # mypy checks the adapters against zoo's protocols
 
-    def _causal_lm(model: HFCausalLM, tokenizer: HFTokenizer) -> tuple[zoo.CausalLM, zoo.Tokenizer]:
-        return model, tokenizer
+    def _causal_lm(
+        model: HFCausalLM, tokenizer: HFTokenizer
+    ) -> tuple[zoo.CausalLM, zoo.StopTokens, zoo.Tokenizer, zoo.ChatTemplate]:
+        return model, model, tokenizer, tokenizer
 
     def _classifier(model: HFClassifier) -> zoo.Classifier:
         return model

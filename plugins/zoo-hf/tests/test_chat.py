@@ -1,0 +1,122 @@
+"""Chat from a local Hugging Face folder: the tokenizer's chat template, every EOS id of
+generation_config.json, JSONL conversations and `zoo chat`, against transformers' own output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import zoo
+from zoo.cli import main
+
+TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIALS = ["<unk>", "<eos>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+
+
+@pytest.fixture(scope="module")
+def chat_folder(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.train_from_iterator(
+        ["hello there how are you today the zoo has models"] * 20,
+        trainers.BpeTrainer(vocab_size=80, special_tokens=SPECIALS),
+    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>", unk_token="<unk>", pad_token="<eos>")
+    tok.chat_template = TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0, 0.3)  # a random model with varied greedy picks
+    folder = tmp_path_factory.mktemp("chat") / "m"
+    hf.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<|end|>")]
+    hf.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder, hf, tok
+
+
+def hf_reply(hf, tok, messages, n=10):
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = torch.tensor([tok(ids, add_special_tokens=False)["input_ids"]])
+    out = hf.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.eos_token_id)
+    return ids[0].tolist(), out[0, ids.shape[1] :].tolist()
+
+
+def test_generate_chat_matches_transformers(chat_folder, capsys):
+    folder, hf, tok = chat_folder
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello how are you"}]
+    prompt, want = hf_reply(hf, tok, messages)
+    model = zoo.build_model({"type": "hf-causal-lm", "path": str(folder)})
+    assert zoo.chat_ids(zoo.tokenizer_of(model), messages) == prompt
+    assert sorted(model.stop_ids) == sorted(hf.generation_config.eos_token_id)
+    args = ["generate", str(folder), "--chat", "--system", "be brief", "--prompt", "hello how are you"]
+    assert main([*args, "--max-new-tokens", "10", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["ids"] == want
+
+
+def test_a_second_eos_id_from_generation_config_stops(chat_folder, tmp_path, capsys):
+    """Make the model's first greedy token an extra EOS id in generation_config.json: zoo stops there."""
+    folder, hf, tok = chat_folder
+    messages = [{"role": "user", "content": "the zoo"}]
+    _, want = hf_reply(hf, tok, messages, n=1)
+    other = tmp_path / "m"
+    hf.generation_config.eos_token_id = [tok.eos_token_id, want[0]]
+    try:
+        hf.save_pretrained(other)
+    finally:
+        hf.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<|end|>")]
+    tok.save_pretrained(other)
+    conversation = tmp_path / "c.jsonl"
+    conversation.write_text(json.dumps({"messages": messages}) + "\n")
+    assert main(["generate", str(other), "--prompt-file", str(conversation), "--max-new-tokens", "8", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    # HF's output ends with the stop token; zoo reports the reason and leaves the token out
+    assert want and row["ids"] == [] and row["finish_reason"] == "eos"
+
+
+def test_zoo_chat_keeps_the_conversation(chat_folder, tmp_path):
+    folder, hf, tok = chat_folder
+    res = subprocess.run(
+        [sys.executable, "-m", "zoo", "chat", str(folder), "--max-new-tokens", "6"],
+        input="hello\nhow are you\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert res.returncode == 0, res.stderr
+    first_prompt, first = hf_reply(hf, tok, [{"role": "user", "content": "hello"}], n=6)
+    reply = tok.decode(first, skip_special_tokens=True)
+    history = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": reply}]
+    _, second = hf_reply(hf, tok, [*history, {"role": "user", "content": "how are you"}], n=6)
+    lines = res.stdout.split("\n")
+    assert lines[0].endswith(reply) and lines[1].endswith(tok.decode(second, skip_special_tokens=True))
+
+
+def test_chat_needs_a_template(tmp_path, capsys):
+    assert main(["generate", "minigpt-tiny", "--chat", "--prompt", "hi", "--max-new-tokens", "2"]) == 2
+    assert "ByteTokenizer has no chat template" in capsys.readouterr().err
+    (tmp_path / "bad.jsonl").write_text('{"messages": [{"role": "user"}]}\n')
+    assert main(["generate", "minigpt-tiny", "--prompt-file", str(tmp_path / "bad.jsonl")]) == 2
+    assert "bad.jsonl:1" in capsys.readouterr().err
