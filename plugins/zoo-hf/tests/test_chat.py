@@ -77,7 +77,7 @@ def test_generate_chat_matches_transformers(chat_folder, capsys):
 
 def test_a_second_eos_id_from_generation_config_stops(chat_folder, tmp_path, capsys):
     """Make the model's first greedy token an extra EOS id in generation_config.json: zoo stops there."""
-    folder, hf, tok = chat_folder
+    _, hf, tok = chat_folder
     messages = [{"role": "user", "content": "the zoo"}]
     _, want = hf_reply(hf, tok, messages, n=1)
     other = tmp_path / "m"
@@ -106,7 +106,7 @@ def test_zoo_chat_keeps_the_conversation(chat_folder, tmp_path):
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert res.returncode == 0, res.stderr
-    first_prompt, first = hf_reply(hf, tok, [{"role": "user", "content": "hello"}], n=6)
+    _, first = hf_reply(hf, tok, [{"role": "user", "content": "hello"}], n=6)
     reply = tok.decode(first, skip_special_tokens=True)
     history = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": reply}]
     _, second = hf_reply(hf, tok, [*history, {"role": "user", "content": "how are you"}], n=6)
