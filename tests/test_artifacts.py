@@ -178,3 +178,30 @@ def test_a_family_meta_parameters_cannot_build_loads_the_ordinary_way(tmp_path):
     back = zoo.load(tmp_path / "a", config=cfg)
     x = torch.randn(4, 3)
     assert not back.scale.is_meta and torch.isfinite(back(x)).all()
+
+
+def test_an_artifact_in_the_earlier_tokenizer_layout_still_loads(tmp_path):
+    """Before 0.3 the tokenizer lived in tokenizer/ and the manifest did not say where."""
+    from zoo.lm.tokenizers import BPETokenizerSpec, train_bpe
+
+    tok = train_bpe(BPETokenizerSpec(vocab_size=300), iter(["the cat sat on the mat. " * 50]))
+    model = zoo.build_model("minigpt-tiny", vocab_size=300)
+    zoo.save(model, tmp_path / "a", tokenizer=tok)
+    (tmp_path / "a" / "tokenizer").mkdir()
+    (tmp_path / "a" / "tokenizer.json").rename(tmp_path / "a" / "tokenizer" / "tokenizer.json")
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    del manifest["tokenizer"]["dir"]
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(manifest))
+    back = zoo.load(tmp_path / "a")
+    assert zoo.tokenizer_of(back).encode("the cat") == tok.encode("the cat")
+
+
+def test_an_unknown_tokenizer_type_names_the_plugin_to_install(tmp_path):
+    zoo.save(zoo.build_model("minigpt-tiny"), tmp_path / "a", tokenizer=zoo.ByteTokenizer())
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    manifest["tokenizer"]["type"] = "sentencepiece"
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        zoo.ArtifactError, match="tokenizer type 'sentencepiece' is not registered .*known: .*bpe, byte"
+    ):
+        zoo.load(tmp_path / "a")

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
         RegisterCommand,
         RegisterDataSource,
         RegisterPreset,
+        RegisterTokenizer,
         hookimpl,
     )
     from zoo.lm.generation import (
@@ -183,6 +184,7 @@ _HOME = {
     "RegisterCommand": "zoo.hookspecs",
     "RegisterDataSource": "zoo.hookspecs",
     "RegisterPreset": "zoo.hookspecs",
+    "RegisterTokenizer": "zoo.hookspecs",
     "hookimpl": "zoo.hookspecs",
     "chat_ids": "zoo.lm.generation",
     "generate": "zoo.lm.generation",
@@ -268,6 +270,7 @@ __all__ = [
     "RegisterCommand",
     "RegisterDataSource",
     "RegisterPreset",
+    "RegisterTokenizer",
     "Registry",
     "RunDirError",
     "Runtime",

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -28,12 +28,7 @@ from zoo.files import LENIENT, read_json, read_model, regular_file, shorten
 from zoo.specs import ModelSpec
 
 FORMAT_VERSION = 1
-SPEC_FILE, WEIGHTS_FILE, MANIFEST_FILE, TOKENIZER_DIR = (
-    "spec.json",
-    "model.safetensors",
-    "manifest.json",
-    "tokenizer",
-)
+SPEC_FILE, WEIGHTS_FILE, MANIFEST_FILE = "spec.json", "model.safetensors", "manifest.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
@@ -91,7 +86,10 @@ class TokenizerRef(BaseModel):
 
     model_config = LENIENT
     type: str = Field(max_length=40)
-    file: str = Field("tokenizer.json", pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="a file in tokenizer/")
+    file: str = Field("tokenizer.json", pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="its main file")
+    dir: Literal["tokenizer", "."] = Field(
+        "tokenizer", description="where its files are: the artifact itself (since 0.3), or tokenizer/ (before)"
+    )
     vocab_size: int | None = Field(None, ge=1, le=1 << 24)
     eos_token: str | None = Field(None, max_length=200)
     pad_token: str | None = Field(None, max_length=200)
@@ -290,9 +288,8 @@ def save(
         write_json(tmp / SPEC_FILE, spec.model_dump(mode="json"))
         write_tensors(tmp / WEIGHTS_FILE, tensors, {"format": "pt"})
         tok_desc = None
-        if tokenizer is not None:
-            (tmp / TOKENIZER_DIR).mkdir()
-            tok_desc = tokenizer.save(tmp / TOKENIZER_DIR)
+        if tokenizer is not None:  # beside the weights, as transformers' AutoTokenizer looks for it
+            tok_desc = {**tokenizer.save(tmp), "dir": "."}
         spec.write_artifact_files(module, tmp)
         write_json(
             tmp / MANIFEST_FILE,
@@ -359,10 +356,11 @@ def load(path: str | Path, *, config: Any = None) -> nn.Module:
     if manifest.tokenizer is not None:
         from zoo.lm.tokenizers import load_tokenizer
 
+        folder = path / manifest.tokenizer.dir
         try:
-            tokenizer = load_tokenizer(path / TOKENIZER_DIR, manifest.tokenizer.model_dump())
+            tokenizer = load_tokenizer(folder, manifest.tokenizer.model_dump(), config=config)
         except ZooError as err:
-            raise ArtifactError(f"{path / TOKENIZER_DIR}: {err}") from None
+            raise ArtifactError(f"{folder}: {err}") from None
     model.eval()
     return attach(model, spec, tokenizer=tokenizer)
 

@@ -43,6 +43,7 @@ Register = Callable[[type[Any]], None]
 RegisterPreset = Callable[..., None]  # register(kind, name, fields, *, description="")
 RegisterDataSource = Callable[..., None]  # register(name, read, *, protocol, suffixes=(), folder=False, description="")
 RegisterCommand = Callable[..., None]  # register(name, run, *, help, arguments=None)
+RegisterTokenizer = Callable[..., None]  # register(type, load)
 
 # the core's own commands: a plugin command never shadows one
 CORE_COMMANDS = ("list", "show", "plugins", "schema", "check", "train")
@@ -115,4 +116,14 @@ def zoo_register_commands(register: RegisterCommand) -> None:
     already there); ``run(args) -> int`` runs it and returns the exit code. Raise `zoo.ZooError`
     for bad input: the CLI prints its message and exits 2. ``run`` imports torch inside, so that
     ``zoo --help`` and ``zoo list`` stay fast. A name of a core command is refused.
+    """
+
+
+@hookspec
+def zoo_register_tokenizers(register: RegisterTokenizer) -> None:
+    """Called once when a registry loads this plugin: tokenizer kinds it can restore from an artifact.
+
+    ``register(type, load)``: ``load(folder, description) -> zoo.Tokenizer`` restores a tokenizer
+    whose ``describe()`` returned ``{"type": type, ...}`` and whose ``save(folder)`` wrote the files
+    in ``folder``. Nothing read may run code or reach the network.
     """

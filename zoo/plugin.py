@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zoo.hookspecs import Register, RegisterCommand, RegisterDataSource, RegisterPreset, hookimpl
+from zoo.hookspecs import (
+    Register,
+    RegisterCommand,
+    RegisterDataSource,
+    RegisterPreset,
+    RegisterTokenizer,
+    hookimpl,
+)
 
 
 @hookimpl
@@ -152,6 +159,24 @@ def zoo_register_data_sources(register: RegisterDataSource) -> None:
     register("csv", _csv, protocol="classifier", suffixes=[".csv"], description="numeric columns and a label column")
     register("images", _images, protocol="classifier", folder=True, description="class subfolders of PNG/JPEG images")
     register("text", _text, protocol="causal-lm", suffixes=["*"], folder=True, description="UTF-8 text, or .txt files")
+
+
+def _byte(folder: Path, desc: dict[str, Any]) -> Any:
+    from zoo.lm.tokenizers import load_byte
+
+    return load_byte(folder, desc)
+
+
+def _bpe(folder: Path, desc: dict[str, Any]) -> Any:
+    from zoo.lm.tokenizers import load_bpe
+
+    return load_bpe(folder, desc)
+
+
+@hookimpl
+def zoo_register_tokenizers(register: RegisterTokenizer) -> None:
+    register("byte", _byte)
+    register("bpe", _bpe)
 
 
 def _generate(args: Any) -> int:

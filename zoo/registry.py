@@ -32,7 +32,8 @@ HOOKS: dict[str, Kind] = {f"zoo_register_{kind}": kind for kind in KINDS}
 PRESET_HOOK = "zoo_register_presets"
 DATA_HOOK = "zoo_register_data_sources"
 COMMAND_HOOK = "zoo_register_commands"
-ALL_HOOKS = (*HOOKS, PRESET_HOOK, DATA_HOOK, COMMAND_HOOK)
+TOKENIZER_HOOK = "zoo_register_tokenizers"
+ALL_HOOKS = (*HOOKS, PRESET_HOOK, DATA_HOOK, COMMAND_HOOK, TOKENIZER_HOOK)
 PROTOCOLS = ("classifier", "causal-lm")
 
 
@@ -91,6 +92,16 @@ class CommandEntry:
     version: str
 
 
+@dataclass(frozen=True)
+class TokenizerEntry:
+    """A tokenizer kind a plugin restores: ``load(folder, description)``."""
+
+    name: str
+    load: Callable[[Path, Mapping[str, Any]], Any]
+    distribution: str
+    version: str
+
+
 @dataclass
 class PluginInfo:
     """What `zoo plugins` shows for one plugin."""
@@ -139,6 +150,7 @@ class Registry:
         self.presets: list[PresetEntry] = []  # in load order
         self.data_sources: dict[str, DataSourceEntry] = {}
         self.commands: dict[str, CommandEntry] = {}
+        self.tokenizers: dict[str, TokenizerEntry] = {}
         env = os.environ if env is None else env
         configured = {normalize(n) for n in self.settings.disable} - names_from_env(env, ENABLE_ENV)
         self._disabled = configured | names_from_env(env, DISABLE_ENV)
@@ -190,6 +202,7 @@ class Registry:
         presets: list[PresetEntry] = []
         sources: list[DataSourceEntry] = []
         commands: list[CommandEntry] = []
+        tokenizers: list[TokenizerEntry] = []
         try:
             self._check_hook_names(plugin)
             self.pm.register(plugin, name=name)
@@ -212,6 +225,10 @@ class Registry:
                 if impl.plugin_name == name:
                     register = self._command_registrar(distribution, version, commands)
                     impl.function(**{arg: register for arg in impl.argnames})
+            for impl in self.pm.hook.zoo_register_tokenizers.get_hookimpls():
+                if impl.plugin_name == name:
+                    register = self._tokenizer_registrar(distribution, version, tokenizers)
+                    impl.function(**{arg: register for arg in impl.argnames})
         except BaseException as err:
             if isinstance(err, KeyboardInterrupt):
                 raise
@@ -223,6 +240,7 @@ class Registry:
         self.presets.extend(presets)
         self.data_sources.update((s.name, s) for s in sources)
         self.commands.update((c.name, c) for c in commands)
+        self.tokenizers.update((t.name, t) for t in tokenizers)
         info = PluginInfo(
             name,
             distribution,
@@ -230,7 +248,9 @@ class Registry:
             "loaded",
             entries=[(e.kind, e.type) for e in staged],
             presets=[(p.kind, p.name) for p in presets],
-            extras=[f"data:{s.name}" for s in sources] + [f"command:{c.name}" for c in commands],
+            extras=[f"data:{s.name}" for s in sources]
+            + [f"command:{c.name}" for c in commands]
+            + [f"tokenizer:{t.name}" for t in tokenizers],
         )
         self.plugins[name] = info
         return info
@@ -298,6 +318,15 @@ class Registry:
                 raise PluginError(f"command {name!r} is one of zoo's own commands; choose another name")
             self._unique("command", name, self.commands, staged)
             staged.append(CommandEntry(name, run, help, arguments, dist, version))
+
+        return register
+
+    def _tokenizer_registrar(self, dist: str, version: str, staged: list[TokenizerEntry]) -> Any:
+        def register(name: str, load: Callable[[Path, Mapping[str, Any]], Any]) -> None:
+            if not isinstance(name, str) or not name or not callable(load):
+                raise PluginError(f"tokenizer {name!r}: register(type, load) takes a name and a callable")
+            self._unique("tokenizer", name, self.tokenizers, staged)
+            staged.append(TokenizerEntry(name, load, dist, version))
 
         return register
 

@@ -48,10 +48,40 @@ class ByteTokenizer:
         return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
 
     def save(self, folder: Path) -> dict[str, Any]:
+        """The same byte-level tokenizer as transformers reads it (``AutoTokenizer`` encodes to
+        the same ids), when the `tokenizers` package is installed; otherwise nothing to write."""
+        try:
+            tok = byte_level_tokenizer()
+        except DataError:
+            return self.describe()
+        write_transformers_files(folder, tok.to_str())
         return self.describe()
 
     def describe(self) -> dict[str, Any]:
         return {"type": "byte", "vocab_size": 256}
+
+
+def byte_level_tokenizer() -> Any:
+    """A `tokenizers.Tokenizer` whose id for every byte is the byte (GPT-2's byte-to-character map,
+    no merges): what `ByteTokenizer` does, in the format transformers loads."""
+    tk = _require_tokenizers()
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    chars = {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(others)}}
+    tok = tk.Tokenizer(tk.models.BPE(vocab={chars[b]: b for b in range(256)}, merges=[]))
+    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = tk.decoders.ByteLevel()
+    return tok
+
+
+def write_transformers_files(folder: Path, tokenizer_json: str, **specials: str | None) -> None:
+    """``tokenizer.json`` with the ``tokenizer_config.json`` and ``special_tokens_map.json`` that
+    transformers' ``AutoTokenizer.from_pretrained(folder)`` reads (written without transformers)."""
+    named = {k: v for k, v in specials.items() if v is not None}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False, **named}
+    (folder / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "special_tokens_map.json").write_text(json.dumps(named, indent=2) + "\n")
 
 
 SPECIALS = ("<|pad|>", "<|endoftext|>")
@@ -78,7 +108,7 @@ class HFTokenizer:
         return str(self.tok.decode([int(i) for i in ids], skip_special_tokens=True))
 
     def save(self, folder: Path) -> dict[str, Any]:
-        self.tok.save(str(folder / "tokenizer.json"))
+        write_transformers_files(folder, self.tok.to_str(), eos_token=self.eos_token, pad_token=self.pad_token)
         return self.describe()
 
     def describe(self) -> dict[str, Any]:
@@ -123,19 +153,37 @@ def build_tokenizer(spec: ByteTokenizerSpec | BPETokenizerSpec, texts: Iterator[
     return train_bpe(spec, texts)
 
 
-def load_tokenizer(folder: Path, desc: dict[str, Any]) -> Tokenizer:
-    """Restore the tokenizer an artifact recorded in its manifest."""
+def load_tokenizer(folder: Path, desc: dict[str, Any], *, config: Any = None) -> Tokenizer:
+    """Restore the tokenizer an artifact recorded in its manifest, through the plugin that
+    registered its ``type`` (`zoo_register_tokenizers`: zoo's own are byte and bpe)."""
+    from zoo.api import default_config
+
     kind = desc.get("type")
-    if kind == "byte":
-        return ByteTokenizer()
-    if kind in ("bpe", "hf"):
-        path = folder / str(desc.get("file", "tokenizer.json"))
-        text = read_text(path, limit=256 << 20)  # a regular UTF-8 file of sane size, or an error naming it
-        tk = _require_tokenizers()
-        try:
-            return HFTokenizer(tk.Tokenizer.from_str(text), desc.get("eos_token"), desc.get("pad_token"))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as err:  # `tokenizers` raises, or panics (Rust), on a crafted file
-            raise ArtifactError(f"{path}: unreadable tokenizer ({shorten(str(err))})") from None
-    raise ArtifactError(f"unknown tokenizer type {shorten(kind, 40)} in manifest: {shorten(json.dumps(desc))}")
+    known = (config or default_config()).registry.tokenizers
+    entry = known.get(kind) if isinstance(kind, str) else None
+    if entry is None:
+        raise ArtifactError(
+            f"tokenizer type {shorten(repr(kind), 40)} is not registered (known: {', '.join(sorted(known)) or 'none'}); "
+            "install the plugin that saved it (zoo-hf for 'hf')"
+        )
+    tokenizer = entry.load(folder, desc)
+    if not isinstance(tokenizer, Tokenizer):
+        raise ArtifactError(f"tokenizer type {kind!r} ({entry.distribution}) did not return a zoo.Tokenizer")
+    return tokenizer
+
+
+def load_byte(folder: Path, desc: dict[str, Any]) -> Tokenizer:
+    return ByteTokenizer()
+
+
+def load_bpe(folder: Path, desc: dict[str, Any]) -> Tokenizer:
+    """A tokenizer.json, read with `tokenizers` (never code, never the network)."""
+    path = folder / str(desc.get("file", "tokenizer.json"))
+    text = read_text(path, limit=256 << 20)  # a regular UTF-8 file of sane size, or an error naming it
+    tk = _require_tokenizers()
+    try:
+        return HFTokenizer(tk.Tokenizer.from_str(text), desc.get("eos_token"), desc.get("pad_token"))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # `tokenizers` raises, or panics (Rust), on a crafted file
+        raise ArtifactError(f"{path}: unreadable tokenizer ({shorten(str(err))})") from None

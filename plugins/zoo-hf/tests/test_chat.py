@@ -18,12 +18,12 @@ TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-SPECIALS = ["<unk>", "<eos>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+SPECIALS = ["<unk>", "<eos>", "<bos>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 
 
 @pytest.fixture(scope="module")
 def chat_folder(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     raw = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -32,7 +32,11 @@ def chat_folder(tmp_path_factory):
         ["hello there how are you today the zoo has models"] * 20,
         trainers.BpeTrainer(vocab_size=80, special_tokens=SPECIALS),
     )
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>", unk_token="<unk>", pad_token="<eos>")
+    bos = raw.token_to_id("<bos>")
+    raw.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", bos)])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=raw, eos_token="<eos>", unk_token="<unk>", pad_token="<eos>", bos_token="<bos>"
+    )
     tok.chat_template = TEMPLATE
     config = LlamaConfig(
         vocab_size=len(tok),
@@ -43,7 +47,7 @@ def chat_folder(tmp_path_factory):
         num_key_value_heads=2,
         max_position_embeddings=128,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(7)  # a seed whose greedy replies run 10 varied tokens before any stop id
     hf = LlamaForCausalLM(config).eval()
     with torch.no_grad():
         for p in hf.parameters():
@@ -120,3 +124,48 @@ def test_chat_needs_a_template(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text('{"messages": [{"role": "user"}]}\n')
     assert main(["generate", "minigpt-tiny", "--prompt-file", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl:1" in capsys.readouterr().err
+
+
+def test_the_tokenizer_survives_save_load_and_export(chat_folder, tmp_path):
+    """Saved as transformers saves it (BOS adding, chat template): the artifact and the exported
+    folder load with AutoTokenizer, and zoo encodes the same ids before and after."""
+    from transformers import AutoTokenizer
+
+    folder, _, tok = chat_folder
+    text = "hello how are you"
+    want = tok(text).input_ids
+    assert want[0] == tok.bos_token_id  # this tokenizer adds a BOS by default
+    model = zoo.build_model({"type": "hf-causal-lm", "path": str(folder)})
+    assert zoo.tokenizer_of(model).encode(text) == want
+    zoo.save(model, tmp_path / "art")
+    back = zoo.load(tmp_path / "art")
+    messages = [{"role": "user", "content": text}]
+    assert zoo.tokenizer_of(back).encode(text) == want
+    assert zoo.chat_ids(zoo.tokenizer_of(back), messages) == zoo.chat_ids(zoo.tokenizer_of(model), messages)
+    assert main(["export", str(tmp_path / "art"), "--out", str(tmp_path / "hf")]) == 0
+    for where in (tmp_path / "art", tmp_path / "hf"):
+        loaded = AutoTokenizer.from_pretrained(where, local_files_only=True)
+        assert loaded(text).input_ids == want and loaded.chat_template == TEMPLATE
+
+
+def test_a_byte_level_minigpt_exports_a_real_tokenizer(tmp_path):
+    from transformers import AutoTokenizer
+
+    zoo.save(zoo.build_model("minigpt-tiny"), tmp_path / "art")  # no tokenizer recorded: byte-level
+    assert main(["export", str(tmp_path / "art"), "--out", str(tmp_path / "hf")]) == 0
+    text = "The cat sat, naïvely."
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
+    assert loaded(text).input_ids == list(text.encode("utf-8"))
+    assert loaded.decode(list(text.encode("utf-8"))) == text
+
+
+def test_a_trained_bpe_artifact_loads_in_transformers(tmp_path):
+    from transformers import AutoTokenizer
+
+    from zoo.lm.tokenizers import BPETokenizerSpec, train_bpe
+
+    tok = train_bpe(BPETokenizerSpec(vocab_size=300), iter(["the cat sat on the mat. " * 50]))
+    zoo.save(zoo.build_model("minigpt-tiny", vocab_size=300), tmp_path / "a", tokenizer=tok)
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "a", local_files_only=True)
+    assert loaded("the cat sat").input_ids == tok.encode("the cat sat")
+    assert loaded.eos_token == "<|endoftext|>" and loaded.eos_token_id == tok.eos_id

@@ -38,7 +38,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     folder = Path(args.path)
     zoo.check_out_path(Path(args.out), [("the source folder", args.path)])
     model = import_hf(folder, args.as_, cfg)
-    tokenizer = zoo.load_tokenizer(folder, {"type": "bpe"}) if (folder / "tokenizer.json").is_file() else None
+    tokenizer = (
+        zoo.load_tokenizer(folder, {"type": "hf"}, config=cfg) if (folder / "tokenizer.json").is_file() else None
+    )
     zoo.save(model, args.out, tokenizer=tokenizer, config=cfg, overwrite=args.force)
     print(f"wrote {args.out} (a {zoo.spec_of(model).type} artifact)")
     return 0

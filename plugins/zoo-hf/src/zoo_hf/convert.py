@@ -56,10 +56,18 @@ def export_hf(model: Any, out: Path) -> Path:
             f"model type {kind!r} has no Hugging Face export: its model needs hf_export() (zoo.HFExportable)"
         )
     tokenizer = zoo.tokenizer_of(model)
+    if tokenizer is None and hf.config.vocab_size == zoo.ByteTokenizer.vocab_size:
+        tokenizer = zoo.ByteTokenizer()  # what zoo itself encodes with when a model has none
+    if tokenizer is None:
+        raise ConversionError(
+            "this model has no tokenizer recorded, so the folder would have none that matches it; "
+            "save the model with its tokenizer (zoo.save(model, path, tokenizer=...)) and export that"
+        )
     with zoo.atomic_dir(out) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save(tmp)
+        tokenizer.save(tmp)
+        if not (tmp / "tokenizer.json").is_file():  # never a folder whose AutoTokenizer is empty
+            raise ConversionError(f"{type(tokenizer).__name__} wrote no tokenizer.json; install `tokenizers`")
     return out
 
 

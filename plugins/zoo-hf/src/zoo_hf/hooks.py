@@ -216,3 +216,14 @@ def zoo_register_commands(register: zoo.RegisterCommand) -> None:
         help="import a Hugging Face folder as a zoo artifact (e.g. MiniGPT)",
         arguments=_import_arguments,
     )
+
+
+def _load_tokenizer(folder: Path, desc: dict[str, Any]) -> Any:
+    from zoo_hf.model import load_hf_tokenizer
+
+    return load_hf_tokenizer(folder, desc)
+
+
+@zoo.hookimpl
+def zoo_register_tokenizers(register: zoo.RegisterTokenizer) -> None:
+    register("hf", _load_tokenizer)

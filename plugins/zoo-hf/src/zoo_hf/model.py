@@ -222,7 +222,7 @@ class HFTokenizer:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (self.eos_id or 0)
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tok.encode(text, add_special_tokens=False))
+        return list(self.tok.encode(text))  # special tokens (a BOS) added as transformers does by default
 
     def decode(self, ids: Any) -> str:
         return str(self.tok.decode([int(i) for i in ids], skip_special_tokens=True))
@@ -237,12 +237,13 @@ class HFTokenizer:
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
     def save(self, folder: Path) -> dict[str, Any]:
-        self.tok.backend_tokenizer.save(str(folder / "tokenizer.json"))
+        """As transformers saves it: tokenizer.json, its config, special tokens, chat template."""
+        self.tok.save_pretrained(folder)
         return self.describe()
 
     def describe(self) -> dict[str, Any]:
         return {
-            "type": "bpe",
+            "type": "hf",
             "file": "tokenizer.json",
             "vocab_size": self.vocab_size,
             "eos_token": self.tok.eos_token,
@@ -254,14 +255,32 @@ def local_tokenizer(spec: Any) -> HFTokenizer | None:
     folder = spec.local_dir()
     if folder is None or not any((folder / f).is_file() for f in TOKENIZER_FILES):
         return None
+    try:
+        return read_tokenizer(folder)
+    except ZooError as err:
+        raise _spec_error(spec, str(err)) from None
+
+
+def read_tokenizer(folder: Path) -> HFTokenizer:
+    """A folder's tokenizer through ``AutoTokenizer`` (no code from the folder, no network)."""
     from transformers import AutoTokenizer
 
+    config_path = folder / "tokenizer_config.json"
+    if config_path.is_file():
+        keys = remote_code_keys(read_json(config_path, FolderError))
+        if keys:
+            raise FolderError(f"{config_path}: names code to run ({', '.join(keys)}); zoo never runs a folder's code")
     try:
         return HFTokenizer(AutoTokenizer.from_pretrained(folder, **SAFE))
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as err:  # a crafted tokenizer.json can panic inside `tokenizers` (Rust)
-        raise _spec_error(spec, f"{folder}: tokenizer files present but unreadable ({shorten(str(err))})") from None
+        raise FolderError(f"{folder}: tokenizer files present but unreadable ({shorten(str(err))})") from None
+
+
+def load_hf_tokenizer(folder: Path, desc: Any) -> HFTokenizer:
+    """The ``hf`` tokenizer kind of an artifact (registered in `zoo_hf.hooks`)."""
+    return read_tokenizer(folder)
 
 
 def build_causal_lm(spec: Any) -> HFCausalLM:
