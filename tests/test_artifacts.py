@@ -201,7 +201,5 @@ def test_an_unknown_tokenizer_type_names_the_plugin_to_install(tmp_path):
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     manifest["tokenizer"]["type"] = "sentencepiece"
     (tmp_path / "a" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(
-        zoo.ArtifactError, match="tokenizer type 'sentencepiece' is not registered .*known: .*bpe, byte"
-    ):
+    with pytest.raises(zoo.ArtifactError, match=r"tokenizer type 'sentencepiece' is not registered .*bpe, byte"):
         zoo.load(tmp_path / "a")

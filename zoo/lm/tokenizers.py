@@ -162,8 +162,9 @@ def load_tokenizer(folder: Path, desc: dict[str, Any], *, config: Any = None) ->
     known = (config or default_config()).registry.tokenizers
     entry = known.get(kind) if isinstance(kind, str) else None
     if entry is None:
+        names = ", ".join(sorted(known)) or "none"
         raise ArtifactError(
-            f"tokenizer type {shorten(repr(kind), 40)} is not registered (known: {', '.join(sorted(known)) or 'none'}); "
+            f"tokenizer type {shorten(repr(kind), 40)} is not registered (known: {names}); "
             "install the plugin that saved it (zoo-hf for 'hf')"
         )
     tokenizer = entry.load(folder, desc)
