@@ -82,8 +82,8 @@ def test_a_fine_tune_starts_from_the_parents_weights(parent, tmp_path, source):
     assert first == pytest.approx(parent_loss_on_first_batch(parent["run"], child), rel=1e-5)
     assert first < np.log(MODEL["vocab_size"]) - 1.5  # not a random-init loss
     # the tokenizer came along (no new BPE was trained), and the lineage is recorded
-    parent_tok = (parent["run"] / "model" / "tokenizer" / "tokenizer.json").read_text()
-    assert (child / "model" / "tokenizer" / "tokenizer.json").read_text() == parent_tok
+    parent_tok = (parent["run"] / "model" / "tokenizer.json").read_text()
+    assert (child / "model" / "tokenizer.json").read_text() == parent_tok
     assert not (child / "data" / "tokenizer.json").exists()
     manifest = json.loads((child / "model" / "manifest.json").read_text())
     parent_manifest = json.loads((parent["run"] / "model" / "manifest.json").read_text())

@@ -58,7 +58,8 @@ RUN_FILES = [
     "model/spec.json",
     "model/manifest.json",
     "model/model.safetensors",
-    "model/tokenizer/tokenizer.json",
+    "model/tokenizer.json",
+    "model/tokenizer_config.json",
 ]
 HF_FILES = ["config.json", "model.safetensors"]
 # which command reads which file
