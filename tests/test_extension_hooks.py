@@ -81,11 +81,18 @@ def _zoo(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Completed
 
 def test_plugin_commands_come_and_go_with_their_plugin(tmp_path):
     shown = _zoo("--help", cwd=tmp_path)
-    assert "export" in shown.stdout and "[zoo-hf]" in shown.stdout and "generate" in shown.stdout
-    off = _zoo("export", "x", "--out", "y", cwd=tmp_path, env={"ZOO_DISABLE_PLUGINS": "zoo-hf"})
-    assert off.returncode == 2 and "invalid choice: 'export'" in off.stderr
+    assert "import" in shown.stdout and "[zoo-hf]" in shown.stdout and "generate" in shown.stdout
+    off = _zoo("import", "x", "--out", "y", cwd=tmp_path, env={"ZOO_DISABLE_PLUGINS": "zoo-hf"})
+    assert off.returncode == 2 and "invalid choice: 'import'" in off.stderr
+    # an export format is a plugin kind too: without zoo-hf, "hf" is gone and the message says why
+    zoo_save = "import zoo; zoo.save(zoo.build_model('simplenet-small'), 'a')"
+    subprocess.run([sys.executable, "-c", zoo_save], cwd=tmp_path, check=True)
+    no_hf = _zoo("export", "a", "--format", "hf", "--out", "o", cwd=tmp_path, env={"ZOO_DISABLE_PLUGINS": "zoo-hf"})
+    assert (
+        no_hf.returncode == 2 and "unknown export format 'hf'" in no_hf.stderr and "zoo-hf (disabled)" in no_hf.stderr
+    )
     (tmp_path / "registry.toml").write_text('[plugins]\ndisable = ["zoo-hf"]\n')
-    assert "export" not in _zoo("--help", cwd=tmp_path).stdout.split("exit codes")[0]
+    assert "import" not in _zoo("--help", cwd=tmp_path).stdout.split("exit codes")[0]
 
 
 def _image_set(root: Path, per_class: int = 24) -> Path:

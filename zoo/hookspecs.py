@@ -44,6 +44,7 @@ RegisterPreset = Callable[..., None]  # register(kind, name, fields, *, descript
 RegisterDataSource = Callable[..., None]  # register(name, read, *, protocol, suffixes=(), folder=False, description="")
 RegisterCommand = Callable[..., None]  # register(name, run, *, help, arguments=None)
 RegisterTokenizer = Callable[..., None]  # register(type, load)
+RegisterExporter = Callable[..., None]  # register(format, export, *, description="")
 
 # the core's own commands: a plugin command never shadows one
 CORE_COMMANDS = ("list", "show", "plugins", "schema", "check", "train")
@@ -126,4 +127,14 @@ def zoo_register_tokenizers(register: RegisterTokenizer) -> None:
     ``register(type, load)``: ``load(folder, description) -> zoo.Tokenizer`` restores a tokenizer
     whose ``describe()`` returned ``{"type": type, ...}`` and whose ``save(folder)`` wrote the files
     in ``folder``. Nothing read may run code or reach the network.
+    """
+
+
+@hookspec
+def zoo_register_exporters(register: RegisterExporter) -> None:
+    """Called once when a registry loads this plugin: formats ``zoo export --format NAME`` writes.
+
+    ``register(format, export, *, description="")``: ``export(model, folder, options)`` writes a
+    loaded zoo model (on the CPU, in eval mode) into ``folder``, a fresh directory zoo moves into
+    place only when ``export`` returns; raise `zoo.ZooError` naming what the format cannot hold.
     """

@@ -13,6 +13,7 @@ from zoo.hookspecs import (
     Register,
     RegisterCommand,
     RegisterDataSource,
+    RegisterExporter,
     RegisterPreset,
     RegisterTokenizer,
     hookimpl,
@@ -215,8 +216,32 @@ def _plot_arguments(parser: Any) -> None:
     plot_arguments(parser)
 
 
+def _export(args: Any) -> int:
+    from zoo.exporting import cmd_export
+
+    return cmd_export(args)
+
+
+def _export_arguments(parser: Any) -> None:
+    from zoo.exporting import export_arguments
+
+    export_arguments(parser)
+
+
+def _onnx(model: Any, folder: Path, options: dict[str, Any]) -> None:
+    from zoo.exporting import export_onnx
+
+    export_onnx(model, folder, options)
+
+
+@hookimpl
+def zoo_register_exporters(register: RegisterExporter) -> None:
+    register("onnx", _onnx, description="model.onnx (+ decoder_with_past.onnx for a causal LM with a KVCache)")
+
+
 @hookimpl
 def zoo_register_commands(register: RegisterCommand) -> None:
+    register("export", _export, help="write a saved model in another format (--format)", arguments=_export_arguments)
     register("generate", _generate, help="generate text from a causal LM", arguments=_generate_arguments)
     register("chat", _chat, help="chat with a causal LM (its tokenizer's chat template)", arguments=_chat_arguments)
     register("plot", _plot, help="plot a run's loss curves to loss.png", arguments=_plot_arguments)

@@ -33,7 +33,8 @@ PRESET_HOOK = "zoo_register_presets"
 DATA_HOOK = "zoo_register_data_sources"
 COMMAND_HOOK = "zoo_register_commands"
 TOKENIZER_HOOK = "zoo_register_tokenizers"
-ALL_HOOKS = (*HOOKS, PRESET_HOOK, DATA_HOOK, COMMAND_HOOK, TOKENIZER_HOOK)
+EXPORTER_HOOK = "zoo_register_exporters"
+ALL_HOOKS = (*HOOKS, PRESET_HOOK, DATA_HOOK, COMMAND_HOOK, TOKENIZER_HOOK, EXPORTER_HOOK)
 PROTOCOLS = ("classifier", "causal-lm")
 
 
@@ -102,6 +103,17 @@ class TokenizerEntry:
     version: str
 
 
+@dataclass(frozen=True)
+class ExporterEntry:
+    """A format ``zoo export`` writes: ``export(model, folder, options)``."""
+
+    name: str
+    export: Callable[[Any, Path, Mapping[str, Any]], None]
+    description: str
+    distribution: str
+    version: str
+
+
 @dataclass
 class PluginInfo:
     """What `zoo plugins` shows for one plugin."""
@@ -151,6 +163,7 @@ class Registry:
         self.data_sources: dict[str, DataSourceEntry] = {}
         self.commands: dict[str, CommandEntry] = {}
         self.tokenizers: dict[str, TokenizerEntry] = {}
+        self.exporters: dict[str, ExporterEntry] = {}
         env = os.environ if env is None else env
         configured = {normalize(n) for n in self.settings.disable} - names_from_env(env, ENABLE_ENV)
         self._disabled = configured | names_from_env(env, DISABLE_ENV)
@@ -203,6 +216,7 @@ class Registry:
         sources: list[DataSourceEntry] = []
         commands: list[CommandEntry] = []
         tokenizers: list[TokenizerEntry] = []
+        exporters: list[ExporterEntry] = []
         try:
             self._check_hook_names(plugin)
             self.pm.register(plugin, name=name)
@@ -229,6 +243,10 @@ class Registry:
                 if impl.plugin_name == name:
                     register = self._tokenizer_registrar(distribution, version, tokenizers)
                     impl.function(**{arg: register for arg in impl.argnames})
+            for impl in self.pm.hook.zoo_register_exporters.get_hookimpls():
+                if impl.plugin_name == name:
+                    register = self._exporter_registrar(distribution, version, exporters)
+                    impl.function(**{arg: register for arg in impl.argnames})
         except BaseException as err:
             if isinstance(err, KeyboardInterrupt):
                 raise
@@ -241,6 +259,7 @@ class Registry:
         self.data_sources.update((s.name, s) for s in sources)
         self.commands.update((c.name, c) for c in commands)
         self.tokenizers.update((t.name, t) for t in tokenizers)
+        self.exporters.update((e.name, e) for e in exporters)
         info = PluginInfo(
             name,
             distribution,
@@ -250,7 +269,8 @@ class Registry:
             presets=[(p.kind, p.name) for p in presets],
             extras=[f"data:{s.name}" for s in sources]
             + [f"command:{c.name}" for c in commands]
-            + [f"tokenizer:{t.name}" for t in tokenizers],
+            + [f"tokenizer:{t.name}" for t in tokenizers]
+            + [f"export:{e.name}" for e in exporters],
         )
         self.plugins[name] = info
         return info
@@ -327,6 +347,17 @@ class Registry:
                 raise PluginError(f"tokenizer {name!r}: register(type, load) takes a name and a callable")
             self._unique("tokenizer", name, self.tokenizers, staged)
             staged.append(TokenizerEntry(name, load, dist, version))
+
+        return register
+
+    def _exporter_registrar(self, dist: str, version: str, staged: list[ExporterEntry]) -> Any:
+        def register(
+            name: str, export: Callable[[Any, Path, Mapping[str, Any]], None], *, description: str = ""
+        ) -> None:
+            if not isinstance(name, str) or not name or not callable(export):
+                raise PluginError(f"export format {name!r}: register(format, export) takes a name and a callable")
+            self._unique("export format", name, self.exporters, staged)
+            staged.append(ExporterEntry(name, export, description, dist, version))
 
         return register
 

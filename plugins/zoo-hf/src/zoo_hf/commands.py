@@ -1,4 +1,4 @@
-"""`zoo export` and `zoo import`, added to the command line by this plugin's hook."""
+"""`zoo import`, added to the command line by this plugin's hook (`zoo export --format hf` is an exporter)."""
 
 from __future__ import annotations
 
@@ -6,22 +6,6 @@ import argparse
 from pathlib import Path
 
 import zoo
-
-
-def export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="a run directory or a saved model directory")
-    p.add_argument("--format", choices=["hf"], default="hf")
-    p.add_argument("--out", required=True)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from zoo_hf.convert import export_hf
-
-    cfg = zoo.config_from_args(args)
-    model = zoo.load(zoo.artifact_folder(Path(args.path)) or args.path, config=cfg)
-    export_hf(model, Path(args.out))
-    print(f"wrote {args.out} (loadable with transformers' AutoModelForCausalLM.from_pretrained)")
-    return 0
 
 
 def import_arguments(p: argparse.ArgumentParser) -> None:

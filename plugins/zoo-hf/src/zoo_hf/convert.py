@@ -41,8 +41,9 @@ def to_transformers(model: Any) -> Any:
     return hf
 
 
-def export_hf(model: Any, out: Path) -> Path:
-    """A folder transformers loads with ``AutoModelForCausalLM.from_pretrained`` (+ the tokenizer)."""
+def write_hf(model: Any, folder: Path) -> None:
+    """Into ``folder`` (fresh, moved into place by zoo): what ``AutoModelForCausalLM.from_pretrained``
+    and ``AutoTokenizer.from_pretrained`` load."""
     from zoo_hf.model import HFAdapter
 
     hf: Any
@@ -63,12 +64,10 @@ def export_hf(model: Any, out: Path) -> Path:
             "this model has no tokenizer recorded, so the folder would have none that matches it; "
             "save the model with its tokenizer (zoo.save(model, path, tokenizer=...)) and export that"
         )
-    with zoo.atomic_dir(out) as tmp:
-        hf.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save(tmp)
-        if not (tmp / "tokenizer.json").is_file():  # never a folder whose AutoTokenizer is empty
-            raise ConversionError(f"{type(tokenizer).__name__} wrote no tokenizer.json; install `tokenizers`")
-    return out
+    hf.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save(folder)
+    if not (folder / "tokenizer.json").is_file():  # never a folder whose AutoTokenizer is empty
+        raise ConversionError(f"{type(tokenizer).__name__} wrote no tokenizer.json; install `tokenizers`")
 
 
 def read_folder_tensors(folder: Path) -> dict[str, torch.Tensor]:

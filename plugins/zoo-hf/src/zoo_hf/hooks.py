@@ -183,16 +183,15 @@ def zoo_register_presets(register: zoo.RegisterPreset) -> None:
     register("models", "hf-llama-tiny", {"type": "hf-causal-lm", "config": llama}, description="a tiny HF Llama")
 
 
-def _export(args: Any) -> int:
-    from zoo_hf.commands import cmd_export
+def _export_hf(model: Any, folder: Path, options: dict[str, Any]) -> None:
+    from zoo_hf.convert import write_hf
 
-    return cmd_export(args)
+    write_hf(model, folder)
 
 
-def _export_arguments(parser: Any) -> None:
-    from zoo_hf.commands import export_arguments
-
-    export_arguments(parser)
+@zoo.hookimpl
+def zoo_register_exporters(register: zoo.RegisterExporter) -> None:
+    register("hf", _export_hf, description="a folder transformers loads (config.json, safetensors, tokenizer)")
 
 
 def _import(args: Any) -> int:
@@ -209,7 +208,6 @@ def _import_arguments(parser: Any) -> None:
 
 @zoo.hookimpl
 def zoo_register_commands(register: zoo.RegisterCommand) -> None:
-    register("export", _export, help="export a saved model as a Hugging Face folder", arguments=_export_arguments)
     register(
         "import",
         _import,

@@ -230,7 +230,7 @@ class MiniGPT(nn.Module):
         x, rope = self.embed(input_ids, position_ids)
         # Three cases: plain causal (training, prefill without padding) uses SDPA's fused path;
         # one new token without padding attends to everything cached (no mask); else a mask.
-        is_causal = past == 0 and attention_mask is None
+        is_causal = attention_mask is None and bool(past == 0)  # a plain bool when traced too
         mask = None
         if not is_causal and not (T == 1 and attention_mask is None):
             mask = attention_mask_4d(attention_mask, T, past, input_ids.device)
