@@ -73,6 +73,7 @@ if TYPE_CHECKING:
         RegisterPreset,
         RegisterTokenizer,
         hookimpl,
+        lazy,
     )
     from zoo.lm.generation import (
         chat_ids,
@@ -188,6 +189,7 @@ _HOME = {
     "RegisterPreset": "zoo.hookspecs",
     "RegisterTokenizer": "zoo.hookspecs",
     "hookimpl": "zoo.hookspecs",
+    "lazy": "zoo.hookspecs",
     "chat_ids": "zoo.lm.generation",
     "generate": "zoo.lm.generation",
     "stream": "zoo.lm.generation",
@@ -310,6 +312,7 @@ __all__ = [
     "draw",
     "generate",
     "hookimpl",
+    "lazy",
     "list_models",
     "load",
     "load_config",

@@ -46,6 +46,25 @@ RegisterCommand = Callable[..., None]  # register(name, run, *, help, arguments=
 RegisterTokenizer = Callable[..., None]  # register(type, load)
 RegisterExporter = Callable[..., None]  # register(format, export, *, description="")
 
+
+def lazy(target: str) -> Callable[..., Any]:
+    """``"package.module:function"`` as a callable that imports its module when first called: what
+    a hook module registers as a data source, tokenizer, exporter or command, so that importing
+    the hook module imports no torch (``zoo list`` stays fast)."""
+    module, _, attr = target.partition(":")
+    if not module or not attr:
+        raise ValueError(f"lazy({target!r}): give 'package.module:function'")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = attr
+    call.__doc__ = f"{target}, imported when called"
+    return call
+
+
 # the core's own commands: a plugin command never shadows one
 CORE_COMMANDS = ("list", "show", "plugins", "schema", "check", "train")
 

@@ -6,9 +6,6 @@ This module is the core distribution's entry point in the group ``zoo`` (see pyp
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from zoo.hookspecs import (
     Register,
     RegisterCommand,
@@ -17,6 +14,7 @@ from zoo.hookspecs import (
     RegisterPreset,
     RegisterTokenizer,
     hookimpl,
+    lazy,
 )
 
 
@@ -125,123 +123,65 @@ def zoo_register_presets(register: RegisterPreset) -> None:
     )
 
 
-# Data sources and commands import their implementation when called, not when registered.
-
-
-def _npz(path: Path, options: dict[str, Any]) -> Any:
-    from zoo.data.examples import read_npz
-
-    return read_npz(path, options)
-
-
-def _csv(path: Path, options: dict[str, Any]) -> Any:
-    from zoo.data.examples import read_csv
-
-    return read_csv(path, options)
-
-
-def _images(path: Path, options: dict[str, Any]) -> Any:
-    from zoo.data.images import read_image_folder
-
-    return read_image_folder(path, options)
-
-
-def _text(path: Path, options: dict[str, Any]) -> Any:
-    from zoo.lm.text_data import read_text_files
-
-    return read_text_files(path, options)
+# Data sources, tokenizers, exporters and commands import their implementation when called
+# (zoo.lazy), not when this module is imported.
 
 
 @hookimpl
 def zoo_register_data_sources(register: RegisterDataSource) -> None:
+    examples = "zoo.data.examples"
     register(
-        "npz", _npz, protocol="classifier", suffixes=[".npz"], description="arrays x (N, F) or (N, C, H, W), y (N,)"
+        "npz",
+        lazy(f"{examples}:read_npz"),
+        protocol="classifier",
+        suffixes=[".npz"],
+        description="arrays x (N, F) or (N, C, H, W), y (N,)",
     )
-    register("csv", _csv, protocol="classifier", suffixes=[".csv"], description="numeric columns and a label column")
-    register("images", _images, protocol="classifier", folder=True, description="class subfolders of PNG/JPEG images")
-    register("text", _text, protocol="causal-lm", suffixes=["*"], folder=True, description="UTF-8 text, or .txt files")
-
-
-def _byte(folder: Path, desc: dict[str, Any]) -> Any:
-    from zoo.lm.tokenizers import load_byte
-
-    return load_byte(folder, desc)
-
-
-def _bpe(folder: Path, desc: dict[str, Any]) -> Any:
-    from zoo.lm.tokenizers import load_bpe
-
-    return load_bpe(folder, desc)
+    register(
+        "csv",
+        lazy(f"{examples}:read_csv"),
+        protocol="classifier",
+        suffixes=[".csv"],
+        description="numeric columns and a label column",
+    )
+    register(
+        "images",
+        lazy("zoo.data.images:read_image_folder"),
+        protocol="classifier",
+        folder=True,
+        description="class subfolders of PNG/JPEG images",
+    )
+    register(
+        "text",
+        lazy("zoo.lm.text_data:read_text_files"),
+        protocol="causal-lm",
+        suffixes=["*"],
+        folder=True,
+        description="UTF-8 text, or .txt files",
+    )
 
 
 @hookimpl
 def zoo_register_tokenizers(register: RegisterTokenizer) -> None:
-    register("byte", _byte)
-    register("bpe", _bpe)
-
-
-def _generate(args: Any) -> int:
-    from zoo.lm.commands import cmd_generate
-
-    return cmd_generate(args)
-
-
-def _generate_arguments(parser: Any) -> None:
-    from zoo.lm.commands import generate_arguments
-
-    generate_arguments(parser)
-
-
-def _chat(args: Any) -> int:
-    from zoo.lm.commands import cmd_chat
-
-    return cmd_chat(args)
-
-
-def _chat_arguments(parser: Any) -> None:
-    from zoo.lm.commands import chat_arguments
-
-    chat_arguments(parser)
-
-
-def _plot(args: Any) -> int:
-    from zoo.trainers.plot import cmd_plot
-
-    return cmd_plot(args)
-
-
-def _plot_arguments(parser: Any) -> None:
-    from zoo.trainers.plot import plot_arguments
-
-    plot_arguments(parser)
-
-
-def _export(args: Any) -> int:
-    from zoo.exporting import cmd_export
-
-    return cmd_export(args)
-
-
-def _export_arguments(parser: Any) -> None:
-    from zoo.exporting import export_arguments
-
-    export_arguments(parser)
-
-
-def _onnx(model: Any, folder: Path, options: dict[str, Any]) -> None:
-    from zoo.exporting import export_onnx
-
-    export_onnx(model, folder, options)
+    register("byte", lazy("zoo.lm.tokenizers:load_byte"))
+    register("bpe", lazy("zoo.lm.tokenizers:load_bpe"))
 
 
 @hookimpl
 def zoo_register_exporters(register: RegisterExporter) -> None:
-    register("onnx", _onnx, description="model.onnx (+ decoder_with_past.onnx for a causal LM with a KVCache)")
+    register(
+        "onnx",
+        lazy("zoo.exporting:export_onnx"),
+        description="model.onnx (+ decoder_with_past.onnx for a causal LM with a KVCache)",
+    )
 
 
 @hookimpl
 def zoo_register_commands(register: RegisterCommand) -> None:
-    register("export", _export, help="write a saved model in another format (--format)", arguments=_export_arguments)
-    register("generate", _generate, help="generate text from a causal LM", arguments=_generate_arguments)
-    register("chat", _chat, help="chat with a causal LM (its tokenizer's chat template)", arguments=_chat_arguments)
-    register("plot", _plot, help="plot a run's loss curves to loss.png", arguments=_plot_arguments)
+    for name, home, help_ in (
+        ("export", "zoo.exporting", "write a saved model in another format (--format)"),
+        ("generate", "zoo.lm.commands", "generate text from a causal LM"),
+        ("chat", "zoo.lm.commands", "chat with a causal LM (its tokenizer's chat template)"),
+        ("plot", "zoo.trainers.plot", "plot a run's loss curves to loss.png"),
+    ):
+        register(name, lazy(f"{home}:cmd_{name}"), help=help_, arguments=lazy(f"{home}:{name}_arguments"))

@@ -217,36 +217,21 @@ class Registry:
         commands: list[CommandEntry] = []
         tokenizers: list[TokenizerEntry] = []
         exporters: list[ExporterEntry] = []
+        registrars: list[tuple[str, Any]] = [
+            *((hook, self._registrar(kind, name, distribution, version, staged)) for hook, kind in HOOKS.items()),
+            (PRESET_HOOK, self._preset_registrar(name, distribution, version, presets)),
+            (DATA_HOOK, self._source_registrar(distribution, version, sources)),
+            (COMMAND_HOOK, self._command_registrar(distribution, version, commands)),
+            (TOKENIZER_HOOK, self._tokenizer_registrar(distribution, version, tokenizers)),
+            (EXPORTER_HOOK, self._exporter_registrar(distribution, version, exporters)),
+        ]
         try:
             self._check_hook_names(plugin)
             self.pm.register(plugin, name=name)
-            for hook_name, kind in HOOKS.items():
-                caller = getattr(self.pm.hook, hook_name)
-                for impl in caller.get_hookimpls():
-                    if impl.plugin_name != name:
-                        continue
-                    register = self._registrar(kind, name, distribution, version, staged)
-                    impl.function(**{arg: register for arg in impl.argnames})
-            for impl in self.pm.hook.zoo_register_presets.get_hookimpls():
-                if impl.plugin_name == name:
-                    register = self._preset_registrar(name, distribution, version, presets)
-                    impl.function(**{arg: register for arg in impl.argnames})
-            for impl in self.pm.hook.zoo_register_data_sources.get_hookimpls():
-                if impl.plugin_name == name:
-                    register = self._source_registrar(distribution, version, sources)
-                    impl.function(**{arg: register for arg in impl.argnames})
-            for impl in self.pm.hook.zoo_register_commands.get_hookimpls():
-                if impl.plugin_name == name:
-                    register = self._command_registrar(distribution, version, commands)
-                    impl.function(**{arg: register for arg in impl.argnames})
-            for impl in self.pm.hook.zoo_register_tokenizers.get_hookimpls():
-                if impl.plugin_name == name:
-                    register = self._tokenizer_registrar(distribution, version, tokenizers)
-                    impl.function(**{arg: register for arg in impl.argnames})
-            for impl in self.pm.hook.zoo_register_exporters.get_hookimpls():
-                if impl.plugin_name == name:
-                    register = self._exporter_registrar(distribution, version, exporters)
-                    impl.function(**{arg: register for arg in impl.argnames})
+            for hook_name, register in registrars:
+                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                    if impl.plugin_name == name:
+                        impl.function(**{arg: register for arg in impl.argnames})
         except BaseException as err:
             if isinstance(err, KeyboardInterrupt):
                 raise

@@ -41,7 +41,7 @@ def to_transformers(model: Any) -> Any:
     return hf
 
 
-def write_hf(model: Any, folder: Path) -> None:
+def write_hf(model: Any, folder: Path, options: Any = None) -> None:
     """Into ``folder`` (fresh, moved into place by zoo): what ``AutoModelForCausalLM.from_pretrained``
     and ``AutoTokenizer.from_pretrained`` load."""
     from zoo_hf.model import HFAdapter

@@ -183,45 +183,25 @@ def zoo_register_presets(register: zoo.RegisterPreset) -> None:
     register("models", "hf-llama-tiny", {"type": "hf-causal-lm", "config": llama}, description="a tiny HF Llama")
 
 
-def _export_hf(model: Any, folder: Path, options: dict[str, Any]) -> None:
-    from zoo_hf.convert import write_hf
-
-    write_hf(model, folder)
-
-
 @zoo.hookimpl
 def zoo_register_exporters(register: zoo.RegisterExporter) -> None:
-    register("hf", _export_hf, description="a folder transformers loads (config.json, safetensors, tokenizer)")
-
-
-def _import(args: Any) -> int:
-    from zoo_hf.commands import cmd_import
-
-    return cmd_import(args)
-
-
-def _import_arguments(parser: Any) -> None:
-    from zoo_hf.commands import import_arguments
-
-    import_arguments(parser)
+    register(
+        "hf",
+        zoo.lazy("zoo_hf.convert:write_hf"),
+        description="a folder transformers loads (config.json, safetensors, tokenizer)",
+    )
 
 
 @zoo.hookimpl
 def zoo_register_commands(register: zoo.RegisterCommand) -> None:
     register(
         "import",
-        _import,
+        zoo.lazy("zoo_hf.commands:cmd_import"),
         help="import a Hugging Face folder as a zoo artifact (e.g. MiniGPT)",
-        arguments=_import_arguments,
+        arguments=zoo.lazy("zoo_hf.commands:import_arguments"),
     )
-
-
-def _load_tokenizer(folder: Path, desc: dict[str, Any]) -> Any:
-    from zoo_hf.model import load_hf_tokenizer
-
-    return load_hf_tokenizer(folder, desc)
 
 
 @zoo.hookimpl
 def zoo_register_tokenizers(register: zoo.RegisterTokenizer) -> None:
-    register("hf", _load_tokenizer)
+    register("hf", zoo.lazy("zoo_hf.model:load_hf_tokenizer"))

@@ -35,20 +35,27 @@ def is_llama_shaped(spec: MiniGPTSpec) -> bool:
     return bool(spec.positions == "rope" or spec.mlp == "swiglu" or spec.norm == "rmsnorm")
 
 
+def mismatches(spec: MiniGPTSpec, *rules: tuple[str, Any, str]) -> list[str]:
+    """For each (field, wanted value, why) the spec breaks: what to set, and why."""
+    return [
+        f"{field} = {getattr(spec, field)!r} ({why}; set {field} = {want!r})"
+        for field, want, why in rules
+        if getattr(spec, field) != want
+    ]
+
+
 # --------------------------------------------------------------------------- GPT-2
 
 
 def gpt2_config(spec: MiniGPTSpec) -> dict[str, Any]:
-    problems = []
-    for field, want, why in (
+    problems = mismatches(
+        spec,
         ("norm", "layernorm", "GPT-2 uses LayerNorm"),
         ("bias", True, "GPT-2 has biases in every linear and LayerNorm layer"),
         ("positions", "learned", "GPT-2 learns its position embeddings"),
         ("mlp", "standard", "GPT-2's MLP is one activation between two matrices"),
         ("qk_norm", False, "GPT-2 has no QK-norm"),
-    ):
-        if getattr(spec, field) != want:
-            problems.append(f"{field} = {getattr(spec, field)!r} ({why}; set {field} = {want!r})")
+    )
     if spec.kv_heads != spec.n_heads:
         problems.append(f"n_kv_heads = {spec.kv_heads} (GPT-2 gives every head its keys; set n_kv_heads = null)")
     if problems:
@@ -133,16 +140,14 @@ def spec_from_gpt2(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def llama_config(spec: MiniGPTSpec) -> dict[str, Any]:
-    problems = []
-    for field, want, why in (
+    problems = mismatches(
+        spec,
         ("positions", "rope", "Llama uses rotary positions"),
         ("mlp", "swiglu", "Llama's MLP is SwiGLU"),
         ("norm", "rmsnorm", "Llama uses RMSNorm"),
         ("bias", False, "Llama has no biases"),
         ("qk_norm", False, "Llama has no QK-norm"),
-    ):
-        if getattr(spec, field) != want:
-            problems.append(f"{field} = {getattr(spec, field)!r} ({why}; set {field} = {want!r})")
+    )
     if problems:
         raise ConversionError("this MiniGPT cannot be expressed as Llama: " + "; ".join(problems))
     return {
