@@ -22,6 +22,7 @@ Object side (what ``spec.build()`` returns):
 * `Tokenizer`          encode / decode / save, with ``vocab_size``, ``eos_id``, ``pad_id``.
 * `ChatTemplate`       optional on a tokenizer: a conversation as token ids.
 * `StopTokens`         optional on a causal LM: every id that ends a sequence.
+* `SamplingDefaults`   optional on a causal LM: the sampler to use when none is named.
 * `TextSource`         one part of a text corpus a data source returns for causal LMs.
 """
 
@@ -192,6 +193,14 @@ class StopTokens(Protocol):
     ``generation_config.json`` may list several): decoding stops on any of them."""
 
     stop_ids: list[int]
+
+
+@runtime_checkable
+class SamplingDefaults(Protocol):
+    """A model that ships a decoding recipe (a Hugging Face ``generation_config.json``): the
+    sampler spec used when the caller names none (None: greedy)."""
+
+    default_sampler: dict[str, Any] | None
 
 
 # --------------------------------------------------------------------------- training

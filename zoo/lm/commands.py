@@ -24,7 +24,7 @@ class Session:
     config: Any
     model: Any
     tokenizer: Any
-    sampler: str | dict[str, Any]
+    sampler: str | dict[str, Any] | None
     options: dict[str, Any]
 
 
@@ -53,7 +53,13 @@ def open_session(args: argparse.Namespace) -> Session:
         "static": args.static,
         "compile": args.compile,
     }
-    return Session(cfg, model, tokenizer_of(model) or ByteTokenizer(), spec_ref(args.sampler), options)
+    return Session(
+        cfg,
+        model,
+        tokenizer_of(model) or ByteTokenizer(),
+        spec_ref(args.sampler) if args.sampler is not None else None,
+        options,
+    )
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -172,7 +178,9 @@ def generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def decoding_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sampler", default="greedy", help="sampler preset or type (default: greedy)")
+    p.add_argument(
+        "--sampler", help="sampler preset, type or inline spec (default: the model's generation config, else greedy)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--min-new-tokens", type=int, default=0)
     p.add_argument("--stop", action="append", help="stop string (repeatable)")

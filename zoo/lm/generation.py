@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ProtocolError, ZooError
-from zoo.protocols import CausalLM, ChatTemplate, Sampler, StaticDecoding, StopTokens, Tokenizer
+from zoo.protocols import CausalLM, ChatTemplate, Sampler, SamplingDefaults, StaticDecoding, StopTokens, Tokenizer
 from zoo.runtime import Runtime
 
 
@@ -211,6 +211,8 @@ def _decoder(
     runtime = runtime or Runtime(device=str(next(model.parameters()).device))
     model.to(runtime.device).eval()
     prompt_ids = _encode(tokenizer, [prompts] if isinstance(prompts, str) else prompts)
+    if sampler is None:  # the model's own recipe (its generation_config.json), else greedy
+        sampler = (model.default_sampler if isinstance(model, SamplingDefaults) else None) or "greedy"
     sampler_obj = resolve_sampler(sampler, model, config)
     eos = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer, model)
     decoder = Decoder(
@@ -233,7 +235,7 @@ def stream(
     model: nn.Module | str | Path,
     tokenizer: Any,
     prompts: str | Sequence[str] | Sequence[Sequence[int]],
-    sampler: str | Mapping[str, Any] | Any = "greedy",
+    sampler: str | Mapping[str, Any] | Any = None,
     *,
     max_new_tokens: int = 64,
     min_new_tokens: int = 0,
@@ -292,7 +294,7 @@ def generate(
     model: nn.Module | str | Path,
     tokenizer: Any,
     prompts: str | Sequence[str] | Sequence[Sequence[int]],
-    sampler: str | Mapping[str, Any] | Any = "greedy",
+    sampler: str | Mapping[str, Any] | Any = None,
     *,
     max_new_tokens: int = 64,
     min_new_tokens: int = 0,

@@ -169,3 +169,27 @@ def test_a_trained_bpe_artifact_loads_in_transformers(tmp_path):
     loaded = AutoTokenizer.from_pretrained(tmp_path / "a", local_files_only=True)
     assert loaded("the cat sat").input_ids == tok.encode("the cat sat")
     assert loaded.eos_token == "<|endoftext|>" and loaded.eos_token_id == tok.eos_id
+
+
+def test_generation_config_sampling_is_the_default(chat_folder, tmp_path, capsys):
+    """A folder whose generation_config.json samples (do_sample, temperature, top_k) decodes that
+    way unless --sampler says otherwise."""
+    _, hf, tok = chat_folder
+    folder = tmp_path / "m"
+    hf.generation_config.update(do_sample=True, temperature=0.7, top_k=5)
+    try:
+        hf.save_pretrained(folder)
+    finally:
+        hf.generation_config.update(do_sample=False, temperature=1.0, top_k=50)
+    tok.save_pretrained(folder)
+    model = zoo.build_model({"type": "hf-causal-lm", "path": str(folder)})
+    assert model.default_sampler == {"type": "sample", "temperature": 0.7, "top_k": 5}
+
+    def ids(*extra):
+        args = ["generate", str(folder), "--prompt", "hello there", "--max-new-tokens", "12", "--json", "--seed", "3"]
+        assert main([*args, *extra]) == 0
+        return json.loads(capsys.readouterr().out)[0]["ids"]
+
+    default = ids()
+    assert default == ids("--sampler", json.dumps(model.default_sampler))
+    assert default != ids("--sampler", "greedy")

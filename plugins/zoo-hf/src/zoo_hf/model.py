@@ -182,6 +182,7 @@ class HFCausalLM(HFAdapter):
         eos = getattr(hf.generation_config, "eos_token_id", None) if hf.generation_config is not None else None
         ids = [eos] if isinstance(eos, int) else list(eos) if isinstance(eos, list | tuple) else []
         self.stop_ids: list[int] = [int(i) for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+        self.default_sampler = sampler_from(hf.generation_config)
         params = inspect.signature(hf.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.2x
 
@@ -205,6 +206,24 @@ class HFCausalLM(HFAdapter):
         if cache is not None:
             cache.hf = getattr(out, "cache", None) or out.past_key_values
         return out.logits, cache
+
+
+def sampler_from(generation: Any) -> dict[str, Any] | None:
+    """generation_config.json's decoding recipe as a zoo sampler spec (None: greedy); values zoo
+    cannot use are left at the sampler's defaults, and the spec is validated when it is built."""
+    if generation is None or not getattr(generation, "do_sample", False):
+        return None
+    spec: dict[str, Any] = {"type": "sample"}
+    for theirs, mine in (("temperature", "temperature"), ("top_k", "top_k"), ("top_p", "top_p"), ("min_p", "min_p")):
+        value = getattr(generation, theirs, None)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            spec[mine] = value
+    if isinstance(spec.get("top_k"), float) or spec.get("top_k", 1) < 1:
+        spec.pop("top_k")
+    penalty = getattr(generation, "repetition_penalty", None)
+    if isinstance(penalty, int | float) and penalty >= 1:
+        spec["repetition_penalty"] = float(penalty)
+    return spec
 
 
 class HFClassifier(HFAdapter):
@@ -303,8 +322,8 @@ if TYPE_CHECKING:  # mypy checks the adapters against zoo's protocols
 
     def _causal_lm(
         model: HFCausalLM, tokenizer: HFTokenizer
-    ) -> tuple[zoo.CausalLM, zoo.StopTokens, zoo.Tokenizer, zoo.ChatTemplate]:
-        return model, model, tokenizer, tokenizer
+    ) -> tuple[zoo.CausalLM, zoo.StopTokens, zoo.SamplingDefaults, zoo.Tokenizer, zoo.ChatTemplate]:
+        return model, model, model, tokenizer, tokenizer
 
     def _classifier(model: HFClassifier) -> zoo.Classifier:
         return model
