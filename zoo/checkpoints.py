@@ -93,7 +93,8 @@ def save_checkpoint(root: Path, state: TrainState, keep: int, dist: DistInfo) ->
     if dist.rank != 0:
         return None
     path = root / f"step-{state.step:08d}"
-    model_tensors, aliases = dedupe(model_state)
+    frozen = frozen_names(state.model)
+    model_tensors, aliases = dedupe({k: v for k, v in model_state.items() if k not in frozen})
     opt_tensors, opt_meta = _flatten_optimizer(optim_state)
     rng = {"torch_cpu": torch.get_rng_state(), "data": state.data_rng.get_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -127,7 +128,8 @@ def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None)
     dist = dist or DistInfo("none")
     meta = read_model(path / "state.json", CheckpointMeta)
     model_file = path / "model.safetensors"
-    expected = tensor_info(state.model.state_dict())
+    frozen = frozen_names(state.model)
+    expected = tensor_info({k: v for k, v in state.model.state_dict().items() if k not in frozen})
     check_tensors(expected, expand(read_header(model_file), meta.aliases), str(model_file))
     full = expand(read_tensors(model_file), meta.aliases)
     optim = _unflatten_optimizer(read_tensors(path / "optimizer.safetensors"), meta.optimizer)
@@ -138,7 +140,7 @@ def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None)
     if meta.scaler and (set(meta.scaler) != set(scaler_live) or not _same_types(meta.scaler, scaler_live)):
         raise ArtifactError(f"{path}: the loss-scaler state does not match this run's precision")
     try:
-        dist.load_full_state(state.model, state.optimizer, full, optim)
+        dist.load_full_state(state.model, state.optimizer, full, optim, frozen=frozen)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ArtifactError(f"{path}: checkpoint does not match this run ({type(err).__name__}: {err})") from None
     if meta.scaler:
@@ -150,6 +152,14 @@ def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None)
     cuda = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def frozen_names(model: nn.Module) -> set[str]:
+    """State-dict names of parameters that do not train (LoRA's base weights): a checkpoint leaves
+    them out, since they come back from the run's starting point (``--init-from``) on resume."""
+    return {
+        k for k, v in model.state_dict(keep_vars=True).items() if isinstance(v, nn.Parameter) and not v.requires_grad
+    }
 
 
 def _same_types(loaded: dict[str, Any], live: dict[str, Any]) -> bool:

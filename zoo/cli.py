@@ -250,6 +250,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             force=args.force,
             init_from=args.init_from,
+            lora=args.lora,
         )
     finally:
         distributed.shutdown()
@@ -309,6 +310,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         help="start from trained weights: a zoo artifact, a run folder, or a local model folder (e.g. Hugging Face)",
     )
     p.add_argument("--trainer", required=True, help="trainer preset, type, or inline JSON spec")
+    p.add_argument(
+        "--lora", action="store_true", help="train low-rank adapters only (settings: the trainer's lora table)"
+    )
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, model)")
     p.add_argument("--data", help="data file or folder (default: the trainer's)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")

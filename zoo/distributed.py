@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,10 +69,16 @@ class DistInfo:
         optimizer: torch.optim.Optimizer,
         model_state: dict[str, Any],
         optim_state: dict[str, Any],
+        *,
+        frozen: Collection[str] = (),
     ) -> None:
-        """Load unsharded state dicts (every rank passes the same full dicts)."""
+        """Load unsharded state dicts (every rank passes the same full dicts); ``frozen`` names may
+        be missing (they keep the values the model was built with)."""
         if self.mode != "fsdp":
-            model.load_state_dict(model_state, strict=True)
+            missing, unexpected = model.load_state_dict(model_state, strict=False)
+            lost = set(missing) - set(frozen)
+            if lost or unexpected:
+                raise KeyError(f"missing {sorted(lost)[:5]}, unexpected {sorted(unexpected)[:5]}")
             optimizer.load_state_dict(optim_state)
             return
         from torch.distributed.checkpoint.state_dict import (

@@ -50,6 +50,21 @@ class ScheduleSpec(BaseModel):
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine: final lr as a fraction of lr")
 
 
+class LoraSpec(BaseModel):
+    """`lora` of a trainer: which layers get an adapter, and its size."""
+
+    model_config = STRICT
+
+    rank: int = Field(8, ge=1, le=1024, description="rank r of the update B (out x r) @ A (r x in)")
+    alpha: float = Field(16.0, gt=0.0, description="the update is scaled by alpha / rank")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapter's input")
+    targets: list[str] = Field(
+        default_factory=lambda: ["*attn*", "*mlp*"],
+        min_length=1,
+        description="fnmatch patterns on module paths (e.g. 'blocks.*.attn.qkv'); linear layers that match get one",
+    )
+
+
 class EngineSpec(TrainerSpec):
     """Fields every trainer built on the training engine shares."""
 
@@ -69,6 +84,9 @@ class EngineSpec(TrainerSpec):
     data: str | None = Field(None, description="data file or folder (--data overrides); null: the trainer's default")
     data_format: str | None = Field(
         None, description="the data source that reads `data` (zoo plugins lists them); null: by folder or suffix"
+    )
+    lora: LoraSpec | None = Field(
+        None, description="train low-rank adapters only (zoo train --lora); null trains every parameter"
     )
     data_options: dict[str, str | int | float | bool | list[int]] = Field(
         default_factory=dict, description="options for the data source, e.g. {label_column = 'species'}"

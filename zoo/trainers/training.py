@@ -10,6 +10,7 @@ from zoo.config import Config
 from zoo.errors import DataMismatch, PluginError, RunDirError, SpecError
 from zoo.protocols import Trainer
 from zoo.trainers.engine import FitResult
+from zoo.trainers.specs import EngineSpec, LoraSpec
 
 
 def train_from_config(
@@ -22,8 +23,12 @@ def train_from_config(
     resume: bool = False,
     force: bool = False,
     init_from: str | Path | None = None,
+    lora: bool = False,
 ) -> FitResult:
     """Build model and trainer from names/dicts/specs, train, and save the model in ``out/model``.
+
+    ``lora`` trains low-rank adapters only (the trainer's ``lora`` settings, or the defaults): the
+    checkpoints hold the adapters, ``out/adapter`` keeps them, and ``out/model`` has them merged.
 
     ``init_from`` (a zoo artifact, a run folder or a local model folder) starts from trained
     weights; ``model`` may then be None (the source's spec) or a spec whose tensors match. A
@@ -33,6 +38,13 @@ def train_from_config(
     from zoo.runtime import Runtime
 
     tspec = cfg.spec("trainers", trainer)
+    if lora and isinstance(tspec, EngineSpec) and tspec.lora is None:
+        tspec = tspec.model_copy(update={"lora": LoraSpec()})
+    adapters = tspec.lora if isinstance(tspec, EngineSpec) else None
+    if lora and adapters is None:
+        raise SpecError(
+            [("--lora", f"trainer type {tspec.type!r} does not train on the engine; LoRA needs one that does")]
+        )
     init_from = _parent_for(Path(out), init_from, resume)
     if model is None and init_from is None:
         raise SpecError([("--model", "give a model (a preset, a type or an inline spec), or --init-from PATH")])
@@ -49,6 +61,12 @@ def train_from_config(
         mspec = cfg.spec("models", model)  # type: ignore[assignment]
         module = attach(mspec.build(), mspec)
     check_protocol(tspec, mspec)  # type: ignore[arg-type]
+    if adapters is not None:
+        if runtime.dist.mode == "fsdp":
+            raise SpecError([("lora", "LoRA runs on one process or under DDP, not FSDP; set runtime.distributed")])
+        from zoo.trainers.lora import apply_lora
+
+        apply_lora(module, adapters)
     run_info = {
         "model": mspec.model_dump(mode="json"),
         "trainer": tspec.model_dump(mode="json"),
@@ -58,6 +76,18 @@ def train_from_config(
     }
 
     def save_artifact(path: Path, trained: Any) -> Path:
+        if adapters is not None:  # the adapters on their own, then the model with them merged
+            import copy
+
+            from zoo.artifacts import atomic_dir, write_json, write_tensors
+            from zoo.trainers.lora import adapter_state, merge_lora
+
+            with atomic_dir(path.parent / "adapter", overwrite=True) as tmp:
+                write_tensors(
+                    tmp / "adapter.safetensors", {k: v.detach().cpu() for k, v in adapter_state(trained).items()}
+                )
+                write_json(tmp / "adapter.json", {"lora": adapters.model_dump(mode="json"), "parent": parent})
+            trained = merge_lora(copy.deepcopy(trained))
         return save(trained, path, overwrite=True, config=cfg, parent=parent)
 
     trainer_obj = tspec.build()
@@ -112,6 +142,7 @@ def train(
     *,
     model: Any = None,
     init_from: str | Path | None = None,
+    lora: bool = False,
     data: str | Path | None = None,
     resume: bool = False,
     force: bool = False,
@@ -122,4 +153,6 @@ def train(
     from zoo.api import default_config
 
     cfg = config or default_config()
-    return train_from_config(cfg, model, trainer, out, data=data, resume=resume, force=force, init_from=init_from)
+    return train_from_config(
+        cfg, model, trainer, out, data=data, resume=resume, force=force, init_from=init_from, lora=lora
+    )

@@ -1,0 +1,121 @@
+"""LoRA fine-tuning: only the adapters train and are checkpointed, the saved model has them merged
+(a low-rank change of the targeted layers, nothing else), resume is exact, MiniGPT and HF alike."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import zoo
+from zoo.cli import main
+from zoo.lm.trainer import CausalLMTask
+from zoo.trainers.lora import LoRALinear, apply_lora
+from zoo.trainers.specs import LoraSpec
+
+TRAINER = {
+    "type": "causal-lm",
+    "max_steps": 8,
+    "batch_size": 4,
+    "context": 32,
+    "eval_every": 4,
+    "eval_batches": 1,
+    "checkpoint_every": 4,
+    "lr": 0.01,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lora")
+    corpus = root / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 300)
+    zoo.train({**TRAINER, "max_steps": 4}, root / "parent", model="minigpt-tiny", data=corpus)
+    return root, corpus
+
+
+def keys(path):
+    with safe_open(str(path), "pt") as fh:
+        return set(fh.keys())
+
+
+def test_only_the_adapters_train_and_are_checkpointed(parent, tmp_path):
+    root, corpus = parent
+    zoo.train(TRAINER, tmp_path / "ft", init_from=root / "parent", data=corpus, lora=True)
+    checkpoint = sorted((tmp_path / "ft" / "checkpoints").iterdir())[-1] / "model.safetensors"
+    saved = keys(checkpoint)
+    assert saved and all(k.endswith((".lora_a", ".lora_b")) for k in saved)
+    assert keys(tmp_path / "ft" / "adapter" / "adapter.safetensors") == saved
+    before, after = zoo.load(root / "parent" / "model"), zoo.load(tmp_path / "ft" / "model")
+    b, a = before.state_dict(), after.state_dict()
+    assert set(a) == set(b)  # merged: the plain model's names, loadable anywhere
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed and all(".attn." in k or ".mlp." in k for k in changed)  # the default targets only
+    for name in changed:
+        if a[name].dim() == 2:  # each update is low rank
+            assert torch.linalg.matrix_rank(a[name] - b[name]) <= LoraSpec().rank
+
+
+def test_a_resumed_lora_run_equals_an_uninterrupted_one(parent, tmp_path, monkeypatch):
+    root, corpus = parent
+    straight = zoo.train(TRAINER, tmp_path / "a", init_from=root / "parent", data=corpus, lora=True)
+    calls = {"n": 0}
+    real = CausalLMTask.sample
+
+    def crash_at_step_6(self, generator, batch_size):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real(self, generator, batch_size)
+
+    monkeypatch.setattr(CausalLMTask, "sample", crash_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        zoo.train(TRAINER, tmp_path / "b", init_from=root / "parent", data=corpus, lora=True)
+    monkeypatch.setattr(CausalLMTask, "sample", real)
+    resumed = zoo.train(TRAINER, tmp_path / "b", data=corpus, lora=True, resume=True)
+    assert resumed.metrics["val_loss"] == straight.metrics["val_loss"]
+    a, b = zoo.load(tmp_path / "a" / "model").state_dict(), zoo.load(tmp_path / "b" / "model").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_hf_gpt2_conv1d_layers_take_adapters_too(tmp_path, capsys):
+    model = zoo.build_model("hf-gpt2-tiny")
+    wrapped = apply_lora(model, LoraSpec(rank=2))
+    assert "hf.transformer.h.0.attn.c_attn" in wrapped
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        f"{w}.{ab}" for w in wrapped for ab in ("lora_a", "lora_b")
+    }
+    layer = model.get_submodule("hf.transformer.h.0.attn.c_attn")
+    assert isinstance(layer, LoRALinear)
+    x = torch.randn(2, 5, 64)
+    with torch.no_grad():
+        layer.lora_b.normal_()
+        want = layer(x)
+        merged = layer.merged()
+    torch.testing.assert_close(merged(x), want, atol=1e-5, rtol=0)
+    # through the command line: --lora on an HF model, targets from the trainer spec
+    zoo.save(zoo.build_model("hf-gpt2-tiny"), tmp_path / "base")
+    (tmp_path / "c.txt").write_text("hello zoo " * 400)
+    spec = {**TRAINER, "max_steps": 2, "lora": {"rank": 2, "targets": ["*.attn.c_attn"]}}
+    args = [
+        "train",
+        "--init-from",
+        str(tmp_path / "base"),
+        "--trainer",
+        json.dumps(spec),
+        "--data",
+        str(tmp_path / "c.txt"),
+    ]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    assert all("c_attn" in k for k in keys(tmp_path / "run" / "adapter" / "adapter.safetensors"))
+    capsys.readouterr()
+
+
+def test_targets_that_match_nothing_list_the_layers():
+    with pytest.raises(
+        zoo.SpecError, match=r"lora\.targets: \['\*nothing\*'\] match no linear layer.*blocks\.0\.attn\.qkv"
+    ):
+        apply_lora(zoo.build_model("minigpt-tiny"), LoraSpec(targets=["*nothing*"]))
