@@ -193,3 +193,24 @@ def test_generation_config_sampling_is_the_default(chat_folder, tmp_path, capsys
     default = ids()
     assert default == ids("--sampler", json.dumps(model.default_sampler))
     assert default != ids("--sampler", "greedy")
+
+
+def test_an_artifact_keeps_the_generation_config(chat_folder, tmp_path):
+    """Extra EOS ids and the sampling recipe survive zoo.save / zoo.load (and the artifact's
+    generation_config.json is what transformers reads)."""
+    from transformers import GenerationConfig
+
+    _, hf, tok = chat_folder
+    folder = tmp_path / "m"
+    hf.generation_config.update(do_sample=True, temperature=0.7, top_k=5)
+    try:
+        hf.save_pretrained(folder)
+    finally:
+        hf.generation_config.update(do_sample=False, temperature=1.0, top_k=50)
+    tok.save_pretrained(folder)
+    model = zoo.build_model({"type": "hf-causal-lm", "path": str(folder)})
+    zoo.save(model, tmp_path / "art")
+    back = zoo.load(tmp_path / "art")
+    assert back.stop_ids == model.stop_ids and len(back.stop_ids) == 2
+    assert back.default_sampler == model.default_sampler == {"type": "sample", "temperature": 0.7, "top_k": 5}
+    assert GenerationConfig.from_pretrained(tmp_path / "art").eos_token_id == model.stop_ids

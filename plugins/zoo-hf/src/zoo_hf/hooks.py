@@ -82,6 +82,15 @@ class HFCausalLMSpec(_HFSpec):
 
     type: Literal["hf-causal-lm"] = "hf-causal-lm"
     protocol = "causal-lm"
+    generation: dict[str, Any] | None = Field(
+        None, description="inline generation_config (EOS ids, sampling defaults); null: the folder's or transformers'"
+    )
+
+    @model_validator(mode="after")
+    def _plain_generation(self) -> Any:
+        if self.generation is not None and not _finite(self.generation):
+            raise ValueError("generation values must be finite numbers (no inf or nan)")
+        return self
 
     @classmethod
     def example(cls) -> HFCausalLMSpec:
@@ -105,11 +114,17 @@ class HFCausalLMSpec(_HFSpec):
         """Saved artifacts carry the config inline, so they load without the original path."""
         from zoo_hf.model import inline_config
 
-        return self.model_copy(update={"config": inline_config(module.hf.config), "path": None})
+        generation = inline_config(module.hf.generation_config) if module.hf.generation_config is not None else None
+        return self.model_copy(
+            update={"config": inline_config(module.hf.config), "path": None, "generation": generation}
+        )
 
     def write_artifact_files(self, module: Any, folder: Path) -> None:
-        """config.json beside model.safetensors: `from_pretrained` reads the artifact as is."""
+        """config.json (and generation_config.json) beside model.safetensors: `from_pretrained`
+        reads the artifact as is."""
         module.hf.config.save_pretrained(folder)
+        if module.hf.generation_config is not None:
+            module.hf.generation_config.save_pretrained(folder)
 
 
 class HFClassifierSpec(_HFSpec):

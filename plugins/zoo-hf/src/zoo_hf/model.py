@@ -119,13 +119,12 @@ def make_config(spec: Any) -> Any:
 
 
 def inline_config(config: Any) -> dict[str, Any]:
-    """A config as the JSON-able dict an inline spec takes (model_type first)."""
+    """A model or generation config as the JSON-able dict an inline spec takes (model_type first)."""
     values = config.to_diff_dict()
-    values.pop("transformers_version", None)
-    values.pop("architectures", None)
-    values.pop("dtype", None)
-    values.pop("torch_dtype", None)
-    return {"model_type": config.model_type, **values}
+    for key in ("transformers_version", "architectures", "dtype", "torch_dtype", "_from_model_config"):
+        values.pop(key, None)
+    kind = getattr(config, "model_type", None)
+    return {"model_type": kind, **values} if kind is not None else values
 
 
 def _load(auto_cls: Any, spec: Any, **extra: Any) -> Any:
@@ -303,9 +302,13 @@ def load_hf_tokenizer(folder: Path, desc: Any) -> HFTokenizer:
 
 
 def build_causal_lm(spec: Any) -> HFCausalLM:
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
-    model = HFCausalLM(_load(AutoModelForCausalLM, spec))
+    hf = _load(AutoModelForCausalLM, spec)
+    if spec.generation is not None:  # an artifact's: the source folder's generation_config.json
+        with rejected_by_transformers(f"{spec.type}.generation", lambda m: _spec_error(spec, m)):
+            hf.generation_config = GenerationConfig(**spec.generation)
+    model = HFCausalLM(hf)
     tokenizer = local_tokenizer(spec)
     if tokenizer is not None:
         zoo.attach(model, spec, tokenizer=tokenizer)
