@@ -166,3 +166,41 @@ def test_static_decoding_needs_a_decode_step(config):
     hf = zoo.build_model("hf-gpt2-tiny", config=config)
     with pytest.raises(zoo.ZooError, match="has no decode_step for static decoding"):
         generate(hf, TOK, ["x"], "greedy", max_new_tokens=2, static=True)
+
+
+def test_a_conversation_reuses_its_cache_and_decodes_the_same(monkeypatch):
+    """zoo chat's History: a later turn computes only the tokens after what the cache holds (cut
+    back to the common prefix when the prompt diverges) and draws exactly what a fresh run draws."""
+    from zoo.lm.generation import History, stream
+    from zoo.runtime import Runtime
+
+    torch.manual_seed(0)
+    model = zoo.build_model("minigpt-tiny").eval()
+    runtime = Runtime(device="cpu")
+    seen: list[int] = []
+    real = type(model).forward
+
+    def counting(self, input_ids, *args, **kwargs):
+        seen.append(input_ids.shape[1])
+        return real(self, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", counting)
+
+    def turn(prompt, cache=None):
+        seen.clear()
+        chunks = list(stream(model, None, [prompt], "greedy", max_new_tokens=6, runtime=runtime, cache=cache))
+        return [c.tokens[0] for c in chunks], seen[0]
+
+    history = History(model, runtime)
+    first = list(b"Hello there")
+    drawn, computed = turn(first, history.cache_for(first))
+    history.record(first, drawn)
+    assert computed == len(first)
+    second = [*first, *drawn, *b" and then"]
+    reused, computed = turn(second, history.cache_for(second))
+    history.record(second, reused)
+    assert computed == len(second) - (len(first) + len(drawn) - 1)  # the last drawn token was never fed
+    assert reused == turn(second)[0]  # a fresh cache decodes the same tokens
+    third = [*first[:4], *b"p me"]  # diverges early: the cache is cut back to the common prefix
+    again, computed = turn(third, history.cache_for(third))
+    assert computed == len(third) - 4 and again == turn(third)[0]

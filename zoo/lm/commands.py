@@ -111,9 +111,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     """A conversation on stdin/stdout: each turn is streamed; the history is re-encoded with the
     chat template every turn (an empty line or end of input ends it)."""
-    from zoo.lm.generation import chat_ids, stream
+    from zoo.lm.generation import History, chat_ids, stream
 
     session = open_session(args)
+    history = History(session.model, session.options["runtime"])
     messages = [{"role": "system", "content": args.system}] if args.system else []
     chat_ids(session.tokenizer, [{"role": "user", "content": "check"}])  # no template: say so now
     print(f"chatting with {args.path} (an empty line or Ctrl-D ends)", file=sys.stderr)
@@ -126,11 +127,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
             break
         messages.append({"role": "user", "content": line})
         ids = chat_ids(session.tokenizer, messages)
-        reply = []
-        for chunk in stream(session.model, session.tokenizer, [ids], session.sampler, **session.options):
+        cache = history.cache_for(ids)
+        reply, drawn = [], []
+        for chunk in stream(session.model, session.tokenizer, [ids], session.sampler, cache=cache, **session.options):
             sys.stdout.write(chunk.deltas[0])
             sys.stdout.flush()
             reply.append(chunk.deltas[0])
+            drawn.append(chunk.tokens[0])
+        history.record(ids, drawn)
         sys.stdout.write("\n")
         messages.append({"role": "assistant", "content": "".join(reply)})
     return 0

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ProtocolError, ZooError
+from zoo.lm.kv_cache import KVCache
 from zoo.protocols import CausalLM, ChatTemplate, Sampler, SamplingDefaults, StaticDecoding, StopTokens, Tokenizer
 from zoo.runtime import Runtime
 
@@ -39,6 +40,7 @@ class StreamChunk:
     step: int
     deltas: list[str]
     finished: list[bool]
+    tokens: list[int] = field(default_factory=list)  # the id each sequence drew at this step
 
 
 def resolve_sampler(sampler: Any, model: nn.Module, config: Any = None) -> Sampler:
@@ -84,9 +86,12 @@ class Decoder:
         pad_id: int = 0,
         static: bool = False,
         compile: bool = False,
+        cache: Any = None,
     ) -> None:
         """``static`` decodes through the model's ``decode_step`` (fixed shapes, whole-cache mask);
-        ``compile`` additionally wraps that step in ``torch.compile`` (implies static)."""
+        ``compile`` additionally wraps that step in ``torch.compile`` (implies static). ``cache``
+        (one prompt, dynamic decoding) already holds the prompt's first ``cache.length`` tokens:
+        only the rest is computed, and the cache keeps growing (a chat's history)."""
         _check_model(model)
         static = static or compile
         if static and not isinstance(model, StaticDecoding):
@@ -106,6 +111,13 @@ class Decoder:
         vocab = int(model.vocab_size)  # type: ignore[arg-type]
         if any(t < 0 or t >= vocab for p in prompt_ids for t in p):
             raise ZooError(f"prompt token ids must be in [0, {vocab})")
+        if cache is not None:
+            room = cache.max_len if isinstance(cache, KVCache) else limit
+            if len(prompt_ids) != 1 or static or not 0 <= cache.length < len(prompt_ids[0]):
+                raise ZooError("a reused cache takes one prompt, dynamic decoding, and new tokens after what it holds")
+            if longest + max_new_tokens > room:
+                raise ZooError(f"the cache holds {room} positions; {longest + max_new_tokens} are needed")
+        self.given_cache = cache
         self.model, self.sampler, self.runtime = model, sampler, runtime
         self.max_new, self.min_new, self.longest = max_new_tokens, min_new_tokens, longest
         device = runtime.device
@@ -131,14 +143,19 @@ class Decoder:
         model, B, P = self.model, self.ids.shape[0], self.longest
         mask = self.mask if self.padded else None
         positions = (self.mask.cumsum(-1) - 1).clamp(min=0)  # (B, P + max_new): left padding aware
-        dtype = self.runtime.autocast_dtype or next(model.parameters()).dtype
-        cache = model.new_cache(B, P + self.max_new, dtype=dtype)  # type: ignore[operator]
+        cache = self.given_cache
+        if cache is None:
+            cache = model.new_cache(B, P + self.max_new, dtype=self.cache_dtype())  # type: ignore[operator]
+        start = cache.length  # tokens of the prompt already in the cache
         done = torch.zeros(B, dtype=torch.bool, device=self.ids.device)
         step = self._static_step() if self.static else None
         cache_positions = torch.arange(P, P + self.max_new, device=self.ids.device)
         with self.runtime.inference():
             logits, cache = model(
-                self.ids, cache, attention_mask=None if mask is None else mask[:, :P], position_ids=positions[:, :P]
+                self.ids[:, start:],
+                cache,
+                attention_mask=None if mask is None else mask[:, :P],
+                position_ids=positions[:, start:P],
             )
             for t in range(self.max_new):
                 last = logits[:, -1].float()  # (B, V)
@@ -167,6 +184,10 @@ class Decoder:
                     position_ids=positions[:, pos : pos + 1],
                 )
 
+    def cache_dtype(self) -> torch.dtype:
+        """The dtype decoding computes in (autocast's, else the weights')."""
+        return self.runtime.autocast_dtype or next(self.model.parameters()).dtype
+
     def _static_step(self) -> Any:
         assert isinstance(self.model, StaticDecoding)  # checked in __init__
         step: Any = self.model.decode_step
@@ -192,6 +213,7 @@ def _decoder(
     seed: int,
     static: bool,
     compile: bool,
+    cache: Any = None,
 ) -> tuple[Decoder, list[list[int]], list[int], Any]:
     """What `generate` and `stream` share: resolve the model, tokenizer and sampler, encode, and
     set up the loop; returns the tokenizer used."""
@@ -227,6 +249,7 @@ def _decoder(
         pad_id=tokenizer.pad_id,
         static=static,
         compile=compile,
+        cache=cache,
     )
     return decoder, prompt_ids, eos, tokenizer
 
@@ -246,8 +269,10 @@ def stream(
     config: Any = None,
     static: bool = False,
     compile: bool = False,
+    cache: Any = None,
 ) -> Iterator[StreamChunk]:
-    """Yield the text each sequence adds at every step (a Python iterator over the decode loop)."""
+    """Yield the text each sequence adds at every step (a Python iterator over the decode loop).
+    ``cache``: see `Decoder` (a chat reuses one across turns)."""
     decoder, prompt_ids, eos, tokenizer = _decoder(
         model,
         tokenizer,
@@ -261,6 +286,7 @@ def stream(
         seed,
         static,
         compile,
+        cache,
     )
     B = len(prompt_ids)
     new: list[list[int]] = [[] for _ in range(B)]
@@ -285,7 +311,7 @@ def stream(
             safe = text if last else text.rstrip("\ufffd")  # hold back half a UTF-8 character
             deltas.append(safe[len(shown[i]) :])
             shown[i] = max(shown[i], safe, key=len)
-        yield StreamChunk(t, deltas, list(finished))
+        yield StreamChunk(t, deltas, list(finished), ids)
         if all(finished):
             return
 
@@ -373,3 +399,34 @@ def chat_ids(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> list[int]
             "(e.g. a local Hugging Face folder with tokenizer_config.json)"
         )
     return tokenizer.apply_chat_template(messages)
+
+
+class History:
+    """The KV cache of a conversation, kept across turns: each turn computes only the tokens after
+    the longest prefix the cache already holds (a `KVCache` is cut back to it; another cache is
+    reused only when it holds a prefix of the new prompt, else started afresh)."""
+
+    def __init__(self, model: Any, runtime: Runtime) -> None:
+        self.model, self.runtime = model, runtime
+        self.cache: Any = None
+        self.held: list[int] = []  # the ids whose keys and values the cache holds
+
+    def cache_for(self, prompt: Sequence[int]) -> Any:
+        if self.cache is not None:
+            same = 0
+            for a, b in zip(self.held, prompt, strict=False):
+                if a != b:
+                    break
+                same += 1
+            keep = min(same, len(prompt) - 1)
+            if isinstance(self.cache, KVCache):
+                self.cache.length = keep  # positions past it are overwritten by the next forward
+            elif keep != self.cache.length:
+                self.cache = None
+        if self.cache is None:
+            dtype = self.runtime.autocast_dtype or next(self.model.parameters()).dtype
+            self.cache = self.model.new_cache(1, int(self.model.max_seq_len), dtype=dtype)
+        return self.cache
+
+    def record(self, prompt: Sequence[int], generated: Sequence[int]) -> None:
+        self.held = [*prompt, *generated][: self.cache.length]
