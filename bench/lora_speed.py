@@ -63,7 +63,10 @@ def main() -> None:
                     from safetensors import safe_open
 
                     with safe_open(str(adapters), "pt") as fh:
-                        trainable = sum(fh.get_slice(k).get_shape()[0] * fh.get_slice(k).get_shape()[1] for k in fh.keys())  # noqa: SIM118
+                        trainable = sum(
+                            fh.get_slice(k).get_shape()[0] * fh.get_slice(k).get_shape()[1]
+                            for k in fh.keys()  # noqa: SIM118  (a safe_open handle, not a dict)
+                        )
                 info[kind] = {"params": params, "trainable": trainable, "checkpoint_mb": size / 2**20}
     rows = []
     for kind in ("full", "lora"):
