@@ -12,7 +12,7 @@ from safetensors import safe_open
 import zoo
 from zoo.cli import main
 from zoo.lm.trainer import CausalLMTask
-from zoo.trainers.lora import LoRALinear, apply_lora
+from zoo.trainers.lora import LoRALinear, add_adapters, apply_lora, merged
 from zoo.trainers.specs import LoraSpec
 
 TRAINER = {
@@ -81,22 +81,26 @@ def test_a_resumed_lora_run_equals_an_uninterrupted_one(parent, tmp_path, monkey
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_hf_gpt2_conv1d_layers_take_adapters_too(tmp_path, capsys):
-    model = zoo.build_model("hf-gpt2-tiny")
-    wrapped = apply_lora(model, LoraSpec(rank=2))
-    assert "hf.transformer.h.0.attn.c_attn" in wrapped
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
-        f"{w}.{ab}" for w in wrapped for ab in ("lora_a", "lora_b")
-    }
-    layer = model.get_submodule("hf.transformer.h.0.attn.c_attn")
-    assert isinstance(layer, LoRALinear)
-    x = torch.randn(2, 5, 64)
+def test_hf_models_take_adapters_through_peft(tmp_path, capsys):
+    """GPT-2's Conv1D layers get peft's LoRA; merged, the model computes what it did with them."""
+    pytest.importorskip("peft")
+    model = zoo.build_model("hf-gpt2-tiny").eval()
+    targets = add_adapters(model, LoraSpec(rank=2, targets=["*.attn.c_attn"]))
+    assert targets == ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and "c_attn" in n for n in trainable)
+    ids = torch.randint(0, 256, (2, 9))
     with torch.no_grad():
-        layer.lora_b.normal_()
-        want = layer(x)
-        merged = layer.merged()
-    torch.testing.assert_close(merged(x), want, atol=1e-5, rtol=0)
-    # through the command line: --lora on an HF model, targets from the trainer spec
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # a non-zero update
+        want = model(ids)[0]
+        plain = merged(model)
+        torch.testing.assert_close(plain(ids)[0], want, atol=1e-5, rtol=0)
+    assert type(plain.hf).__name__ == "GPT2LMHeadModel" and set(plain.state_dict()) == set(
+        zoo.build_model("hf-gpt2-tiny").state_dict()
+    )
+    # through the command line: --lora settings from the trainer spec; the run saves adapters and a plain model
     zoo.save(zoo.build_model("hf-gpt2-tiny"), tmp_path / "base")
     (tmp_path / "c.txt").write_text("hello zoo " * 400)
     spec = {**TRAINER, "max_steps": 2, "lora": {"rank": 2, "targets": ["*.attn.c_attn"]}}
@@ -110,8 +114,23 @@ def test_hf_gpt2_conv1d_layers_take_adapters_too(tmp_path, capsys):
         str(tmp_path / "c.txt"),
     ]
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
-    assert all("c_attn" in k for k in keys(tmp_path / "run" / "adapter" / "adapter.safetensors"))
+    saved = keys(tmp_path / "run" / "adapter" / "adapter.safetensors")
+    assert saved and all("c_attn" in k and "lora_" in k for k in saved)
+    assert keys(sorted((tmp_path / "run" / "checkpoints").iterdir())[-1] / "model.safetensors") == saved
+    zoo.load(tmp_path / "run" / "model")
     capsys.readouterr()
+
+
+def test_zoo_wrapper_merges_exactly():
+    model = zoo.build_model("minigpt-tiny").eval()
+    apply_lora(model, LoraSpec(rank=2))
+    layer = model.get_submodule("blocks.0.attn.qkv")
+    assert isinstance(layer, LoRALinear)
+    ids = torch.randint(0, 256, (2, 9))
+    with torch.no_grad():
+        layer.lora_b.normal_()
+        want = model(ids)[0]
+        torch.testing.assert_close(merged(model)(ids)[0], want, atol=1e-5, rtol=0)
 
 
 def test_targets_that_match_nothing_list_the_layers():

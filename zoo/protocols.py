@@ -16,6 +16,7 @@ Object side (what ``spec.build()`` returns):
 * `StaticDecoding`     optional on a causal LM: ``decode_step`` with static shapes.
 * `ShardUnit`          optional on a submodule: FSDP wraps it on its own.
 * `HFExportable`       optional on a model: its weights under Hugging Face names, and back.
+* `LoraTarget`         optional on a model: LoRA adapters its own way (else zoo's wrapper).
 * `Sampler`            ``select(logits, seen, generators) -> next_ids``.
 * `Trainer`            ``fit(model, runtime, out, ...) -> FitResult``.
 * `Task`               what a trainer on the shared engine supplies (`zoo.EngineTrainer`).
@@ -122,6 +123,20 @@ class ShardUnit(Protocol):
     """A submodule (a transformer block) that FSDP shards on its own: set ``zoo_shard_unit = True``."""
 
     zoo_shard_unit: bool
+
+
+@runtime_checkable
+class LoraTarget(Protocol):
+    """A model that puts LoRA adapters into itself its own way (zoo-hf: through peft); every other
+    model gets zoo's wrapper (`zoo.trainers.lora`). ``spec`` is a trainer's `LoraSpec`."""
+
+    def add_lora(self, spec: Any) -> list[str]:
+        """Freeze every weight, add adapters to the layers ``spec.targets`` match; their names."""
+        ...
+
+    def merge_lora(self) -> None:
+        """Fold the adapters into the weights and drop them (the model is plain again)."""
+        ...
 
 
 @runtime_checkable

@@ -1,8 +1,8 @@
 """LoRA (Hu et al., 2021): train a low-rank update ``B @ A`` beside frozen linear layers.
 
-One wrapper serves every model family: it wraps ``nn.Linear`` (MiniGPT, Llama) and transformers'
-``Conv1D`` (GPT-2, whose weight is stored transposed) by their module path, so MiniGPT and
-Hugging Face models fine-tune the same way, with no extra dependency. Only the adapters train;
+A model family may add adapters its own way (`zoo.LoraTarget`: zoo-hf uses peft); every other
+model gets the wrapper below, which wraps ``nn.Linear`` (and transformers' ``Conv1D``, whose
+weight is stored transposed) by module path. Only the adapters train;
 checkpoints then hold only them (the frozen weights come back from ``--init-from``), and the
 saved model has the update merged in, so it loads, generates and exports like any other.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from typing import Any
 
 import torch
 from torch import nn
 
 from zoo.errors import SpecError
+from zoo.protocols import LoraTarget
 from zoo.trainers.specs import LoraSpec
 
 
@@ -59,14 +59,36 @@ class LoRALinear(nn.Module):
         return self.base
 
 
-def apply_lora(model: nn.Module, spec: LoraSpec) -> list[str]:
-    """Freeze every parameter and wrap each linear layer whose path matches ``spec.targets``;
-    returns the wrapped paths. A pattern list that matches nothing is an error listing what does."""
+def add_adapters(model: nn.Module, spec: LoraSpec) -> list[str]:
+    """Adapters the model's own way (`zoo.LoraTarget`), else zoo's wrapper; the adapted layers."""
+    return model.add_lora(spec) if isinstance(model, LoraTarget) else apply_lora(model, spec)
+
+
+def merged(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with its adapters folded into the weights (the model keeps training)."""
+    import copy
+
+    plain = copy.deepcopy(model)
+    if isinstance(plain, LoraTarget):
+        plain.merge_lora()
+        return plain
+    return merge_lora(plain)
+
+
+def matching(model: nn.Module, spec: LoraSpec) -> list[str]:
+    """Paths of the linear layers ``spec.targets`` match; an error listing the layers when none do."""
     wrappable = [name for name, module in model.named_modules() if name and _in_out(module) is not None]
     chosen = [n for n in wrappable if any(fnmatch.fnmatchcase(n, pattern) for pattern in spec.targets)]
     if not chosen:
         shown = ", ".join(wrappable[:8]) + (", ..." if len(wrappable) > 8 else "")
         raise SpecError([("lora.targets", f"{spec.targets} match no linear layer of this model; its layers: {shown}")])
+    return chosen
+
+
+def apply_lora(model: nn.Module, spec: LoraSpec) -> list[str]:
+    """Freeze every parameter and wrap each linear layer whose path matches ``spec.targets``;
+    returns the wrapped paths. A pattern list that matches nothing is an error listing what does."""
+    chosen = matching(model, spec)
     for p in model.parameters():
         p.requires_grad_(False)
     for name in chosen:
@@ -87,6 +109,10 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def adapter_state(model: nn.Module) -> dict[str, Any]:
-    """The adapters' tensors by state-dict name (what a LoRA checkpoint and adapter file hold)."""
-    return {k: v for k, v in model.state_dict().items() if ".lora_a" in k or ".lora_b" in k}
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors that train, by state-dict name (what a LoRA checkpoint and adapter file hold)."""
+    return {
+        k: v.detach().cpu()
+        for k, v in model.state_dict(keep_vars=True).items()
+        if isinstance(v, nn.Parameter) and v.requires_grad
+    }

@@ -64,9 +64,9 @@ def train_from_config(
     if adapters is not None:
         if runtime.dist.mode == "fsdp":
             raise SpecError([("lora", "LoRA runs on one process or under DDP, not FSDP; set runtime.distributed")])
-        from zoo.trainers.lora import apply_lora
+        from zoo.trainers.lora import add_adapters
 
-        apply_lora(module, adapters)
+        add_adapters(module, adapters)
     run_info = {
         "model": mspec.model_dump(mode="json"),
         "trainer": tspec.model_dump(mode="json"),
@@ -77,17 +77,13 @@ def train_from_config(
 
     def save_artifact(path: Path, trained: Any) -> Path:
         if adapters is not None:  # the adapters on their own, then the model with them merged
-            import copy
-
             from zoo.artifacts import atomic_dir, write_json, write_tensors
-            from zoo.trainers.lora import adapter_state, merge_lora
+            from zoo.trainers.lora import adapter_state, merged
 
             with atomic_dir(path.parent / "adapter", overwrite=True) as tmp:
-                write_tensors(
-                    tmp / "adapter.safetensors", {k: v.detach().cpu() for k, v in adapter_state(trained).items()}
-                )
+                write_tensors(tmp / "adapter.safetensors", adapter_state(trained))
                 write_json(tmp / "adapter.json", {"lora": adapters.model_dump(mode="json"), "parent": parent})
-            trained = merge_lora(copy.deepcopy(trained))
+            trained = merged(trained)
         return save(trained, path, overwrite=True, config=cfg, parent=parent)
 
     trainer_obj = tspec.build()

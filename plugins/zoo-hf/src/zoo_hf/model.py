@@ -185,6 +185,28 @@ class HFCausalLM(HFAdapter):
         params = inspect.signature(hf.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.2x
 
+    def add_lora(self, spec: Any) -> list[str]:
+        """LoRA through peft (`zoo.LoraTarget`): adapters on the layers ``spec.targets`` match."""
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise ZooError("LoRA on Hugging Face models uses peft: pip install 'zoo-hf[lora]'") from None
+        targets = lora_targets(self.hf, spec.targets)
+        config = LoraConfig(
+            r=spec.rank,
+            lora_alpha=spec.alpha,
+            lora_dropout=spec.dropout,
+            target_modules=targets,
+            fan_in_fan_out=any(type(self.hf.get_submodule(t)).__name__ == "Conv1D" for t in targets),
+        )
+        self.hf = get_peft_model(self.hf, config)
+        return targets
+
+    def merge_lora(self) -> None:
+        self.hf = self.hf.merge_and_unload()
+        for p in self.hf.parameters():
+            p.requires_grad_(True)
+
     def new_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> HFCache:
         return HFCache()
 
@@ -205,6 +227,18 @@ class HFCausalLM(HFAdapter):
         if cache is not None:
             cache.hf = getattr(out, "cache", None) or out.past_key_values
         return out.logits, cache
+
+
+def lora_targets(hf: Any, patterns: list[str]) -> list[str]:
+    """Module paths of the linear layers (nn.Linear, GPT-2's Conv1D) the fnmatch patterns match."""
+    import fnmatch
+
+    layers = [n for n, m in hf.named_modules() if n and (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D")]
+    chosen = [n for n in layers if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    if not chosen:
+        shown = ", ".join(layers[:8]) + (", ..." if len(layers) > 8 else "")
+        raise SpecError([("lora.targets", f"{patterns} match no linear layer of this model; its layers: {shown}")])
+    return chosen
 
 
 def sampler_from(generation: Any) -> dict[str, Any] | None:
@@ -325,8 +359,8 @@ if TYPE_CHECKING:  # mypy checks the adapters against zoo's protocols
 
     def _causal_lm(
         model: HFCausalLM, tokenizer: HFTokenizer
-    ) -> tuple[zoo.CausalLM, zoo.StopTokens, zoo.SamplingDefaults, zoo.Tokenizer, zoo.ChatTemplate]:
-        return model, model, model, tokenizer, tokenizer
+    ) -> tuple[zoo.CausalLM, zoo.StopTokens, zoo.SamplingDefaults, zoo.LoraTarget, zoo.Tokenizer, zoo.ChatTemplate]:
+        return model, model, model, model, tokenizer, tokenizer
 
     def _classifier(model: HFClassifier) -> zoo.Classifier:
         return model
