@@ -203,3 +203,41 @@ def test_an_unknown_tokenizer_type_names_the_plugin_to_install(tmp_path):
     (tmp_path / "a" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(zoo.ArtifactError, match=r"tokenizer type 'sentencepiece' is not registered .*bpe, byte"):
         zoo.load(tmp_path / "a")
+
+
+def _safetensors(path, header: dict, body: bytes) -> None:
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + body)
+
+
+def test_weights_are_read_once_and_checked_field_by_field(tmp_path):
+    """zoo.load reads model.safetensors once: the checksum is of the bytes the tensors view."""
+    from zoo.artifacts import Weights, sha256_file
+
+    zoo.save(zoo.build_model("minigpt-tiny"), tmp_path / "a")
+    weights = Weights(tmp_path / "a" / "model.safetensors")
+    assert weights.sha256 == sha256_file(tmp_path / "a" / "model.safetensors")
+    tensor = weights.tensors()["tok_emb.weight"]
+    start = torch.frombuffer(weights.data, dtype=torch.uint8).data_ptr()
+    assert start <= tensor.data_ptr() < start + len(weights.data)  # a view, not a copy
+    values = torch.arange(6, dtype=torch.float32)
+    # an unaligned header length: the tensor is copied out, with the right values
+    for pad in range(4):  # metadata of some length makes the data start off a 4-byte boundary
+        odd = {"t": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}, "__metadata__": {"p": "x" * pad}}
+        if (8 + len(json.dumps(odd).encode())) % 4:
+            break
+    _safetensors(tmp_path / "odd.safetensors", odd, values.numpy().tobytes())
+    assert torch.equal(Weights(tmp_path / "odd.safetensors").tensors()["t"], values.view(2, 3))
+    for header, match in (
+        ({"t": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 48]}}, "offsets do not fit"),
+        ({"t": {"dtype": "F32", "shape": [4, 3], "data_offsets": [0, 24]}}, "offsets do not fit"),
+        ({"t": {"dtype": "Q4", "shape": [6], "data_offsets": [0, 24]}}, "malformed"),
+        ({"t": {"dtype": "F32", "shape": [-6], "data_offsets": [0, 24]}}, "malformed"),
+        ([1, 2], "not a JSON object"),
+    ):
+        _safetensors(tmp_path / "bad.safetensors", header, values.numpy().tobytes())
+        with pytest.raises(zoo.ArtifactError, match=match):
+            Weights(tmp_path / "bad.safetensors")
+    (tmp_path / "huge.safetensors").write_bytes((1 << 40).to_bytes(8, "little") + b"{}")
+    with pytest.raises(zoo.ArtifactError, match="header of"):
+        Weights(tmp_path / "huge.safetensors")

@@ -199,6 +199,80 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+class Weights:
+    """A safetensors file read once into memory: its sha256 is of these very bytes, and its tensors
+    are views of them (no second read, no copy). The header is parsed here, every field checked,
+    so a hostile file is an `ArtifactError` naming it and never reaches memory it does not own."""
+
+    HEADER_LIMIT = 100 << 20
+
+    def __init__(self, path: Path) -> None:
+        size = regular_file(path).st_size
+        self.path, self.data = path, bytearray(size)
+        with open(path, "rb") as fh:
+            if fh.readinto(self.data) != size:
+                raise ArtifactError(f"{path}: changed while being read")
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+        self.entries = self._parse()
+
+    def _bad(self, why: str) -> ArtifactError:
+        return ArtifactError(f"{self.path}: not a valid safetensors file ({why})")
+
+    def _parse(self) -> dict[str, tuple[tuple[int, ...], Any, int, int]]:
+        if len(self.data) < 8:
+            raise self._bad("shorter than its header length")
+        n = int.from_bytes(self.data[:8], "little")
+        if n > min(self.HEADER_LIMIT, len(self.data) - 8):
+            raise self._bad(f"header of {n} bytes in a file of {len(self.data)}")
+        from zoo.files import parse_json
+
+        header = parse_json(bytes(self.data[8 : 8 + n]).decode("utf-8", "replace"), str(self.path), ArtifactError)
+        if not isinstance(header, dict):
+            raise self._bad("the header is not a JSON object")
+        base, body = 8 + n, len(self.data) - 8 - n
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            ok = (
+                isinstance(info, dict)
+                and isinstance(info.get("shape"), list)
+                and isinstance(info.get("data_offsets"), list)
+            )
+            shape, offsets = (info.get("shape"), info.get("data_offsets")) if ok else ([], [])
+            dims_ok = ok and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            offs_ok = len(offsets) == 2 and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            dtype = DTYPES.get(info.get("dtype")) if ok else None
+            if not (dims_ok and offs_ok and dtype is not None):
+                raise self._bad(f"tensor {shorten(name, 80)}: shape, dtype or offsets malformed")
+            start, end = offsets
+            count = 1
+            for d in shape:
+                count *= d
+            itemsize = torch.empty((), dtype=dtype).element_size()
+            if not 0 <= start <= end <= body or end - start != count * itemsize:
+                raise self._bad(f"tensor {shorten(name, 80)}: data offsets do not fit its shape and dtype")
+            out[name] = (tuple(shape), dtype, base + start, count)
+        return out
+
+    def info(self) -> dict[str, TensorInfo]:
+        return {name: (shape, dtype) for name, (shape, dtype, _, _) in self.entries.items()}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Views of the bytes read (nothing copied); they keep the buffer alive."""
+        out = {}
+        for name, (shape, dtype, offset, count) in self.entries.items():
+            if not count:
+                out[name] = torch.empty(shape, dtype=dtype)
+                continue
+            itemsize = torch.empty((), dtype=dtype).element_size()
+            # a view needs its offset aligned to the element size (safetensors aligns; others may not)
+            source = self.data if offset % itemsize == 0 else bytearray(self.data[offset : offset + count * itemsize])
+            start = offset if source is self.data else 0
+            out[name] = torch.frombuffer(source, dtype=dtype, count=count, offset=start).view(shape)
+        return out
+
+
 def load_into(
     module: nn.Module,
     tensors: Mapping[str, torch.Tensor],
@@ -330,8 +404,8 @@ def load(path: str | Path, *, config: Any = None) -> nn.Module:
     if not isinstance(spec_data, dict):
         raise ArtifactError(f"{path / SPEC_FILE}: expected a JSON object (a model spec)")
     weights = path / WEIGHTS_FILE
-    regular_file(weights)
-    digest = sha256_file(weights)
+    data = Weights(weights)  # read once: the checksum and the tensors come from the same bytes
+    digest = data.sha256
     if digest != manifest.weights_sha256:
         raise ArtifactError(
             f"{weights}: sha256 {digest[:12]}... does not match the manifest "
@@ -350,8 +424,8 @@ def load(path: str | Path, *, config: Any = None) -> nn.Module:
     empty = empty_model(spec)
     expected = tensor_info(empty.state_dict()) if empty is not None else meta_tensor_info(spec)
     if expected is not None:
-        check_tensors(expected, expand(read_header(weights), aliases), str(weights))
-    model = fill(spec, empty, read_tensors(weights), aliases, str(weights))
+        check_tensors(expected, expand(data.info(), aliases), str(weights))
+    model = fill(spec, empty, data.tensors(), aliases, str(weights))
     tokenizer = None
     if manifest.tokenizer is not None:
         from zoo.lm.tokenizers import load_tokenizer
