@@ -145,3 +145,16 @@ def test_a_cnn_trains_on_an_image_folder_through_zoo_train(tmp_path):
     )
     assert small.returncode == 2
     assert "fix: --set models.small-cnn-gray.channels=1 --set models.small-cnn-gray.height=8" in small.stderr
+
+
+def test_a_broken_plugin_command_is_one_message(tmp_path, monkeypatch, capsys):
+    from zoo import cli
+    from zoo.registry import CommandEntry
+
+    def arguments(parser):
+        raise RuntimeError("oops")
+
+    broken = {"boom": CommandEntry("boom", lambda args: 0, "explodes", arguments, "zoo-bad", "1.0")}
+    monkeypatch.setattr(cli, "plugin_commands", lambda argv: broken)
+    assert cli.main(["boom"]) == 2
+    assert "command 'boom' of zoo-bad 1.0: adding its arguments failed (RuntimeError: oops)" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from zoo.config import Config, load_config, registry_files, spec_ref
-from zoo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UnknownNameError, ZooError
+from zoo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PluginError, UnknownNameError, ZooError
 from zoo.files import shorten
 from zoo.registry import CommandEntry
 from zoo.specs import KINDS, Kind, Spec, field_table
@@ -326,7 +326,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     for entry in plugin_commands(argv).values():
         p = add(entry.name, entry.run, f"{entry.help} [{entry.distribution}]")
         if entry.name == chosen and entry.arguments is not None:
-            entry.arguments(p)
+            try:
+                entry.arguments(p)
+            except Exception as err:  # a plugin's bug: one message naming it, not a traceback
+                raise PluginError(
+                    f"command {entry.name!r} of {entry.distribution} {entry.version}: adding its arguments failed "
+                    f"({type(err).__name__}: {err})"
+                ) from err
     return parser
 
 
@@ -353,7 +359,11 @@ LISTING = {"list", "show", "plugins", "schema", "check"}
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
-    parser = build_parser(argv)
+    try:
+        parser = build_parser(argv)
+    except ZooError as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return err.exit_code
     args = parser.parse_args(argv)
     args.argv = argv
     try:
