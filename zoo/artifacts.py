@@ -216,7 +216,7 @@ class Weights:
         self.entries = self._parse()
 
     def _bad(self, why: str) -> ArtifactError:
-        return ArtifactError(f"{self.path}: not a valid safetensors file ({why})")
+        return ArtifactError(f"{self.path}: not a readable safetensors file ({why}); it is truncated or corrupt")
 
     def _parse(self) -> dict[str, tuple[tuple[int, ...], Any, int, int]]:
         if len(self.data) < 8:
@@ -226,7 +226,10 @@ class Weights:
             raise self._bad(f"header of {n} bytes in a file of {len(self.data)}")
         from zoo.files import parse_json
 
-        header = parse_json(bytes(self.data[8 : 8 + n]).decode("utf-8", "replace"), str(self.path), ArtifactError)
+        try:
+            header = parse_json(bytes(self.data[8 : 8 + n]).decode("utf-8", "replace"), "header", ArtifactError)
+        except ArtifactError as err:
+            raise self._bad(shorten(str(err))) from None
         if not isinstance(header, dict):
             raise self._bad("the header is not a JSON object")
         base, body = 8 + n, len(self.data) - 8 - n
