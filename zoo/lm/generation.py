@@ -335,7 +335,8 @@ def generate(
     """Generate for a prompt or a batch of prompts; returns text and ids per prompt.
 
     ``model`` is a module, or what `zoo generate` takes (an artifact, a run folder, a local model
-    folder, a preset name); ``tokenizer`` None means the model's own (byte-level if it has none).
+    folder, a preset name); ``tokenizer`` None means the model's own (byte-level if it has none);
+    ``sampler`` None means the model's own recipe (`zoo.SamplingDefaults`), else greedy.
     """
     decoder, prompt_ids, eos, tokenizer = _decoder(
         model,
