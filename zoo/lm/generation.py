@@ -145,7 +145,7 @@ class Decoder:
         positions = (self.mask.cumsum(-1) - 1).clamp(min=0)  # (B, P + max_new): left padding aware
         cache = self.given_cache
         if cache is None:
-            cache = model.new_cache(B, P + self.max_new, dtype=self.cache_dtype())  # type: ignore[operator]
+            cache = model.new_cache(B, P + self.max_new, dtype=cache_dtype(model, self.runtime))  # type: ignore[operator]
         start = cache.length  # tokens of the prompt already in the cache
         done = torch.zeros(B, dtype=torch.bool, device=self.ids.device)
         step = self._static_step() if self.static else None
@@ -184,16 +184,17 @@ class Decoder:
                     position_ids=positions[:, pos : pos + 1],
                 )
 
-    def cache_dtype(self) -> torch.dtype:
-        """The dtype decoding computes in (autocast's, else the weights')."""
-        return self.runtime.autocast_dtype or next(self.model.parameters()).dtype
-
     def _static_step(self) -> Any:
         assert isinstance(self.model, StaticDecoding)  # checked in __init__
         step: Any = self.model.decode_step
         if self.compile:
             step = torch.compile(step, fullgraph=True, dynamic=False)
         return step
+
+
+def cache_dtype(model: nn.Module, runtime: Runtime) -> torch.dtype:
+    """The dtype a decoding cache holds: autocast's, else the weights'."""
+    return runtime.autocast_dtype or next(model.parameters()).dtype
 
 
 def _encode(tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
@@ -425,7 +426,7 @@ class History:
             elif keep != self.cache.length:
                 self.cache = None
         if self.cache is None:
-            dtype = self.runtime.autocast_dtype or next(self.model.parameters()).dtype
+            dtype = cache_dtype(self.model, self.runtime)
             self.cache = self.model.new_cache(1, int(self.model.max_seq_len), dtype=dtype)
         return self.cache
 
