@@ -131,6 +131,7 @@ if TYPE_CHECKING:
         EngineTrainer,
         FitResult,
     )
+    from zoo.trainers.lora import lora_targets
     from zoo.trainers.specs import (
         ClassifierTrainerSpec,
         EngineSpec,
@@ -154,6 +155,7 @@ _HOME = {
     "build_trainer": "zoo.api",
     "default_config": "zoo.api",
     "list_models": "zoo.api",
+    "lora_targets": "zoo.trainers.lora",
     "model_spec": "zoo.api",
     "parameter_estimate": "zoo.api",
     "read_data": "zoo.api",
@@ -323,6 +325,7 @@ __all__ = [
     "load",
     "load_config",
     "load_tokenizer",
+    "lora_targets",
     "model_spec",
     "open_model",
     "parameter_estimate",

@@ -75,20 +75,22 @@ def merged(model: nn.Module) -> nn.Module:
     return merge_lora(plain)
 
 
-def matching(model: nn.Module, spec: LoraSpec) -> list[str]:
-    """Paths of the linear layers ``spec.targets`` match; an error listing the layers when none do."""
+def lora_targets(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Paths of the linear layers (``nn.Linear``, transformers' ``Conv1D``) the fnmatch
+    ``patterns`` match; an error listing the layers when none do. A `zoo.LoraTarget` model
+    adding adapters its own way chooses its layers with this too."""
     wrappable = [name for name, module in model.named_modules() if name and _in_out(module) is not None]
-    chosen = [n for n in wrappable if any(fnmatch.fnmatchcase(n, pattern) for pattern in spec.targets)]
+    chosen = [n for n in wrappable if any(fnmatch.fnmatchcase(n, pattern) for pattern in patterns)]
     if not chosen:
         shown = ", ".join(wrappable[:8]) + (", ..." if len(wrappable) > 8 else "")
-        raise SpecError([("lora.targets", f"{spec.targets} match no linear layer of this model; its layers: {shown}")])
+        raise SpecError([("lora.targets", f"{patterns} match no linear layer of this model; its layers: {shown}")])
     return chosen
 
 
 def apply_lora(model: nn.Module, spec: LoraSpec) -> list[str]:
     """Freeze every parameter and wrap each linear layer whose path matches ``spec.targets``;
     returns the wrapped paths. A pattern list that matches nothing is an error listing what does."""
-    chosen = matching(model, spec)
+    chosen = lora_targets(model, spec.targets)
     for p in model.parameters():
         p.requires_grad_(False)
     for name in chosen:

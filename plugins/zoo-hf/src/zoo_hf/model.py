@@ -191,7 +191,7 @@ class HFCausalLM(HFAdapter):
             from peft import LoraConfig, get_peft_model
         except ImportError:
             raise ZooError("LoRA on Hugging Face models uses peft: pip install 'zoo-hf[lora]'") from None
-        targets = lora_targets(self.hf, spec.targets)
+        targets = zoo.lora_targets(self.hf, spec.targets)
         config = LoraConfig(
             r=spec.rank,
             lora_alpha=spec.alpha,
@@ -227,18 +227,6 @@ class HFCausalLM(HFAdapter):
         if cache is not None:
             cache.hf = getattr(out, "cache", None) or out.past_key_values
         return out.logits, cache
-
-
-def lora_targets(hf: Any, patterns: list[str]) -> list[str]:
-    """Module paths of the linear layers (nn.Linear, GPT-2's Conv1D) the fnmatch patterns match."""
-    import fnmatch
-
-    layers = [n for n, m in hf.named_modules() if n and (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D")]
-    chosen = [n for n in layers if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
-    if not chosen:
-        shown = ", ".join(layers[:8]) + (", ..." if len(layers) > 8 else "")
-        raise SpecError([("lora.targets", f"{patterns} match no linear layer of this model; its layers: {shown}")])
-    return chosen
 
 
 def sampler_from(generation: Any) -> dict[str, Any] | None:
