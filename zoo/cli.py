@@ -15,6 +15,7 @@ from typing import Any
 from zoo.config import Config, load_config, registry_files, spec_ref
 from zoo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PluginError, UnknownNameError, ZooError
 from zoo.files import shorten
+from zoo.hookspecs import CORE_COMMANDS
 from zoo.registry import CommandEntry
 from zoo.specs import KINDS, Kind, Spec, field_table
 
@@ -323,7 +324,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun (DDP)")
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for entry in plugin_commands(argv).values():
+    # a core command parses without the plugins' commands (its own run loads the registry once)
+    for entry in ({} if chosen in CORE_COMMANDS else plugin_commands(argv)).values():
         p = add(entry.name, entry.run, f"{entry.help} [{entry.distribution}]")
         if entry.name == chosen and entry.arguments is not None:
             try:
