@@ -59,6 +59,22 @@ def chat_folder(tmp_path_factory):
     return folder, hf, tok
 
 
+def saved_with(chat_folder, folder, **generation):
+    """The fixture's model and tokenizer saved to ``folder`` with its generation config changed
+    (the fixture's own config is left as it was)."""
+    import copy
+
+    _, hf, tok = chat_folder
+    original = copy.deepcopy(hf.generation_config)
+    hf.generation_config.update(**generation)
+    try:
+        hf.save_pretrained(folder)
+    finally:
+        hf.generation_config = original
+    tok.save_pretrained(folder)
+    return folder
+
+
 def hf_reply(hf, tok, messages, n=10):
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     ids = torch.tensor([tok(ids, add_special_tokens=False)["input_ids"]])
@@ -84,13 +100,7 @@ def test_a_second_eos_id_from_generation_config_stops(chat_folder, tmp_path, cap
     _, hf, tok = chat_folder
     messages = [{"role": "user", "content": "the zoo"}]
     _, want = hf_reply(hf, tok, messages, n=1)
-    other = tmp_path / "m"
-    hf.generation_config.eos_token_id = [tok.eos_token_id, want[0]]
-    try:
-        hf.save_pretrained(other)
-    finally:
-        hf.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<|end|>")]
-    tok.save_pretrained(other)
+    other = saved_with(chat_folder, tmp_path / "m", eos_token_id=[tok.eos_token_id, want[0]])
     conversation = tmp_path / "c.jsonl"
     conversation.write_text(json.dumps({"messages": messages}) + "\n")
     assert main(["generate", str(other), "--prompt-file", str(conversation), "--max-new-tokens", "8", "--json"]) == 0
@@ -174,14 +184,7 @@ def test_a_trained_bpe_artifact_loads_in_transformers(tmp_path):
 def test_generation_config_sampling_is_the_default(chat_folder, tmp_path, capsys):
     """A folder whose generation_config.json samples (do_sample, temperature, top_k) decodes that
     way unless --sampler says otherwise."""
-    _, hf, tok = chat_folder
-    folder = tmp_path / "m"
-    hf.generation_config.update(do_sample=True, temperature=0.7, top_k=5)
-    try:
-        hf.save_pretrained(folder)
-    finally:
-        hf.generation_config.update(do_sample=False, temperature=1.0, top_k=50)
-    tok.save_pretrained(folder)
+    folder = saved_with(chat_folder, tmp_path / "m", do_sample=True, temperature=0.7, top_k=5)
     model = zoo.build_model({"type": "hf-causal-lm", "path": str(folder)})
     assert model.default_sampler == {"type": "sample", "temperature": 0.7, "top_k": 5}
 
@@ -200,14 +203,7 @@ def test_an_artifact_keeps_the_generation_config(chat_folder, tmp_path):
     generation_config.json is what transformers reads)."""
     from transformers import GenerationConfig
 
-    _, hf, tok = chat_folder
-    folder = tmp_path / "m"
-    hf.generation_config.update(do_sample=True, temperature=0.7, top_k=5)
-    try:
-        hf.save_pretrained(folder)
-    finally:
-        hf.generation_config.update(do_sample=False, temperature=1.0, top_k=50)
-    tok.save_pretrained(folder)
+    folder = saved_with(chat_folder, tmp_path / "m", do_sample=True, temperature=0.7, top_k=5)
     model = zoo.build_model({"type": "hf-causal-lm", "path": str(folder)})
     zoo.save(model, tmp_path / "art")
     back = zoo.load(tmp_path / "art")
