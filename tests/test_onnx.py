@@ -57,6 +57,9 @@ def test_a_causal_lm_prefills_and_decodes_with_past(tmp_path, variant):
         out.append(token[:, 0])
         mask = np.concatenate([mask, np.ones((2, 1), dtype=np.int64)], axis=1)
         logits, *kv = step.run(None, {"input_ids": token, "attention_mask": mask, **dict(zip(names, kv, strict=True))})
+        so_far = torch.cat([prompt, torch.from_numpy(np.stack(out, 1))], dim=1)
+        want_logits = model(so_far)[0][:, -1:].detach().numpy()  # each step against a full forward
+        np.testing.assert_allclose(logits, want_logits, atol=1e-4)
         token = logits[:, -1].argmax(-1)[:, None]
     want = zoo.generate(model, None, prompt.tolist(), "greedy", max_new_tokens=8).ids
     assert np.stack(out, 1).tolist() == want
