@@ -99,7 +99,7 @@ def test_schema_covers_every_registered_type(config):
     for kind in ("models", "trainers"):
         for type_name in config.registry.types(kind):
             assert f"'{type_name}'" in text
-    assert set(schema["properties"]) == {"runtime", "plugins", "models", "samplers", "trainers"}
+    assert set(schema["properties"]) == {"runtime", "plugins", "models", "samplers", "trainers", "loggers", "callbacks"}
 
 
 def test_schema_validates_the_repo_registry(config):

@@ -98,6 +98,7 @@ if TYPE_CHECKING:
         HFExportable,
         HFImportable,
         InputKind,
+        Logger,
         LoraTarget,
         Sampler,
         SamplingDefaults,
@@ -108,6 +109,7 @@ if TYPE_CHECKING:
         TextSource,
         Tokenizer,
         Trainer,
+        TrainingRun,
     )
     from zoo.registry import (
         Registry,
@@ -117,12 +119,15 @@ if TYPE_CHECKING:
         Runtime,
     )
     from zoo.specs import (
+        CallbackSpec,
+        LoggerSpec,
         ModelSpec,
         RuntimeSpec,
         SamplerSpec,
         Spec,
         TrainerSpec,
     )
+    from zoo.trainers.callbacks import Callback
     from zoo.trainers.classifier import (
         ClassificationTask,
         ClassifierTrainer,
@@ -232,6 +237,11 @@ _HOME = {
     "FitResult": "zoo.trainers.engine",
     "ClassifierTrainerSpec": "zoo.trainers.specs",
     "EngineSpec": "zoo.trainers.specs",
+    "Logger": "zoo.protocols",
+    "TrainingRun": "zoo.protocols",
+    "LoggerSpec": "zoo.specs",
+    "CallbackSpec": "zoo.specs",
+    "Callback": "zoo.trainers.callbacks",
     "train": "zoo.trainers.training",
 }
 
@@ -253,6 +263,8 @@ __all__ = [
     "ArtifactError",
     "Batch",
     "ByteTokenizer",
+    "Callback",
+    "CallbackSpec",
     "CausalLM",
     "ChatTemplate",
     "ClassificationTask",
@@ -273,6 +285,8 @@ __all__ = [
     "HFImportable",
     "InputKind",
     "KVCache",
+    "Logger",
+    "LoggerSpec",
     "LoraTarget",
     "ModelSpec",
     "PluginError",
@@ -302,6 +316,7 @@ __all__ = [
     "Trainer",
     "TrainerSpec",
     "TrainingError",
+    "TrainingRun",
     "UnknownNameError",
     "ZooError",
     "__version__",

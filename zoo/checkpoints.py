@@ -1,7 +1,9 @@
 """Training checkpoints: model + optimizer + scaler + RNG + step, as safetensors and JSON only.
 
 A checkpoint is a directory ``checkpoints/step-00000100`` written atomically, so the newest
-directory that exists is always complete.
+directory that exists is always complete. A named one (``checkpoints/best``) sits beside them and
+is never pruned; checkpoints past the step a run resumes from are moved to
+``checkpoints/set-aside``, so "the latest" is always on the history being trained.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class CheckpointMeta(BaseModel):
 
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
+SET_ASIDE = "set-aside"
 
 
 @dataclass
@@ -87,12 +90,29 @@ def latest(root: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def save_checkpoint(root: Path, state: TrainState, keep: int, dist: DistInfo) -> Path | None:
-    """Gather the full state (a collective under FSDP) and write it on rank 0; returns its path there."""
+def set_aside_after(root: Path, step: int) -> list[str]:
+    """Move the step checkpoints past ``step`` to ``root/set-aside`` (replacing same-named ones there)."""
+    later = [p for p in checkpoint_dirs(root) if int(p.name[5:]) > step]
+    if later:
+        (root / SET_ASIDE).mkdir(exist_ok=True)
+    for path in later:
+        target = root / SET_ASIDE / path.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        path.replace(target)
+    return [p.name for p in later]
+
+
+def save_checkpoint(root: Path, state: TrainState, keep: int, dist: DistInfo, name: str | None = None) -> Path | None:
+    """Gather the full state (a collective under FSDP) and write it on rank 0; returns its path there.
+
+    Without ``name`` it is ``step-N`` and only the last ``keep`` of those stay; a ``name`` replaces
+    the checkpoint of that name.
+    """
     model_state, optim_state = dist.full_state(state.model, state.optimizer)
     if dist.rank != 0:
         return None
-    path = root / f"step-{state.step:08d}"
+    path = root / (name or f"step-{state.step:08d}")
     frozen = frozen_names(state.model)
     model_tensors, aliases = dedupe({k: v for k, v in model_state.items() if k not in frozen})
     opt_tensors, opt_meta = _flatten_optimizer(optim_state)
@@ -113,8 +133,9 @@ def save_checkpoint(root: Path, state: TrainState, keep: int, dist: DistInfo) ->
                 "extra": state.extra,
             },
         )
-    for old in checkpoint_dirs(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    if name is None:
+        for old in checkpoint_dirs(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
     return path
 
 

@@ -316,7 +316,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, model)")
     p.add_argument("--data", help="data file or folder (default: the trainer's)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        default=False,
+        metavar="last|best|PATH",
+        help="continue the run in --out: from its latest checkpoint (the default), its best, or a checkpoint folder",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     p.add_argument("--device", help="runtime.device")
     p.add_argument("--precision", help="runtime.precision")

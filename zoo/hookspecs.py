@@ -101,6 +101,27 @@ def zoo_register_trainers(register: Register) -> None:
 
 
 @hookspec
+def zoo_register_loggers(register: Register) -> None:
+    """Called once when a registry loads this plugin: ``register(spec_cls)`` for each logger.
+
+    ``spec_cls`` subclasses ``zoo.LoggerSpec``; its ``build()`` returns a `zoo.Logger`
+    (``start(out, step)``, ``log(record)``, ``close()``). A trainer names the loggers it writes to
+    in its ``loggers`` list (``["jsonl", "tensorboard"]``); only the main process logs.
+    """
+
+
+@hookspec
+def zoo_register_callbacks(register: Register) -> None:
+    """Called once when a registry loads this plugin: ``register(spec_cls)`` for each callback.
+
+    ``spec_cls`` subclasses ``zoo.CallbackSpec``; its ``build()`` returns a `zoo.Callback`
+    (subclass the `zoo.Callback` base and override what you need: ``on_step_end``, ``on_eval``,
+    ``on_checkpoint``, ``should_stop``, and ``state_dict``/``load_state_dict`` for exact resume).
+    A trainer lists the callbacks it runs in its ``callbacks`` list; every process runs them.
+    """
+
+
+@hookspec
 def zoo_register_presets(register: RegisterPreset) -> None:
     """Called once when a registry loads this plugin: named, ready-made specs the plugin ships.
 

@@ -28,6 +28,22 @@ def zoo_register_trainers(register: Register) -> None:
 
 
 @hookimpl
+def zoo_register_loggers(register: Register) -> None:
+    from zoo.trainers.specs import CsvLoggerSpec, JsonlLoggerSpec, TensorBoardLoggerSpec
+
+    for spec in (JsonlLoggerSpec, TensorBoardLoggerSpec, CsvLoggerSpec):
+        register(spec)
+
+
+@hookimpl
+def zoo_register_callbacks(register: Register) -> None:
+    from zoo.trainers.specs import BestCheckpointSpec, EarlyStoppingSpec
+
+    register(EarlyStoppingSpec)
+    register(BestCheckpointSpec)
+
+
+@hookimpl
 def zoo_register_samplers(register: Register) -> None:
     from zoo.lm.specs import ALL
 

@@ -20,6 +20,9 @@ Object side (what ``spec.build()`` returns):
 * `Sampler`            ``select(logits, seen, generators) -> next_ids``.
 * `Trainer`            ``fit(model, runtime, out, ...) -> FitResult``.
 * `Task`               what a trainer on the shared engine supplies (`zoo.EngineTrainer`).
+* `Logger`             where the engine's metric records go (``start``, ``log``, ``close``).
+* `Callback`           code the engine calls at each step, evaluation and checkpoint.
+* `TrainingRun`        what a callback sees of the run (step, metrics, ``save_checkpoint``).
 * `Tokenizer`          encode / decode / save, with ``vocab_size``, ``eos_id``, ``pad_id``.
 * `ChatTemplate`       optional on a tokenizer: a conversation as token ids.
 * `StopTokens`         optional on a causal LM: every id that ends a sequence.
@@ -225,8 +228,9 @@ class SamplingDefaults(Protocol):
 class Trainer(Protocol):
     """What ``TrainerSpec.build()`` returns. ``zoo train`` calls ``fit`` once.
 
-    ``data``: the ``--data`` path (None: the trainer's own default); ``resume``: continue from the
-    latest checkpoint in ``out``; ``force``: replace a finished run in ``out``; ``run_info``: what
+    ``data``: the ``--data`` path (None: the trainer's own default); ``resume``: continue the run
+    in ``out`` (True or ``"last"``: its latest checkpoint; ``"best"``; or a checkpoint folder);
+    ``force``: replace a finished run in ``out``; ``run_info``: what
     ``run.json`` records (model and trainer specs, runtime, parent artifact); ``save_artifact(path,
     model)`` saves the trained model as a zoo artifact; ``inputs``: (flag, path) pairs the run reads,
     which ``out`` may not hold; ``config``: the configuration the run was built from (its registry
@@ -240,7 +244,7 @@ class Trainer(Protocol):
         out: str | Path,
         *,
         data: str | Path | None = None,
-        resume: bool = False,
+        resume: bool | str | Path = False,
         force: bool = False,
         run_info: dict[str, Any] | None = None,
         save_artifact: Callable[[Path, nn.Module], Path] | None = None,
@@ -271,6 +275,65 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module, runtime: Runtime, batches: int) -> dict[str, float]:
         """Validation metrics (``val_loss`` first); must not touch the global RNG."""
         ...
+
+
+@runtime_checkable
+class Logger(Protocol):
+    """Receives the engine's metric records on the main process (a `zoo.LoggerSpec` builds one).
+
+    A record is a flat dict: ``step``, ``split`` (``"train"``, ``"val"``, ``"event"``, ``"ranks"``)
+    and figures (``loss``, ``lr``, ``grad_norm``, ``tokens_per_s``, ``val_loss``, ...).
+    """
+
+    def start(self, out: Path, step: int) -> None:
+        """Open for the run folder ``out``, starting at ``step`` (> 0 on resume: drop what the
+        logger holds past ``step``, which the resumed run writes again)."""
+        ...
+
+    def log(self, record: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class TrainingRun(Protocol):
+    """What a callback sees of the run it watches."""
+
+    out: Path
+    step: int  # optimizer steps done
+    max_steps: int
+    loss: float  # the last step's training loss (this process)
+    metrics: dict[str, float]  # the latest figures: train_loss, val_loss, ...
+    is_main: bool
+
+    def save_checkpoint(self, name: str) -> None:
+        """Ask for the full training state as ``checkpoints/NAME`` (replacing one of that name),
+        written once every callback has seen the current event. Every process asks alike."""
+        ...
+
+
+@runtime_checkable
+class Callback(Protocol):
+    """Code the engine runs on every process (a `zoo.CallbackSpec` builds one; subclass the
+    `zoo.Callback` base, whose methods do nothing, and override what you need).
+
+    Its state goes into every checkpoint (``state_dict`` returns JSON-able values), so a resumed
+    run continues exactly, patience counters and best scores included.
+    """
+
+    def on_step_end(self, run: TrainingRun) -> None: ...
+
+    def on_eval(self, run: TrainingRun, metrics: Mapping[str, float]) -> None: ...
+
+    def on_checkpoint(self, run: TrainingRun, path: Path) -> None: ...
+
+    def should_stop(self, run: TrainingRun) -> str | None:
+        """Why the run should stop now (ends it after this step, with a checkpoint), or None."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
 # --------------------------------------------------------------------------- data

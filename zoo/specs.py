@@ -19,9 +19,9 @@ from zoo.errors import SpecError
 from zoo.files import check_depth, shorten
 from zoo.protocols import InputKind
 
-Kind = Literal["models", "samplers", "trainers"]
-KINDS: tuple[Kind, ...] = ("models", "samplers", "trainers")
-Protocol = Literal["classifier", "causal-lm"]
+Kind = Literal["models", "samplers", "trainers", "loggers", "callbacks"]
+KINDS: tuple[Kind, ...] = ("models", "samplers", "trainers", "loggers", "callbacks")
+Protocol = Literal["classifier", "causal-lm", "any"]  # "any": loggers and callbacks serve every trainer
 MAX_SEED = 2**32 - 1  # what every generator zoo seeds (Python, torch, numpy) accepts
 
 
@@ -85,7 +85,27 @@ class TrainerSpec(Spec):
     input_kinds: ClassVar[tuple[InputKind, ...]] = ("features",)  # what its classifiers may take
 
 
-BASES: dict[str, type[Spec]] = {"models": ModelSpec, "samplers": SamplerSpec, "trainers": TrainerSpec}
+class LoggerSpec(Spec):
+    """Where a run's metrics go: ``build()`` returns a `zoo.protocols.Logger`."""
+
+    kind: ClassVar[Kind] = "loggers"
+    protocol: ClassVar[Protocol] = "any"
+
+
+class CallbackSpec(Spec):
+    """Code that watches a run: ``build()`` returns a `zoo.protocols.Callback`."""
+
+    kind: ClassVar[Kind] = "callbacks"
+    protocol: ClassVar[Protocol] = "any"
+
+
+BASES: dict[str, type[Spec]] = {
+    "models": ModelSpec,
+    "samplers": SamplerSpec,
+    "trainers": TrainerSpec,
+    "loggers": LoggerSpec,
+    "callbacks": CallbackSpec,
+}
 
 
 class RuntimeSpec(BaseModel):

@@ -14,6 +14,7 @@ installed distribution in its own test suite.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,7 +43,9 @@ def _config(config: Config | None) -> Config:
 def check_spec_class(spec_cls: type[Spec]) -> None:
     """Strict pydantic: unknown fields rejected, every field documented, JSON round trip, schema."""
     base = next((b for b in BASES.values() if issubclass(spec_cls, b)), None)
-    assert base is not None, f"{spec_cls.__name__} must subclass zoo.ModelSpec, SamplerSpec or TrainerSpec"
+    assert base is not None, (
+        f"{spec_cls.__name__} must subclass one of zoo.{', zoo.'.join(b.__name__ for b in BASES.values())}"
+    )
     assert spec_cls.model_config.get("extra") == "forbid", f"{spec_cls.__name__}: keep extra='forbid' from the base"
     annotation = spec_cls.model_fields["type"].annotation
     assert typing.get_origin(annotation) is typing.Literal, f"{spec_cls.__name__}.type must be a Literal"
@@ -355,6 +358,64 @@ def check_trainer(
         load(result.artifact, config=cfg)
 
 
+def check_logger(ref: Ref, *, config: Config | None = None) -> None:
+    """Build; start a run, log training and validation records, close; start again as a resumed run."""
+    from zoo.protocols import Logger
+
+    spec = _config(config).spec("loggers", ref)
+    check_spec_class(type(spec))
+    with tempfile.TemporaryDirectory() as tmp:
+        for start in (0, 2):
+            logger = spec.build()
+            assert isinstance(logger, Logger), f"{spec.type}: build() must return a zoo.Logger (start, log, close)"
+            logger.start(Path(tmp), start)
+            for step in range(start + 1, start + 3):
+                logger.log({"step": step, "split": "train", "loss": 1.0 / step, "lr": 1e-3, "grad_norm": 0.5})
+                logger.log({"step": step, "split": "val", "val_loss": 1.5 / step})
+            logger.log({"step": start + 2, "split": "event", "event": "stopped", "reason": "a check"})
+            logger.close()
+
+
+class _Run:
+    """A stand-in `zoo.TrainingRun` for the callback check."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.step, self.max_steps, self.loss, self.is_main = out, 0, 10, 1.0, True
+        self.metrics: dict[str, float] = {}
+        self.asked: list[str] = []
+
+    def save_checkpoint(self, name: str) -> None:
+        self.asked.append(name)
+
+
+def check_callback(ref: Ref, *, config: Config | None = None) -> None:
+    """Build; see steps and evaluations (val_loss, val_accuracy, val_ppl); its state survives JSON."""
+    from zoo.protocols import Callback
+
+    spec = _config(config).spec("callbacks", ref)
+    check_spec_class(type(spec))
+    callback = spec.build()
+    assert isinstance(callback, Callback), f"{spec.type}: build() must return a zoo.Callback (subclass it)"
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _Run(Path(tmp))
+        for step in range(1, 5):
+            run.step, run.loss = step, 1.0 / step
+            callback.on_step_end(run)
+            figures = {"val_loss": 1.0 + step % 2, "val_accuracy": 0.5, "val_ppl": 2.7}
+            run.metrics.update(figures)
+            callback.on_eval(run, figures)
+            why = callback.should_stop(run)
+            assert why is None or isinstance(why, str), f"{spec.type}: should_stop returns a reason (str) or None"
+    state = callback.state_dict()
+    try:
+        saved = json.loads(json.dumps(state))
+    except (TypeError, ValueError) as err:
+        raise AssertionError(f"{spec.type}: state_dict() must hold JSON values (checkpoints keep it): {err}") from None
+    fresh = spec.build()
+    fresh.load_state_dict(saved)
+    assert fresh.state_dict() == saved, f"{spec.type}: load_state_dict(state_dict()) must restore the same state"
+
+
 # --------------------------------------------------------------------------- plugins
 
 
@@ -376,5 +437,9 @@ def check_plugin(distribution: str, *, config: Config | None = None) -> None:
                 check_model(example, config=cfg)
             elif kind == "samplers":
                 check_sampler(example, config=cfg)
+            elif kind == "loggers":
+                check_logger(example, config=cfg)
+            elif kind == "callbacks":
+                check_callback(example, config=cfg)
             else:
                 check_trainer(example, config=cfg, distribution=plugin.distribution)

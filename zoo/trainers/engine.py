@@ -12,7 +12,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,14 @@ from torch import nn
 
 from zoo import checkpoints
 from zoo.config import Config
-from zoo.errors import ArtifactError, RunDirError, TrainingError
-from zoo.files import LENIENT, parse_json, read_model
-from zoo.protocols import Batch, Task
+from zoo.errors import ArtifactError, PluginError, RunDirError, SpecError, TrainingError, ZooError
+from zoo.files import LENIENT, read_model
+from zoo.protocols import Batch, Callback, Logger, Task
 from zoo.registry import Registry
 from zoo.rundir import RUN_FILE, run_directory
 from zoo.runtime import Runtime
+from zoo.specs import Kind
+from zoo.trainers.loggers import JsonlLogger, Loggers
 from zoo.trainers.optim import build_optimizer, lr_factor
 from zoo.trainers.specs import EngineSpec
 
@@ -41,32 +43,12 @@ class FitResult:
     artifact: Path | None = None
 
 
-class MetricsLog:
-    """Append-only ``metrics.jsonl``; on resume, lines past the checkpoint's step are dropped."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-        if enabled and (path.is_symlink() or (path.exists() and not path.is_file())):
-            raise ArtifactError(f"{path}: not a regular file; zoo appends metrics only to its own file")
-
-    def truncate_after(self, step: int) -> None:
-        """Keep the lines up to ``step``; unreadable lines (a half-written last one) go."""
-        if not (self.enabled and self.path.is_file()):
-            return
-        text = self.path.read_bytes().decode("utf-8", errors="replace")
-        keep = [ln for ln in text.splitlines() if ln.strip() and _line_step(ln) <= step]
-        self.path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
-
-
 @dataclass
 class LogWindow:
     """Training figures accumulated between two log lines."""
 
+    flops_per_unit: float = 0.0  # for the MFU estimate (0: none)
+    peak: float | None = None  # the device's peak FLOP/s at the run's precision (None: unknown)
     loss: float = 0.0
     steps: int = 0
     units: int = 0
@@ -79,17 +61,42 @@ class LogWindow:
     def flush(self, runtime: Runtime, step: int, lr: float, grad_norm: float, unit: str) -> dict[str, Any]:
         """The log record for this window (the loss is the mean over all ranks: a collective)."""
         loss = float(runtime.dist.all_reduce_mean(torch.tensor(self.loss))) / max(self.steps, 1)
-        seconds = time.perf_counter() - self.start
-        record = {
-            "step": step,
-            "split": "train",
-            "loss": loss,
-            "lr": lr,
-            "grad_norm": grad_norm,
-            f"{unit}_per_s": self.units / max(seconds, 1e-9),
-        }
+        rate = self.units / max(time.perf_counter() - self.start, 1e-9)
+        record = {"step": step, "split": "train", "loss": loss, "lr": lr, "grad_norm": grad_norm, f"{unit}_per_s": rate}
+        if self.peak and self.flops_per_unit:
+            record["mfu"] = rate * self.flops_per_unit / (self.peak * runtime.dist.world_size)
         self.loss, self.steps, self.units, self.start = 0.0, 0, 0, time.perf_counter()
         return record
+
+
+# Dense bf16/fp16 tensor-core peaks (FLOP/s) by device name, for the MFU estimate.
+# Longer names first: "A100" before "A10", "L40S" before "L4".
+PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "4090": 165e12,
+}
+
+
+def peak_flops(runtime: Runtime) -> float | None:
+    """The device's peak at the run's precision, where zoo knows it: CUDA with bf16/fp16 mixed precision."""
+    if runtime.device.type != "cuda" or runtime.precision not in ("bf16-mixed", "fp16-mixed"):
+        return None
+    return peak_for(torch.cuda.get_device_name(runtime.device))
+
+
+def peak_for(device_name: str) -> float | None:
+    return next((peak for key, peak in PEAK_FLOPS.items() if key in device_name), None)
+
+
+def flops_per_unit(model: nn.Module, unit: str) -> float:
+    """Training FLOPs per token, 6 x parameters (forward 2N, backward 4N; attention left out):
+    the usual estimate behind MFU. Other units (examples of any shape) get none."""
+    return 6.0 * sum(p.numel() for p in model.parameters()) if unit == "tokens" else 0.0
 
 
 class RankShares:
@@ -111,14 +118,6 @@ class RankShares:
         return {"world_size": len(rows), "units": [int(r[0]) for r in rows], "input_sum": [r[1] for r in rows]}
 
 
-def _line_step(line: str) -> int:
-    try:
-        step = parse_json(line, "metrics line").get("step")
-    except (ArtifactError, AttributeError):
-        return sys.maxsize  # an unreadable (half-written) line goes
-    return step if isinstance(step, int) and not isinstance(step, bool) else sys.maxsize
-
-
 class RunInfo(BaseModel):
     """``run.json``: what a run was started with (a resume must match its model)."""
 
@@ -128,6 +127,63 @@ class RunInfo(BaseModel):
     init_from: dict[str, str] | None = None  # the parent of a fine-tune: {"path", "sha256"}
 
 
+Resume = bool | str | Path  # False: a new run; True or "last": the latest checkpoint; "best"; a checkpoint folder
+
+
+class Run:
+    """What callbacks see of a run (`zoo.protocols.TrainingRun`), and how they save a checkpoint."""
+
+    def __init__(self, out: Path, state: checkpoints.TrainState, spec: EngineSpec, runtime: Runtime) -> None:
+        self.out, self.state, self.spec, self.runtime = out, state, spec, runtime
+        self.max_steps = spec.max_steps
+        self.is_main = runtime.is_main
+        self.loss = math.nan
+        self.metrics: dict[str, float] = {}
+        self.callbacks: list[Any] = []
+        self.pending: list[str] = []  # named checkpoints callbacks asked for during the current event
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    def save_checkpoint(self, name: str) -> None:
+        """Ask for the full state as ``checkpoints/NAME`` (replacing one of that name), written once
+        every callback has seen the current event, so it holds their updated state too."""
+        plain = name.replace("-", "").replace("_", "").isalnum() and name[:1].isalpha()
+        if not plain or name == checkpoints.SET_ASIDE or checkpoints.STEP_DIR.match(name):
+            raise TrainingError(f"checkpoint name {name!r}: use letters, digits, '-' and '_' (e.g. 'best')")
+        if name not in self.pending:
+            self.pending.append(name)
+
+    def notify(self, event: str, *args: Any) -> None:
+        """Call ``callback.EVENT(run, *args)`` on every callback, then write the checkpoints they asked for."""
+        for cb in self.callbacks:
+            getattr(cb, event)(self, *args)
+        while self.pending:
+            self.write_checkpoint(self.pending.pop(0))
+
+    def write_checkpoint(self, name: str | None = None) -> Path | None:
+        """The full state now, with every callback's: ``checkpoints/step-N`` (the last ``keep``
+        are kept), or ``checkpoints/NAME``. A collective; returns the path on rank 0."""
+        self.state.extra["callbacks"] = [{"type": type(cb).__name__, "state": cb.state_dict()} for cb in self.callbacks]
+        root = self.out / "checkpoints"
+        try:  # every rank: gathering a sharded state is a collective; rank 0 writes
+            path = checkpoints.save_checkpoint(root, self.state, self.spec.keep_checkpoints, self.runtime.dist, name)
+        except ArtifactError as err:
+            raise TrainingError(
+                f"checkpoint at step {self.step} could not be written ({err}); " + _last_good(root)
+            ) from None
+        self.runtime.dist.barrier()
+        return path
+
+    def restore_callbacks(self) -> None:
+        saved = self.state.extra.get("callbacks", [])
+        for i, cb in enumerate(self.callbacks):
+            entry = saved[i] if isinstance(saved, list) and i < len(saved) else None
+            if isinstance(entry, dict) and entry.get("type") == type(cb).__name__:
+                cb.load_state_dict(entry.get("state") or {})
+
+
 def train(
     model: nn.Module,
     task: Task,
@@ -135,23 +191,28 @@ def train(
     runtime: Runtime,
     out: str | Path,
     *,
-    resume: bool = False,
+    resume: Resume = False,
     run_info: dict[str, Any] | None = None,
     save_artifact: Callable[[Path, nn.Module], Path] | None = None,
     on_checkpoint: Callable[[], None] | None = None,
+    loggers: Sequence[Logger] = (),
+    callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     """Run ``spec.max_steps`` optimizer steps of ``task`` on ``model``, writing under ``out``.
 
-    ``out`` was prepared by the trainer with `run_directory`; with ``resume`` the latest complete
-    checkpoint there (if any) is restored first. ``on_checkpoint`` runs after each checkpoint.
+    ``out`` was prepared by the trainer with `run_directory`; with ``resume`` a checkpoint there
+    is restored first (see `Resume`). ``on_checkpoint`` runs after each checkpoint; ``loggers``
+    get every record (``metrics.jsonl`` is always written); ``callbacks`` run on every process
+    and may stop the run early.
     """
     out = Path(out)
     main = runtime.is_main
     ckpt_root = out / "checkpoints"
     if main:
         checkpoints.clean_stale(out)
+    start = resume_point(ckpt_root, resume)
     info = json.loads(json.dumps(run_info or {}, default=str))
-    _check_run_info(out / RUN_FILE, info, resume=resume, runtime=runtime)
+    _check_run_info(out / RUN_FILE, info, resume=bool(resume), runtime=runtime)
 
     runtime.seed_everything()
     data_rng = torch.Generator().manual_seed(runtime.seed)
@@ -160,15 +221,24 @@ def train(
     optimizer = build_optimizer(spec.optimizer, model, spec.lr, runtime.device)
     scaler = runtime.grad_scaler()
     state = checkpoints.TrainState(0, model, optimizer, scaler, data_rng, {})
-    log = MetricsLog(out / "metrics.jsonl", main)
-    last = checkpoints.latest(ckpt_root) if resume else None
-    if last is not None:
-        checkpoints.load_checkpoint(last, state, runtime.dist)
-        log.truncate_after(state.step)
+    run = Run(out, state, spec, runtime)
+    run.callbacks = list(callbacks)
+    if not any(isinstance(lg, JsonlLogger) for lg in loggers):
+        loggers = [JsonlLogger(), *loggers]
+    log = Loggers(list(loggers), main)
+    if start is not None:
+        checkpoints.load_checkpoint(start, state, runtime.dist)
+        run.restore_callbacks()
         if main:
-            print(f"resuming from {last} (step {state.step})", file=sys.stderr)
+            set_aside = checkpoints.set_aside_after(ckpt_root, state.step)
+            print(f"resuming from {start} (step {state.step})", file=sys.stderr)
+            if set_aside:
+                moved = ", ".join(set_aside)
+                print(f"later checkpoints moved to {ckpt_root / checkpoints.SET_ASIDE}: {moved}", file=sys.stderr)
+        runtime.dist.barrier()
     elif resume and main:
         print(f"no checkpoint in {ckpt_root}: starting from step 0", file=sys.stderr)
+    log.start(out, state.step)
 
     world = runtime.dist.world_size
     micro = spec.batch_size // spec.grad_accum
@@ -177,9 +247,9 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     clip = spec.grad_clip if spec.grad_clip is not None else math.inf
     bar = _progress(spec, state.step, enabled=main and spec.progress)
-    window = LogWindow()
+    window = LogWindow(flops_per_unit=flops_per_unit(model, task.unit), peak=peak_flops(runtime))
     shares = RankShares()
-    metrics: dict[str, float] = {}
+    metrics = run.metrics
     step = state.step
     try:
         while step < spec.max_steps:
@@ -221,47 +291,75 @@ def train(
             step += 1
             state.step = step
             if scaler.is_enabled() and scaler.get_scale() < scale_before:
-                log.write({"step": step, "split": "train", "event": "skipped", "loss_scale": scaler.get_scale()})
+                log.log({"step": step, "split": "train", "event": "skipped", "loss_scale": scaler.get_scale()})
                 if main:
                     bar.write(
                         f"step {step}: fp16 gradient overflow, step skipped (loss scale -> {scaler.get_scale():g})"
                     )
             window.add(step_loss)
+            run.loss = step_loss
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+            figures = (runtime, step, lr, grad_norm, task.unit)
             if step % spec.log_every == 0 or step == spec.max_steps:
-                record = window.flush(runtime, step, lr, grad_norm, task.unit)
-                log.write(record)
-                metrics["train_loss"] = record["loss"]
-            if (spec.eval_every and step % spec.eval_every == 0) or step == spec.max_steps:
+                _log_train(window.flush(*figures), log, metrics, bar)
+            run.notify("on_step_end")
+            stop = _stop_reason(run)
+            final = step == spec.max_steps or stop is not None
+            if (spec.eval_every and step % spec.eval_every == 0) or final:
                 model.eval()
                 with runtime.inference():
                     val = task.evaluate(model, runtime, spec.eval_batches)
                 model.train()
                 metrics.update(val)
-                log.write({"step": step, "split": "val", **val})
+                log.log({"step": step, "split": "val", **val})
                 if main:
                     bar.write(_table_row(step, metrics))
-            if (spec.checkpoint_every and step % spec.checkpoint_every == 0) or step == spec.max_steps:
-                try:  # every rank: gathering a sharded state is a collective; rank 0 writes
-                    checkpoints.save_checkpoint(ckpt_root, state, spec.keep_checkpoints, runtime.dist)
-                except ArtifactError as err:
-                    raise TrainingError(
-                        f"checkpoint at step {step} could not be written ({err}); " + _last_good(ckpt_root)
-                    ) from None
-                runtime.dist.barrier()
+                run.notify("on_eval", val)
+                stop = stop or _stop_reason(run)
+                final = final or stop is not None
+            if stop is not None and window.steps:  # the last steps' figures, before the run ends early
+                _log_train(window.flush(*figures), log, metrics, bar)
+            if (spec.checkpoint_every and step % spec.checkpoint_every == 0) or final:
+                path = run.write_checkpoint() or ckpt_root / f"step-{step:08d}"
                 if on_checkpoint is not None and main:
                     on_checkpoint()
+                run.notify("on_checkpoint", path)
+            if stop is not None:
+                log.log({"step": step, "split": "event", "event": "stopped", "reason": stop})
+                if main:
+                    bar.write(f"step {step}: {stop}")
+                break
     finally:
         bar.close()
-    log.write({"step": step, "split": "ranks", **shares.gather(runtime)})
+    log.log({"step": step, "split": "ranks", **shares.gather(runtime)})
+    log.close()
     artifact = None
     if save_artifact is not None:
-        final = runtime.dist.gathered(model)
-        if main and final is not None:
-            artifact = save_artifact(out / "model", final)
+        final_model = runtime.dist.gathered(model)
+        if main and final_model is not None:
+            artifact = save_artifact(out / "model", final_model)
     runtime.dist.barrier()
     return FitResult(out, step, metrics, artifact)
+
+
+def resume_point(root: Path, resume: Resume) -> Path | None:
+    """The checkpoint a run continues from: None for a new run (or a resumed one with none yet)."""
+    if resume is False:
+        return None
+    if resume is True or resume == "last":
+        return checkpoints.latest(root)
+    if resume == "best":
+        best = root / "best"
+        if not (best / "state.json").is_file():
+            raise RunDirError(
+                f"no best checkpoint in {root}: a trainer with the best-checkpoint callback keeps one "
+                "(callbacks = ['best-checkpoint']); resume with --resume last instead"
+            )
+        return best
+    path = Path(resume)
+    if not (path / "state.json").is_file():
+        raise RunDirError(f"{path}: not a checkpoint folder (no state.json); give one under RUN/checkpoints")
+    return path
 
 
 class EngineTrainer:
@@ -297,7 +395,7 @@ class EngineTrainer:
         out: str | Path,
         *,
         data: str | Path | None = None,
-        resume: bool = False,
+        resume: Resume = False,
         force: bool = False,
         run_info: dict[str, Any] | None = None,
         save_artifact: Callable[[Path, nn.Module], Path] | None = None,
@@ -308,11 +406,12 @@ class EngineTrainer:
         out = Path(out)
         self.config = config
         data = data if data is not None else self.spec.data
+        loggers, callbacks = self.build_loggers(), self.build_callbacks()  # bad names fail before ``out`` is touched
         self.check_data(model, data)
         with run_directory(
-            out, resume=resume, force=force, runtime=runtime, inputs=[("--data", data), *inputs]
+            out, resume=bool(resume), force=force, runtime=runtime, inputs=[("--data", data), *inputs]
         ) as rundir:
-            task = self.make_task(model, runtime, data, out / "data", resume)
+            task = self.make_task(model, runtime, data, out / "data", bool(resume))
             result = train(
                 model,
                 task,
@@ -323,9 +422,34 @@ class EngineTrainer:
                 run_info=run_info,
                 save_artifact=save_artifact,
                 on_checkpoint=rundir.commit,
+                loggers=loggers,
+                callbacks=callbacks,
             )
         result.metrics.update(task.summary)
         return result
+
+    def build_loggers(self) -> list[Logger]:
+        """The loggers the spec names, built (each checked against `zoo.protocols.Logger`)."""
+        return [self._build("loggers", i, ref, Logger) for i, ref in enumerate(self.spec.loggers)]
+
+    def build_callbacks(self) -> list[Callback]:
+        """The callbacks the spec names, built (each checked against `zoo.protocols.Callback`)."""
+        return [self._build("callbacks", i, ref, Callback) for i, ref in enumerate(self.spec.callbacks)]
+
+    def _build(self, kind: Kind, index: int, ref: str | dict[str, Any], protocol: type) -> Any:
+        from zoo.api import default_config
+
+        try:
+            spec = (self.config or default_config()).spec(kind, ref)
+        except ZooError as err:
+            raise SpecError([(f"{kind}[{index}]", str(err))]) from None
+        built = spec.build()
+        if not isinstance(built, protocol):
+            raise PluginError(
+                f"{kind[:-1]} type {spec.type!r}: build() must return a zoo.protocols.{protocol.__name__}; "
+                f"{type(built).__name__} lacks some of its methods"
+            )
+        return built
 
 
 def _check_run_info(path: Path, info: dict[str, Any], *, resume: bool, runtime: Runtime) -> None:
@@ -383,6 +507,33 @@ def _progress(spec: EngineSpec, start: int, *, enabled: bool) -> Any:
     return tqdm(
         total=spec.max_steps, initial=start, disable=not shown, dynamic_ncols=True, leave=False, mininterval=0.5
     )
+
+
+def _stop_reason(run: Run) -> str | None:
+    """Why a callback stops the run; every process stops when any does (else the others would hang)."""
+    if not run.callbacks:
+        return None
+    why = next((why for cb in run.callbacks if (why := cb.should_stop(run))), None)
+    if run.runtime.dist.any_failed(why is not None) and why is None:
+        why = "a callback on another process asked to stop"
+    return why
+
+
+def _log_train(record: dict[str, Any], log: Loggers, metrics: dict[str, float], bar: Any) -> None:
+    log.log(record)
+    metrics["train_loss"] = record["loss"]
+    bar.set_postfix(_postfix(record))
+
+
+def _postfix(record: dict[str, Any]) -> dict[str, str]:
+    """What the progress bar shows: the figures of the last log record."""
+    shown = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}", "gnorm": f"{record['grad_norm']:.3g}"}
+    for key, value in record.items():
+        if key.endswith("_per_s"):  # tokens_per_s -> tokens/s
+            shown[f"{key[: -len('_per_s')]}/s"] = f"{value:,.0f}"
+    if "mfu" in record:
+        shown["mfu"] = f"{record['mfu']:.1%}"
+    return shown
 
 
 def _table_row(step: int, metrics: dict[str, float]) -> str:

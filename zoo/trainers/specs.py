@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from zoo.protocols import InputKind
-from zoo.specs import MAX_SEED, STRICT, TrainerSpec
+from zoo.specs import MAX_SEED, STRICT, CallbackSpec, LoggerSpec, TrainerSpec
 
 
 class OptimizerSpec(BaseModel):
@@ -65,6 +65,76 @@ class LoraSpec(BaseModel):
     )
 
 
+class JsonlLoggerSpec(LoggerSpec):
+    """``RUN/metrics.jsonl``, one JSON record per line: the record every run keeps."""
+
+    type: Literal["jsonl"] = "jsonl"
+
+    def build(self) -> Any:
+        from zoo.trainers.loggers import JsonlLogger
+
+        return JsonlLogger()
+
+
+class TensorBoardLoggerSpec(LoggerSpec):
+    """TensorBoard event files in ``RUN/tensorboard`` (``tensorboard --logdir RUN``)."""
+
+    type: Literal["tensorboard"] = "tensorboard"
+
+    def build(self) -> Any:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            from zoo.errors import PluginError
+
+            raise PluginError("the tensorboard logger needs the tensorboard package: pip install 'zoo[tensorboard]'")
+        from zoo.trainers.loggers import TensorBoardLogger
+
+        return TensorBoardLogger()
+
+
+class CsvLoggerSpec(LoggerSpec):
+    """One CSV table per split: ``RUN/csv/train.csv``, ``RUN/csv/val.csv``."""
+
+    type: Literal["csv"] = "csv"
+
+    def build(self) -> Any:
+        from zoo.trainers.loggers import CsvLogger
+
+        return CsvLogger()
+
+
+class EarlyStoppingSpec(CallbackSpec):
+    """Stop training when a metric stops improving (checked at each evaluation)."""
+
+    type: Literal["early-stopping"] = "early-stopping"
+    metric: str = Field("val_loss", min_length=1, description="an evaluation figure, e.g. val_loss or val_accuracy")
+    mode: Literal["min", "max"] = Field("min", description="min: lower is better; max: higher is better")
+    patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0, description="a smaller change does not count as an improvement")
+
+    def build(self) -> Any:
+        from zoo.trainers.callbacks import EarlyStopping
+
+        return EarlyStopping(self.metric, self.mode, self.patience, self.min_delta)
+
+
+class BestCheckpointSpec(CallbackSpec):
+    """Keep the checkpoint with the best metric as ``checkpoints/best`` (``--resume best``)."""
+
+    type: Literal["best-checkpoint"] = "best-checkpoint"
+    metric: str = Field("val_loss", min_length=1, description="an evaluation figure, e.g. val_loss or val_accuracy")
+    mode: Literal["min", "max"] = Field("min", description="min: lower is better; max: higher is better")
+
+    def build(self) -> Any:
+        from zoo.trainers.callbacks import BestCheckpoint
+
+        return BestCheckpoint(self.metric, self.mode)
+
+
+Ref = str | dict[str, Any]  # a preset or type name, or an inline spec table
+
+
 class EngineSpec(TrainerSpec):
     """Fields every trainer built on the training engine shares."""
 
@@ -87,6 +157,14 @@ class EngineSpec(TrainerSpec):
     )
     lora: LoraSpec | None = Field(
         None, description="train low-rank adapters only (zoo train --lora); null trains every parameter"
+    )
+    loggers: list[Ref] = Field(
+        default_factory=lambda: list[Ref](["jsonl"]),
+        description="where metrics go: jsonl | tensorboard | csv | a plugin's (metrics.jsonl is always written)",
+    )
+    callbacks: list[Ref] = Field(
+        default_factory=list,
+        description="e.g. ['best-checkpoint', {type = 'early-stopping', patience = 5}] (zoo list callbacks)",
     )
     data_options: dict[str, str | int | float | bool | list[int]] = Field(
         default_factory=dict, description="options for the data source, e.g. {label_column = 'species'}"

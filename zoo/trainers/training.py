@@ -20,7 +20,7 @@ def train_from_config(
     out: str | Path,
     *,
     data: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | str | Path = False,
     force: bool = False,
     init_from: str | Path | None = None,
     lora: bool = False,
@@ -45,7 +45,7 @@ def train_from_config(
         raise SpecError(
             [("--lora", f"trainer type {tspec.type!r} does not train on the engine; LoRA needs one that does")]
         )
-    init_from = _parent_for(Path(out), init_from, resume)
+    init_from = _parent_for(Path(out), init_from, bool(resume))
     if model is None and init_from is None:
         raise SpecError([("--model", "give a model (a preset, a type or an inline spec), or --init-from PATH")])
     runtime = Runtime(cfg.runtime)
@@ -140,7 +140,7 @@ def train(
     init_from: str | Path | None = None,
     lora: bool = False,
     data: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | str | Path = False,
     force: bool = False,
     config: Config | None = None,
 ) -> FitResult:
