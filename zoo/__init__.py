@@ -60,6 +60,7 @@ if TYPE_CHECKING:
         UnknownNameError,
         ZooError,
     )
+    from zoo.evaluation import Score, evaluate
     from zoo.files import (
         read_json,
         shorten,
@@ -242,6 +243,8 @@ _HOME = {
     "LoggerSpec": "zoo.specs",
     "CallbackSpec": "zoo.specs",
     "Callback": "zoo.trainers.callbacks",
+    "evaluate": "zoo.evaluation",
+    "Score": "zoo.evaluation",
     "train": "zoo.trainers.training",
 }
 
@@ -305,6 +308,7 @@ __all__ = [
     "Sampler",
     "SamplerSpec",
     "SamplingDefaults",
+    "Score",
     "ShardUnit",
     "Spec",
     "SpecError",
@@ -333,6 +337,7 @@ __all__ = [
     "config_from_args",
     "default_config",
     "draw",
+    "evaluate",
     "generate",
     "hookimpl",
     "lazy",

@@ -199,5 +199,6 @@ def zoo_register_commands(register: RegisterCommand) -> None:
         ("generate", "zoo.lm.commands", "generate text from a causal LM"),
         ("chat", "zoo.lm.commands", "chat with a causal LM (its tokenizer's chat template)"),
         ("plot", "zoo.trainers.plot", "plot a run's loss curves to loss.png"),
+        ("eval", "zoo.evaluation", "score models side by side on the same data (perplexity, bits/byte, accuracy)"),
     ):
         register(name, lazy(f"{home}:cmd_{name}"), help=help_, arguments=lazy(f"{home}:{name}_arguments"))

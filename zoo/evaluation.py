@@ -1,0 +1,246 @@
+"""`zoo eval ART [ART ...] --data PATH`: models side by side on the same data.
+
+Causal LMs: loss and perplexity over the text, each model with its own tokenizer, and bits per
+byte (the summed loss over the text's UTF-8 bytes), which compares models whose tokenizers cut the
+text differently. Classifiers: loss and accuracy over every example. One table, ``--json``, and a
+bar chart (``--plot``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.api import spec_of, tokenizer_of
+from zoo.config import Config, load_config, spec_ref
+from zoo.data.sources import open_data
+from zoo.errors import DataError, ZooError
+from zoo.lm.text_data import iter_texts
+from zoo.protocols import CausalLM, ClassifierSpec, Tokenizer
+from zoo.runtime import Runtime
+
+METRICS = {"causal-lm": "bits_per_byte", "classifier": "accuracy"}  # what the bar chart shows
+
+
+@dataclass
+class Score:
+    """One model's figures on the data."""
+
+    model: str  # as the user named it
+    type: str
+    protocol: str
+    parameters: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate(
+    targets: list[str | Path],
+    data: str | Path,
+    *,
+    config: Config | None = None,
+    runtime: Runtime | None = None,
+    max_bytes: int | None = None,
+    context: int | None = None,
+    batch_size: int = 8,
+    data_format: str | None = None,
+) -> list[Score]:
+    """``zoo.evaluate(["runs/a", "runs/b"], "text.txt")``: what ``zoo eval`` prints, as `Score` rows."""
+    from zoo.api import default_config
+    from zoo.finetune import open_model
+
+    cfg = config or default_config()
+    runtime = runtime or Runtime(cfg.runtime)
+    texts: dict[str, tuple[str, int]] = {}
+    scores = []
+    for target in targets:
+        model = open_model(spec_ref(str(target)), cfg).eval()
+        spec = spec_of(model)
+        row = Score(str(target), spec.type, spec.protocol, sum(p.numel() for p in model.parameters()))
+        model.to(runtime.device)
+        with runtime.inference():
+            if spec.protocol == "causal-lm":
+                if "text" not in texts:
+                    texts["text"] = read_text(cfg, data, data_format, max_bytes)
+                row.metrics = score_lm(model, tokenizer_for(model), texts["text"][0], runtime, context, batch_size)
+            else:
+                row.metrics = score_classifier(model, cfg, data, data_format, runtime)
+        model.to("cpu")
+        scores.append(row)
+    return scores
+
+
+def read_text(cfg: Config, data: str | Path, data_format: str | None, max_bytes: int | None) -> tuple[str, int]:
+    """The text of ``data`` (through its data source), cut to ``max_bytes`` at a character boundary."""
+    parts = open_data(cfg.registry, data, "causal-lm", data_format=data_format)
+    text = "".join(iter_texts(parts))
+    raw = text.encode("utf-8")
+    if max_bytes is not None and len(raw) > max_bytes:
+        text = raw[:max_bytes].decode("utf-8", errors="ignore")
+    return text, len(text.encode("utf-8"))
+
+
+def tokenizer_for(model: nn.Module) -> Tokenizer:
+    tokenizer = tokenizer_of(model)
+    if tokenizer is None:
+        from zoo.lm.tokenizers import ByteTokenizer
+
+        return ByteTokenizer()  # what a model without a recorded tokenizer was trained on
+    return tokenizer
+
+
+def score_lm(
+    model: nn.Module, tokenizer: Tokenizer, text: str, runtime: Runtime, context: int | None, batch_size: int
+) -> dict[str, float]:
+    """Loss over every token but the first, in windows of ``context`` tokens that do not overlap."""
+    if not isinstance(model, CausalLM):
+        raise ZooError(f"{type(model).__name__} is not a causal LM (zoo.protocols.CausalLM)")
+    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    if len(ids) < 2:
+        raise DataError("the text is shorter than two tokens; give more text")
+    if int(ids.max()) >= int(model.vocab_size):
+        raise DataError(f"the tokenizer gives id {int(ids.max())}, past the model's vocab_size {model.vocab_size}")
+    length = min(context or int(model.max_seq_len), int(model.max_seq_len))
+    starts = list(range(0, len(ids) - 1, length))
+    nll, count = 0.0, 0
+    full = [s for s in starts if s + length + 1 <= len(ids)]
+    groups = [full[i : i + batch_size] for i in range(0, len(full), batch_size)]
+    groups += [[s] for s in starts if s not in set(full)]  # the last, shorter window alone
+    for group in groups:
+        rows = torch.stack([ids[s : s + length + 1] for s in group])
+        x, y = runtime.to_device((rows[:, :-1], rows[:, 1:]))
+        with runtime.autocast():
+            logits, _ = model(x)
+        nll += float(F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum"))
+        count += int(y.numel())
+    n_bytes = len(text.encode("utf-8"))
+    loss = nll / count
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "bits_per_byte": nll / math.log(2) / n_bytes,
+        "tokens": float(count),
+        "bytes": float(n_bytes),
+    }
+
+
+def score_classifier(
+    model: nn.Module, cfg: Config, data: str | Path, data_format: str | None, runtime: Runtime
+) -> dict[str, float]:
+    spec = spec_of(model)
+    examples = open_data(cfg.registry, data, "classifier", data_format=data_format)
+    if isinstance(spec, ClassifierSpec) and examples.input_shape != tuple(spec.input_shape):
+        raise DataError(f"{data} holds examples of shape {examples.input_shape}; the model takes {spec.input_shape}")
+    total, correct = 0.0, 0
+    for x, y in zip(examples.x.split(1024), examples.y.split(1024), strict=True):
+        x, y = runtime.to_device((x, y))
+        with runtime.autocast():
+            logits = model(x)
+        if logits.shape[-1] <= int(y.max()):
+            raise DataError(f"{data} has labels up to {int(y.max())}; the model has {logits.shape[-1]} classes")
+        total += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        correct += int((logits.argmax(-1) == y).sum())
+    n = len(examples.y)
+    return {"loss": total / n, "accuracy": correct / n, "examples": float(n)}
+
+
+COLUMNS: tuple[tuple[str, str, str], ...] = (  # (metric, title, format)
+    ("loss", "loss", ".4f"),
+    ("perplexity", "ppl", ".2f"),
+    ("bits_per_byte", "bits/byte", ".4f"),
+    ("accuracy", "accuracy", ".4f"),
+    ("tokens", "tokens", ",.0f"),
+    ("examples", "examples", ",.0f"),
+)
+
+
+def table(scores: list[Score]) -> str:
+    """The scores side by side, one model per line (a dash where a figure does not apply)."""
+    shown = [c for c in COLUMNS if any(c[0] in s.metrics for s in scores)]
+    head = ["model", "type", "params", *(title for _, title, _ in shown)]
+    rows = [
+        [s.model, s.type, f"{s.parameters / 1e6:.2f}M"]
+        + [format(s.metrics[k], f) if k in s.metrics else "-" for k, _, f in shown]
+        for s in scores
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    aligned = [
+        [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        for r in [head, *rows]
+    ]
+    return "\n".join("  ".join(r).rstrip() for r in aligned)
+
+
+def bar_chart(scores: list[Score], out: Path, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ZooError("zoo eval --plot needs matplotlib: pip install 'zoo[plot]'") from None
+    panels = [(p, m) for p, m in METRICS.items() if any(s.protocol == p for s in scores)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.6 + 1.9 * len(scores), 3.8), squeeze=False)
+    for ax, (protocol, metric) in zip(axes[0], panels, strict=True):
+        mine = [s for s in scores if s.protocol == protocol]
+        bars = ax.bar([s.model for s in mine], [s.metrics[metric] for s in mine], color="tab:blue")
+        ax.bar_label(bars, fmt="%.3f")
+        ax.set_ylabel(metric.replace("_", " ") + (" (lower is better)" if protocol == "causal-lm" else ""))
+        ax.tick_params(axis="x", labelrotation=15)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    overrides = list(args.set or [])
+    for flag in ("device", "precision"):
+        if getattr(args, flag) is not None:
+            overrides.append(f"runtime.{flag}={json.dumps(getattr(args, flag))}")
+    cfg = load_config(args.registry, overrides)
+    for name, value in (
+        ("--max-bytes", args.max_bytes),
+        ("--context", args.context),
+        ("--batch-size", args.batch_size),
+    ):
+        if value is not None and value < 1:
+            raise ZooError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+    scores = evaluate(
+        args.models,
+        args.data,
+        config=cfg,
+        max_bytes=args.max_bytes,
+        context=args.context,
+        batch_size=args.batch_size,
+        data_format=args.data_format,
+    )
+    if args.json:
+        print(json.dumps([asdict(s) for s in scores], indent=2))
+    else:
+        print(table(scores))
+    if args.plot:
+        bar_chart(scores, Path(args.plot), f"zoo eval on {Path(args.data).name}")
+        if not args.json:
+            print(f"wrote {args.plot}")
+    return 0
+
+
+def eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL", help="artifacts, run folders, local model folders or presets")
+    p.add_argument("--data", required=True, help="a text file/folder (causal LMs) or a classifier data file/folder")
+    p.add_argument("--data-format", help="the data source to read --data with (zoo plugins lists them)")
+    p.add_argument("--max-bytes", type=int, help="causal LMs: evaluate the first N bytes of the text only")
+    p.add_argument("--context", type=int, help="causal LMs: window length in tokens (default: each model's maximum)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--plot", metavar="PNG", help="write a bar chart: bits per byte (LMs), accuracy (classifiers)")
+    p.add_argument("--device")
+    p.add_argument("--precision")
