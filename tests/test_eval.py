@@ -51,7 +51,9 @@ def reference_nll(model, ids: list[int], length: int) -> tuple[float, int]:
 
 
 def test_each_model_scored_with_its_own_tokenizer_and_bits_per_byte(files, config):
-    scores = zoo.evaluate([files["byte"], files["bpe"]], files["text"], config=config, runtime=zoo.Runtime(device="cpu"))
+    scores = zoo.evaluate(
+        [files["byte"], files["bpe"]], files["text"], config=config, runtime=zoo.Runtime(device="cpu")
+    )
     n_bytes = len(TEXT.encode("utf-8"))
     for score, name in zip(scores, ("byte", "bpe"), strict=True):
         model = zoo.load(files[name], config=config).eval()

@@ -67,8 +67,8 @@ def test_tokens_are_memory_mapped_and_reused(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("hello world\n" * 100)
     parts = read_text_files(corpus, {})
-    tokens = tokenize_to_file(parts, ByteTokenizer(), tmp_path / "cache")
-    assert isinstance(tokens, __import__("numpy").memmap) and len(tokens) == 1200
+    tokens, scored = tokenize_to_file(parts, ByteTokenizer(), tmp_path / "cache")
+    assert isinstance(tokens, __import__("numpy").memmap) and len(tokens) == 1200 and scored is None
     stamp = (tmp_path / "cache" / "tokens.bin").stat().st_mtime_ns
     tokenize_to_file(parts, ByteTokenizer(), tmp_path / "cache")
     assert (tmp_path / "cache" / "tokens.bin").stat().st_mtime_ns == stamp

@@ -175,6 +175,20 @@ def zoo_register_data_sources(register: RegisterDataSource) -> None:
         folder=True,
         description="UTF-8 text, or .txt files",
     )
+    register(
+        "jsonl",
+        lazy("zoo.lm.records:read_jsonl"),
+        protocol="causal-lm",
+        suffixes=[".jsonl"],
+        description='records {"text": ...} (packed with EOS) or {"messages": [...]} (chat: assistant tokens scored)',
+    )
+    register(
+        "hf-datasets",
+        lazy("zoo.lm.records:read_hf_dataset"),
+        protocol="causal-lm",
+        suffixes=[".parquet", ".arrow"],
+        description="local files through Hugging Face datasets (data_format = 'hf-datasets' for json/csv/text)",
+    )
 
 
 @hookimpl

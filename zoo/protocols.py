@@ -28,6 +28,7 @@ Object side (what ``spec.build()`` returns):
 * `StopTokens`         optional on a causal LM: every id that ends a sequence.
 * `SamplingDefaults`   optional on a causal LM: the sampler to use when none is named.
 * `TextSource`         one part of a text corpus a data source returns for causal LMs.
+* `RecordSource`       a `TextSource` of records: documents (packed with EOS) and chat conversations.
 """
 
 from __future__ import annotations
@@ -199,9 +200,12 @@ class Tokenizer(Protocol):
 class ChatTemplate(Protocol):
     """A tokenizer that formats a conversation (``zoo generate --chat``, ``zoo chat``)."""
 
-    def apply_chat_template(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
-        """Token ids of ``messages`` ({"role", "content"} dicts) followed by the assistant's turn
-        opening, exactly as the model was trained to see them; `ZooError` when it has no template."""
+    def apply_chat_template(
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+    ) -> list[int]:
+        """Token ids of ``messages`` ({"role", "content"} dicts), followed by the assistant's turn
+        opening when ``add_generation_prompt``, exactly as the model was trained to see them;
+        `ZooError` when it has no template."""
         ...
 
 
@@ -228,7 +232,8 @@ class SamplingDefaults(Protocol):
 class Trainer(Protocol):
     """What ``TrainerSpec.build()`` returns. ``zoo train`` calls ``fit`` once.
 
-    ``data``: the ``--data`` path (None: the trainer's own default); ``resume``: continue the run
+    ``data``: the ``--data`` path, or a dataset object given from Python (None: the trainer's
+    own default); ``resume``: continue the run
     in ``out`` (True or ``"last"``: its latest checkpoint; ``"best"``; or a checkpoint folder);
     ``force``: replace a finished run in ``out``; ``run_info``: what
     ``run.json`` records (model and trainer specs, runtime, parent artifact); ``save_artifact(path,
@@ -243,7 +248,7 @@ class Trainer(Protocol):
         runtime: Runtime,
         out: str | Path,
         *,
-        data: str | Path | None = None,
+        data: Any = None,
         resume: bool | str | Path = False,
         force: bool = False,
         run_info: dict[str, Any] | None = None,
@@ -352,4 +357,15 @@ class TextSource(Protocol):
 
     def chunks(self) -> Iterator[str]:
         """The text in pieces cut at line ends; `DataError` naming the file (and line) when bad."""
+        ...
+
+
+@runtime_checkable
+class RecordSource(TextSource, Protocol):
+    """A text source made of records: a document (``str``) is packed into the token stream with
+    EOS after it; a conversation (a list of ``{"role", "content"}``) is formatted with the
+    tokenizer's chat template and scored on the assistant's tokens only."""
+
+    def records(self) -> Iterator[tuple[str, str | list[dict[str, str]]]]:
+        """``(where, record)`` pairs; ``where`` ("file:line") names a record in error messages."""
         ...

@@ -83,6 +83,28 @@ def checked(path: Path, x: np.ndarray, y: np.ndarray, classes: list[str] | None 
     return Examples(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y.astype(np.int64)), classes=classes)
 
 
+def from_dataset(dataset: Any) -> Examples:
+    """Examples from a dataset given in Python: `Examples` as they are, or any indexable collection
+    of ``(x, y)`` pairs (a ``torch.utils.data.Dataset``, a list), stacked into tensors once."""
+    if isinstance(dataset, Examples):
+        return dataset
+    name = type(dataset).__name__
+    try:
+        n = len(dataset)
+        pairs = [dataset[i] for i in range(n)]
+    except (TypeError, KeyError, IndexError) as err:
+        raise DataError(f"{name}: a dataset given from Python needs len() and indexing by 0..N-1 ({err})") from None
+    xs, ys = [], []
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, tuple | list) and len(pair) == 2):
+            raise DataError(f"{name}[{i}]: each item must be an (x, y) pair, got {type(pair).__name__}")
+        xs.append(np.asarray(pair[0], dtype=np.float64))
+        ys.append(np.asarray(pair[1]))
+    if not xs or any(x.shape != xs[0].shape for x in xs):
+        raise DataError(f"{name}: items must all have inputs of one shape (found {len({x.shape for x in xs})} shapes)")
+    return checked(Path(name), np.stack(xs), np.stack(ys).reshape(-1))
+
+
 def read_npz(path: Path, options: Mapping[str, Any]) -> Examples:
     """Arrays ``x`` (N, F) features or (N, C, H, W) images, and ``y`` (N,) labels; never a pickle."""
     x, y = _read_npz(path)

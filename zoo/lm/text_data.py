@@ -8,6 +8,7 @@ memory-mapped, so corpora larger than memory train without loading them whole.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -22,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from zoo.errors import DataError, ZooError
 from zoo.files import LENIENT, read_model, regular_file
-from zoo.protocols import TextSource, Tokenizer
+from zoo.protocols import RecordSource, TextSource, Tokenizer
 
 CHUNK_BYTES = 8 << 20
 DEFAULT_CORPUS = "pydoc_data.topics"
@@ -133,50 +134,89 @@ def iter_texts(parts: Sequence[TextSource]) -> Iterator[str]:
 
 @dataclass
 class TokenData:
-    """Token ids of a corpus (memory-mapped) with a deterministic train/validation split."""
+    """Token ids of a corpus (memory-mapped) with a deterministic train/validation split, and for
+    record corpora which targets are scored (chat: the assistant's tokens)."""
 
     tokens: np.ndarray
     val_fraction: float
+    scored: np.ndarray | None = None  # uint8 per token, 1 = scored as a target; None: all are
 
     @property
     def boundary(self) -> int:
         return len(self.tokens) - int(len(self.tokens) * self.val_fraction)
 
-    def train(self) -> np.ndarray:
-        return self.tokens[: self.boundary]
+    def train(self) -> tuple[np.ndarray, np.ndarray | None]:
+        cut = self.boundary
+        return self.tokens[:cut], None if self.scored is None else self.scored[:cut]
 
-    def val(self) -> np.ndarray:
-        return self.tokens[self.boundary :]
+    def val(self) -> tuple[np.ndarray, np.ndarray | None]:
+        cut = self.boundary
+        return self.tokens[cut:], None if self.scored is None else self.scored[cut:]
 
 
-def tokenize_to_file(parts: Sequence[TextSource], tokenizer: Tokenizer, folder: Path) -> np.ndarray:
-    """Encode every part once into ``folder/tokens.bin`` and memory-map it (reused if unchanged)."""
+Tokens = tuple[np.ndarray, np.ndarray | None]  # ids, and which are scored (None: all)
+FORMAT = 2  # bump when the layout of tokens.bin / scored.bin changes
+
+
+def tokenize_to_file(parts: Sequence[TextSource], tokenizer: Tokenizer, folder: Path) -> Tokens:
+    """Encode every part once into ``folder/tokens.bin`` (+ ``scored.bin`` for record sources) and
+    memory-map them (reused while the parts and the tokenizer are unchanged)."""
     desc = tokenizer.describe()
-    key = hashlib.sha256(json.dumps([[p.fingerprint() for p in parts], desc], default=str).encode()).hexdigest()
+    fingerprints = [p.fingerprint() for p in parts]
+    key = hashlib.sha256(json.dumps([fingerprints, desc, FORMAT], default=str).encode()).hexdigest()
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-    meta_path, bin_path = folder / "tokens.json", folder / "tokens.bin"
-    cached = _cached_tokens(meta_path, bin_path, key)
+    masked = any(isinstance(p, RecordSource) for p in parts)
+    meta_path, bin_path, mask_path = folder / "tokens.json", folder / "tokens.bin", folder / "scored.bin"
+    cached = _cached_tokens(meta_path, bin_path, mask_path, key)
     if cached is not None:
         return cached
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = bin_path.with_suffix(".bin.tmp")
-    for stale in (tmp, bin_path, meta_path):  # never write through a planted link, or into a folder
+    tmp, mask_tmp = bin_path.with_suffix(".bin.tmp"), mask_path.with_suffix(".bin.tmp")
+    for stale in (
+        tmp,
+        mask_tmp,
+        bin_path,
+        mask_path,
+        meta_path,
+    ):  # never write through a planted link, or into a folder
         if stale.is_symlink():
             stale.unlink()
         elif stale.is_dir():
             shutil.rmtree(stale)
-    n = 0
-    with open(tmp, "wb") as fh:
-        for text in iter_texts(parts):
-            ids = np.asarray(tokenizer.encode(text), dtype=dtype)
-            fh.write(ids.tobytes())
+    n, n_scored = 0, 0
+    with open(tmp, "wb") as fh, open(mask_tmp, "wb") if masked else contextlib.nullcontext() as mh:
+        for ids, scored in _encoded(parts, tokenizer):
+            fh.write(np.asarray(ids, dtype=dtype).tobytes())
             n += len(ids)
-    if n == 0:
+            if mh is not None:
+                flags = np.ones(len(ids), np.uint8) if scored is None else np.asarray(scored, np.uint8)
+                mh.write(flags.tobytes())
+                n_scored += int(flags.sum())
+    names = ", ".join(p.name for p in parts[:3])
+    if n == 0 or (masked and n_scored == 0):
         tmp.unlink()
-        raise DataError(f"{', '.join(p.name for p in parts[:3])}: no tokens")
+        mask_tmp.unlink(missing_ok=True)
+        raise DataError(f"{names}: no tokens" + (" to score" if n else ""))
     tmp.replace(bin_path)
-    meta_path.write_text(json.dumps({"key": key, "dtype": np.dtype(dtype).name, "n_tokens": n}))
-    return np.memmap(bin_path, dtype=dtype, mode="r", shape=(n,))
+    if masked:
+        mask_tmp.replace(mask_path)
+    meta_path.write_text(json.dumps({"key": key, "dtype": np.dtype(dtype).name, "n_tokens": n, "masked": masked}))
+    ids_map = np.memmap(bin_path, dtype=dtype, mode="r", shape=(n,))
+    return ids_map, np.memmap(mask_path, dtype=np.uint8, mode="r", shape=(n,)) if masked else None
+
+
+def _encoded(parts: Sequence[TextSource], tokenizer: Tokenizer) -> Iterator[tuple[list[int], list[bool] | None]]:
+    """Token ids of every part in order; records also say which ids are scored."""
+    from zoo.lm.records import encode_record
+
+    for part in parts:
+        if isinstance(part, RecordSource):
+            for where, record in part.records():
+                enc = encode_record(tokenizer, record, where)
+                yield enc.ids, enc.scored
+        else:
+            for text in part.chunks():
+                yield tokenizer.encode(text), None
 
 
 class TokensMeta(BaseModel):
@@ -186,9 +226,10 @@ class TokensMeta(BaseModel):
     key: str = Field(max_length=64)
     dtype: Literal["uint16", "uint32"]
     n_tokens: int = Field(gt=0, le=1 << 40)
+    masked: bool = False
 
 
-def _cached_tokens(meta_path: Path, bin_path: Path, key: str) -> np.ndarray | None:
+def _cached_tokens(meta_path: Path, bin_path: Path, mask_path: Path, key: str) -> Tokens | None:
     """The token cache if it is intact and for this corpus; anything else (stale, edited, truncated,
     not a regular file) is rebuilt, since it is only a cache."""
     if not meta_path.exists():
@@ -196,15 +237,27 @@ def _cached_tokens(meta_path: Path, bin_path: Path, key: str) -> np.ndarray | No
     try:
         meta = read_model(meta_path, TokensMeta)
         size = regular_file(bin_path).st_size
+        mask_size = regular_file(mask_path).st_size if meta.masked else meta.n_tokens
     except ZooError:
         return None
-    if meta.key != key or size != meta.n_tokens * np.dtype(meta.dtype).itemsize:
+    if meta.key != key or size != meta.n_tokens * np.dtype(meta.dtype).itemsize or mask_size != meta.n_tokens:
         return None
-    return np.memmap(bin_path, dtype=meta.dtype, mode="r", shape=(meta.n_tokens,))
+    ids = np.memmap(bin_path, dtype=meta.dtype, mode="r", shape=(meta.n_tokens,))
+    return ids, np.memmap(mask_path, dtype=np.uint8, mode="r", shape=(meta.n_tokens,)) if meta.masked else None
 
 
-def windows(tokens: np.ndarray, starts: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and next-token targets (B, length) for windows starting at ``starts``."""
+IGNORE = -100  # a target never scored
+
+
+def windows(
+    tokens: np.ndarray, starts: torch.Tensor, length: int, scored: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets (B, length) for windows starting at ``starts``; targets not
+    scored (a chat's prompt tokens) are `IGNORE`."""
     rows = np.stack([np.asarray(tokens[s : s + length + 1], dtype=np.int64) for s in starts.tolist()])
     block = torch.from_numpy(rows)
-    return block[:, :-1], block[:, 1:]
+    x, y = block[:, :-1], block[:, 1:].clone()
+    if scored is not None:
+        keep = np.stack([np.asarray(scored[s + 1 : s + length + 1], dtype=bool) for s in starts.tolist()])
+        y[~torch.from_numpy(keep)] = IGNORE
+    return x, y

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,20 +14,22 @@ from torch import nn
 from zoo.api import attach, spec_of, tokenizer_of
 from zoo.data.sources import open_data
 from zoo.errors import DataError
+from zoo.lm.records import from_sequence
 from zoo.lm.specs import CausalLMTrainerSpec
-from zoo.lm.text_data import DefaultCorpus, TokenData, iter_texts, tokenize_to_file, windows
+from zoo.lm.text_data import IGNORE, DefaultCorpus, TokenData, Tokens, iter_texts, tokenize_to_file, windows
 from zoo.lm.tokenizers import build_tokenizer, load_tokenizer
 from zoo.protocols import CausalLM, TextSource, Tokenizer
 from zoo.runtime import Runtime
-from zoo.trainers.engine import Batch, EngineTrainer
+from zoo.trainers.engine import Batch, EngineTrainer, as_path, data_key
 
-IGNORE = -100  # targets never scored (none here: windows of a token stream hold no padding)
 EVAL_SEED = 1234  # the same validation windows at every evaluation, independent of training RNG
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over scored targets; logits (B, T, V), targets (B, T)."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+    """Mean cross-entropy over scored targets (0 when a batch has none); logits (B, T, V), targets (B, T)."""
+    flat = targets.flatten()
+    total = F.cross_entropy(logits.float().flatten(0, 1), flat, ignore_index=IGNORE, reduction="sum")
+    return total / (flat != IGNORE).sum().clamp(min=1)
 
 
 class CausalLMTask:
@@ -36,18 +39,19 @@ class CausalLMTask:
         self.summary: dict[str, float] = {}
         self.train_tokens, self.val_tokens = data.train(), data.val()
         self.context = context
-        for name, split in (("training", self.train_tokens), ("validation", self.val_tokens)):
+        for name, (split, _) in (("training", self.train_tokens), ("validation", self.val_tokens)):
             if len(split) < context + 1:
                 raise DataError(
                     f"the {name} split has {len(split)} tokens, fewer than context + 1 = {context + 1}; "
                     "use more text, a shorter context, or another val_fraction"
                 )
 
-    def _batch(self, tokens: np.ndarray, generator: torch.Generator, n: int) -> Batch:
+    def _batch(self, split: Tokens, generator: torch.Generator, n: int) -> Batch:
+        tokens, scored = split
         starts = torch.randint(0, len(tokens) - self.context, (n,), generator=generator)
-        # every target is a real token, the pad id included: a tokenizer whose pad id equals its EOS id
-        # (common) must still learn to emit EOS
-        return windows(tokens, starts, self.context)
+        # every target of a text stream is a real token, the pad id included: a tokenizer whose pad id
+        # equals its EOS id (common) must still learn to emit EOS; a chat scores the assistant's only
+        return windows(tokens, starts, self.context, scored)
 
     def sample(self, generator: torch.Generator, batch_size: int) -> Batch:
         return self._batch(self.train_tokens, generator, batch_size)
@@ -62,12 +66,14 @@ class CausalLMTask:
 
     def evaluate(self, model: nn.Module, runtime: Runtime, batches: int) -> dict[str, float]:
         g = torch.Generator().manual_seed(EVAL_SEED)
-        losses = []
+        total, scored = 0.0, 0
         for _ in range(batches):
             x, y = runtime.to_device(self._batch(self.val_tokens, g, 8))
             logits, _ = model(x)
-            losses.append(float(lm_loss(logits, y)))
-        loss = sum(losses) / len(losses)
+            n = int((y != IGNORE).sum())
+            total += float(lm_loss(logits, y)) * n
+            scored += n
+        loss = total / max(scored, 1)
         return {"val_loss": loss, "val_ppl": float(np.exp(min(loss, 50.0)))}
 
 
@@ -78,12 +84,16 @@ class CausalLMTrainer(EngineTrainer):
         super().__init__(spec)
         self.parts: dict[str, list[TextSource]] = {}  # what check_data opened, for make_task
 
-    def text(self, data: str | Path | None) -> list[TextSource]:
-        """The corpus: the default one, or what the data source for ``data`` returns."""
-        if str(data) not in self.parts:
+    def text(self, data: Any) -> list[TextSource]:
+        """The corpus: the default one, what the data source for a path returns, or the records of
+        a dataset given from Python (texts, ``{"text"}`` or ``{"messages"}`` items)."""
+        key = data_key(data)
+        if key not in self.parts:
             parts = (
                 [DefaultCorpus()]
                 if data is None
+                else from_sequence(data)
+                if as_path(data) is None
                 else open_data(
                     self.registry(),
                     data,
@@ -94,8 +104,8 @@ class CausalLMTrainer(EngineTrainer):
             )
             if not parts or not all(isinstance(p, TextSource) for p in parts):
                 raise DataError(f"{data}: the data source returned no text (a list of zoo.protocols.TextSource)")
-            self.parts[str(data)] = list(parts)
-        return self.parts[str(data)]
+            self.parts[key] = list(parts)
+        return self.parts[key]
 
     def tokenizer(self, data: str | Path | None, folder: Path, resume: bool) -> Tokenizer:
         """Byte-level, or a BPE trained on the corpus once (a resumed run reuses it)."""
@@ -142,4 +152,4 @@ class CausalLMTrainer(EngineTrainer):
         if tokens is None:
             tokens = tokenize_to_file(self.text(data), tok, cache)
         attach(model, spec_of(model), tokenizer=tok)  # saved with the artifact
-        return CausalLMTask(TokenData(tokens, self.spec.val_fraction), context)
+        return CausalLMTask(TokenData(tokens[0], self.spec.val_fraction, tokens[1]), context)

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.data.examples import Examples, synthetic
+from zoo.data.examples import Examples, from_dataset, synthetic
 from zoo.data.sources import open_data
 from zoo.errors import DataError, DataMismatch
 from zoo.protocols import ClassifierSpec
 from zoo.runtime import Runtime
-from zoo.trainers.engine import Batch, EngineTrainer
+from zoo.trainers.engine import Batch, EngineTrainer, as_path, data_key
 from zoo.trainers.specs import ClassifierTrainerSpec
 
 
@@ -57,7 +57,7 @@ class ClassifierTrainer(EngineTrainer):
     def make_task(
         self, model: nn.Module, runtime: Runtime, data: str | Path | None, workdir: Path, resume: bool
     ) -> ClassificationTask:
-        table = self.checked.pop(str(data), None) or self.dataset(self.model_spec(model), data)
+        table = self.checked.pop(data_key(data), None) or self.dataset(self.model_spec(model), data)
         train_set, val_set = table.split(self.spec.val_fraction, seed=runtime.seed)
         task = self.task_from(train_set, val_set)
         if table.ceiling is not None:
@@ -66,7 +66,7 @@ class ClassifierTrainer(EngineTrainer):
 
     def check_data(self, model: nn.Module, data: str | Path | None) -> None:
         """Load and check the table now (before the run folder is touched); `make_task` reuses it."""
-        self.checked = {str(data): self.dataset(self.model_spec(model), data)}
+        self.checked = {data_key(data): self.dataset(self.model_spec(model), data)}
 
     @staticmethod
     def model_spec(model: nn.Module) -> Any:
@@ -90,8 +90,12 @@ class ClassifierTrainer(EngineTrainer):
         if path is None:
             s = self.spec.synthetic
             return synthetic(s.n_samples, shape, n_classes, s.label_noise, s.seed)
-        examples: Examples = open_data(
-            self.registry(), path, "classifier", data_format=self.spec.data_format, options=self.spec.data_options
+        examples: Examples = (
+            open_data(
+                self.registry(), path, "classifier", data_format=self.spec.data_format, options=self.spec.data_options
+            )
+            if as_path(path) is not None
+            else from_dataset(path)
         )
         if examples.input_shape != shape:
             raise DataMismatch(

@@ -394,7 +394,7 @@ class EngineTrainer:
         runtime: Runtime,
         out: str | Path,
         *,
-        data: str | Path | None = None,
+        data: Any = None,
         resume: Resume = False,
         force: bool = False,
         run_info: dict[str, Any] | None = None,
@@ -409,7 +409,7 @@ class EngineTrainer:
         loggers, callbacks = self.build_loggers(), self.build_callbacks()  # bad names fail before ``out`` is touched
         self.check_data(model, data)
         with run_directory(
-            out, resume=bool(resume), force=force, runtime=runtime, inputs=[("--data", data), *inputs]
+            out, resume=bool(resume), force=force, runtime=runtime, inputs=[("--data", as_path(data)), *inputs]
         ) as rundir:
             task = self.make_task(model, runtime, data, out / "data", bool(resume))
             result = train(
@@ -450,6 +450,16 @@ class EngineTrainer:
                 f"{type(built).__name__} lacks some of its methods"
             )
         return built
+
+
+def as_path(data: Any) -> str | Path | None:
+    """``data`` if it names a file or folder; None for a dataset given from Python."""
+    return data if isinstance(data, str | Path) else None
+
+
+def data_key(data: Any) -> str:
+    """A key for what ``data`` names (a path, or a dataset object given from Python)."""
+    return str(data) if data is None or as_path(data) is not None else f"python:{type(data).__name__}:{id(data)}"
 
 
 def _check_run_info(path: Path, info: dict[str, Any], *, resume: bool, runtime: Runtime) -> None:

@@ -19,7 +19,7 @@ def train_from_config(
     trainer: Any,
     out: str | Path,
     *,
-    data: str | Path | None = None,
+    data: Any = None,
     resume: bool | str | Path = False,
     force: bool = False,
     init_from: str | Path | None = None,
@@ -71,7 +71,7 @@ def train_from_config(
         "model": mspec.model_dump(mode="json"),
         "trainer": tspec.model_dump(mode="json"),
         "runtime": cfg.runtime.model_dump(mode="json"),
-        "data": str(data) if data is not None else None,
+        "data": str(data) if isinstance(data, str | Path) else (type(data).__name__ if data is not None else None),
         "init_from": parent,
     }
 
@@ -139,13 +139,17 @@ def train(
     model: Any = None,
     init_from: str | Path | None = None,
     lora: bool = False,
-    data: str | Path | None = None,
+    data: Any = None,
     resume: bool | str | Path = False,
     force: bool = False,
     config: Config | None = None,
 ) -> FitResult:
     """``zoo.train("lm", "runs/x", model="minigpt-small")`` or ``init_from="runs/parent"``: what
-    ``zoo train`` does, from Python (the default configuration unless ``config`` is given)."""
+    ``zoo train`` does, from Python (the default configuration unless ``config`` is given).
+
+    ``data`` is a file or folder, or a dataset object: ``(x, y)`` items for a classifier (any
+    ``torch.utils.data.Dataset``), texts or ``{"text"}`` / ``{"messages"}`` items for a causal LM.
+    """
     from zoo.api import default_config
 
     cfg = config or default_config()

@@ -267,13 +267,15 @@ class HFTokenizer:
     def decode(self, ids: Any) -> str:
         return str(self.tok.decode([int(i) for i in ids], skip_special_tokens=True))
 
-    def apply_chat_template(self, messages: Any) -> list[int]:
+    def apply_chat_template(self, messages: Any, add_generation_prompt: bool = True) -> list[int]:
         """The folder's chat template, rendered and tokenized as transformers' own
-        ``apply_chat_template(..., add_generation_prompt=True)`` does (`zoo.ChatTemplate`)."""
+        ``apply_chat_template`` does (`zoo.ChatTemplate`)."""
         if not self.tok.chat_template:
             raise ZooError("this model's tokenizer has no chat_template (tokenizer_config.json); use plain prompts")
         with rejected_by_transformers("the chat template", ZooError):
-            text = self.tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+            text = self.tok.apply_chat_template(
+                list(messages), add_generation_prompt=add_generation_prompt, tokenize=False
+            )
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
     def save(self, folder: Path) -> dict[str, Any]:
