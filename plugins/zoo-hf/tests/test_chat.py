@@ -210,3 +210,47 @@ def test_an_artifact_keeps_the_generation_config(chat_folder, tmp_path):
     assert back.stop_ids == model.stop_ids and len(back.stop_ids) == 2
     assert back.default_sampler == model.default_sampler == {"type": "sample", "temperature": 0.7, "top_k": 5}
     assert GenerationConfig.from_pretrained(tmp_path / "art").eos_token_id == model.stop_ids
+
+
+# the fixture's template with the assistant's part marked, so transformers can say which tokens are its
+MARKED = (
+    "{% for m in messages %}<|{{ m['role'] }}|>"
+    "{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }}<|end|>{% endgeneration %}"
+    "{% else %}{{ m['content'] }}<|end|>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_chat_fine_tuning_scores_exactly_the_assistant_tokens_transformers_marks(chat_folder, tmp_path):
+    """zoo tells the assistant's tokens apart by rendering the conversation turn by turn; on a
+    template with {% generation %} marks, that equals transformers' own assistant mask. Then a
+    chat fine-tune of the HF model runs through `zoo train` on JSON lines."""
+    from zoo.lm.records import encode_record
+
+    _, hf, tok = chat_folder
+    tok.chat_template = MARKED
+    try:
+        folder = saved_with(chat_folder, tmp_path / "m")
+    finally:
+        tok.chat_template = TEMPLATE
+    chat = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello how are you"},
+        {"role": "assistant", "content": "the zoo has models"},
+        {"role": "user", "content": "today"},
+        {"role": "assistant", "content": "hello there"},
+    ]
+    marked = tok.__class__.from_pretrained(folder)
+    want = marked.apply_chat_template(chat, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    model = zoo.build_model({"type": "hf-causal-lm", "path": str(folder)})
+    enc = encode_record(zoo.tokenizer_of(model), chat, "chat.jsonl:1")
+    assert enc.ids == want["input_ids"]
+    assert [int(s) for s in enc.scored] == want["assistant_masks"] and sum(enc.scored) > 4
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"messages": chat}) + "\n" for _ in range(40)))
+    trainer = {"type": "causal-lm", "max_steps": 4, "batch_size": 4, "context": 32, "progress": False}
+    args = ["train", "--init-from", str(folder), "--trainer", json.dumps(trainer), "--data", str(data)]
+    assert main([*args, "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    scored = (tmp_path / "run" / "data" / "scored.bin").read_bytes()
+    assert 0 < sum(scored) < len(scored)
