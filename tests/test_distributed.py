@@ -27,6 +27,7 @@ TRAINER = {
     "progress": False,
     "grad_clip": 1.0,
     "schedule": {"name": "cosine", "warmup_steps": 2},
+    "callbacks": [{"type": "best-checkpoint", "metric": "val_loss", "mode": "max"}],  # best: step 5
 }
 
 
@@ -77,6 +78,12 @@ def test_two_processes_equal_one_with_the_same_global_batch(runs):
     assert single.keys() == ddp.keys()
     for k in single:
         torch.testing.assert_close(ddp[k], single[k], atol=2e-5, rtol=1e-4)
+    # callbacks run on every process: the best checkpoint (a collective save) is the single run's
+    for run in runs.values():
+        assert json.loads((run / "checkpoints" / "best" / "state.json").read_text())["step"] == 5
+    best = {name: read_tensors(run / "checkpoints" / "best" / "model.safetensors") for name, run in runs.items()}
+    for k in best["single"]:
+        torch.testing.assert_close(best["ddp"][k], best["single"][k], atol=2e-5, rtol=1e-4)
 
 
 def test_only_rank_zero_writes(runs):
@@ -88,7 +95,7 @@ def test_only_rank_zero_writes(runs):
         (10, "val"),
         (10, "ranks"),
     ]
-    assert sorted(p.name for p in (runs["ddp"] / "checkpoints").iterdir()) == ["step-00000005", "step-00000010"]
+    assert sorted(p.name for p in (runs["ddp"] / "checkpoints").iterdir()) == ["best", "step-00000005", "step-00000010"]
     single = [json.loads(x) for x in (runs["single"] / "metrics.jsonl").read_text().splitlines()]
     # the logged training loss is the mean over both ranks, i.e. the single process's global-batch loss
     assert lines[0]["loss"] == pytest.approx(single[0]["loss"], rel=1e-5)

@@ -227,7 +227,7 @@ def test_chat_fine_tuning_scores_exactly_the_assistant_tokens_transformers_marks
     chat fine-tune of the HF model runs through `zoo train` on JSON lines."""
     from zoo.lm.records import encode_record
 
-    _, hf, tok = chat_folder
+    _, _, tok = chat_folder
     tok.chat_template = MARKED
     try:
         folder = saved_with(chat_folder, tmp_path / "m")
