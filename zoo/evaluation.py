@@ -57,7 +57,7 @@ def evaluate(
 
     cfg = config or default_config()
     runtime = runtime or Runtime(cfg.runtime)
-    texts: dict[str, tuple[str, int]] = {}
+    text: str | None = None  # read once, for every causal LM
     scores = []
     for target in targets:
         model = open_model(spec_ref(str(target)), cfg).eval()
@@ -66,9 +66,8 @@ def evaluate(
         model.to(runtime.device)
         with runtime.inference():
             if spec.protocol == "causal-lm":
-                if "text" not in texts:
-                    texts["text"] = read_text(cfg, data, data_format, max_bytes)
-                row.metrics = score_lm(model, tokenizer_for(model), texts["text"][0], runtime, context, batch_size)
+                text = text if text is not None else read_text(cfg, data, data_format, max_bytes)
+                row.metrics = score_lm(model, tokenizer_for(model), text, runtime, context, batch_size)
             else:
                 row.metrics = score_classifier(model, cfg, data, data_format, runtime)
         model.to("cpu")
@@ -76,14 +75,14 @@ def evaluate(
     return scores
 
 
-def read_text(cfg: Config, data: str | Path, data_format: str | None, max_bytes: int | None) -> tuple[str, int]:
+def read_text(cfg: Config, data: str | Path, data_format: str | None, max_bytes: int | None) -> str:
     """The text of ``data`` (through its data source), cut to ``max_bytes`` at a character boundary."""
     parts = open_data(cfg.registry, data, "causal-lm", data_format=data_format)
     text = "".join(iter_texts(parts))
     raw = text.encode("utf-8")
     if max_bytes is not None and len(raw) > max_bytes:
         text = raw[:max_bytes].decode("utf-8", errors="ignore")
-    return text, len(text.encode("utf-8"))
+    return text
 
 
 def tokenizer_for(model: nn.Module) -> Tokenizer:

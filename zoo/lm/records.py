@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,7 +67,7 @@ class Records:
     """Records from ``rows`` (``(where, value)`` pairs, read when iterated): a `zoo.RecordSource`."""
 
     name: str
-    rows: Any  # a callable giving an iterator of (where, value)
+    rows: Callable[[], Iterator[tuple[str, Any]]]  # (where, value) pairs, read afresh on each call
     key: list[Any]
     text_field: str = "text"
     messages_field: str = "messages"
