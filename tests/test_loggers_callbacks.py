@@ -212,3 +212,14 @@ def test_mfu_estimate_from_throughput_and_the_device_peak():
     assert 0.005 < record["mfu"] < 0.0061  # ~1000 tokens/s x 6 MFLOP on a 1 TFLOP/s device
     assert {"loss", "lr", "gnorm", "tokens/s", "mfu"} == set(_postfix(record))  # the progress bar shows them
     assert "mfu" not in LogWindow().flush(Runtime(device="cpu"), 1, 1e-3, 0.5, "tokens")
+
+
+def test_a_registry_file_naming_a_missing_logger_or_a_bad_callback_fails_zoo_check(tmp_path, capsys):
+    (tmp_path / "registry.toml").write_text(
+        '[trainers.watched]\nbase = "lm"\nloggers = ["jsonl", "tensorbord"]\n'
+        'callbacks = [{ type = "early-stopping", patience = 0 }]\n'
+    )
+    assert main(["check", str(tmp_path / "registry.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "trainers.watched.loggers[1]: unknown logger 'tensorbord'; did you mean 'tensorboard'?" in err
+    assert "trainers.watched.callbacks[0]: early-stopping.patience: Input should be greater than or equal to 1" in err

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from zoo.errors import SpecError, UnknownNameError
+from zoo.errors import SpecError, UnknownNameError, ZooError
 from zoo.registry import Registry
 from zoo.specs import (
     KINDS,
@@ -311,9 +311,35 @@ def config_from_layers(
                     continue
                 for p, message in err.issues:
                     issue(home, p, message)
+    _check_references(config, merged, issue)
     if issues:
         raise SpecError(issues, source=source)
     return config
+
+
+def _check_references(config: Config, merged: Merged, issue: Any) -> None:
+    """Each trainer's loggers and callbacks name ones that exist and validate (as ``zoo check`` reports)."""
+    from zoo.trainers.specs import EngineSpec
+
+    for name, spec in list(config.presets["trainers"].items()):
+        if not isinstance(spec, EngineSpec):
+            continue
+        refs = [
+            (kind, i, ref)
+            for kind, all_ in (("loggers", spec.loggers), ("callbacks", spec.callbacks))
+            for i, ref in enumerate(all_)
+        ]
+        for kind, i, ref in refs:
+            try:
+                config.spec(kind, ref)  # type: ignore[arg-type]
+            except ZooError as err:
+                home = merged["trainers"][name][2]
+                if home is not None:
+                    issue(home, f"trainers.{name}.{kind}[{i}]", str(err))
+                    continue
+                del config.presets["trainers"][name]  # a plugin's preset: the rest stays usable
+                config.unavailable[("trainers", name)] = f"{kind}[{i}]: {err}"
+                break
 
 
 def _unknown_table(table: str) -> str:
