@@ -31,7 +31,7 @@ TRAINER = {
 }
 
 
-def train(out: Path, corpus: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def train(out: Path, corpus: Path, *extra: str, trainer: dict | None = None) -> subprocess.CompletedProcess[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -40,7 +40,7 @@ def train(out: Path, corpus: Path, *extra: str) -> subprocess.CompletedProcess[s
         "--model",
         json.dumps(MODEL),
         "--trainer",
-        json.dumps(TRAINER),
+        json.dumps(trainer or TRAINER),
         "--data",
         str(corpus),
         "--out",
@@ -111,6 +111,16 @@ def test_each_process_trained_on_its_own_slice(runs):
     a, b = ranks["input_sum"]
     assert a != b  # different slices of the same batches...
     assert a + b == pytest.approx(single["input_sum"][0])  # ...that add up to the whole
+
+
+def test_early_stopping_stops_every_process_at_one_step(corpus, tmp_path):
+    # min_delta 10: no evaluation after the first improves, so patience 1 stops at the second (step 10)
+    stop = {"type": "early-stopping", "patience": 1, "min_delta": 10.0}
+    train(tmp_path / "ddp", corpus, "--nproc", "2", trainer={**TRAINER, "max_steps": 40, "callbacks": [stop]})
+    lines = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    (event,) = [x for x in lines if x["split"] == "event"]
+    assert event["step"] == 10 and "has not improved for 1 evaluation " in event["reason"]
+    assert lines[-1]["units"] == [10 * 8 * 32 // 2] * 2  # both processes stopped after step 10
 
 
 def test_ddp_run_resumes_exactly(runs, corpus, tmp_path):

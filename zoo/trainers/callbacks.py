@@ -96,7 +96,8 @@ class EarlyStopping(Callback):
             return None
         w = self.watch
         return (
-            f"early stopping: {w.metric} has not improved for {self.bad_evals} evaluations "
+            f"early stopping: {w.metric} has not improved for {self.bad_evals} evaluation"
+            f"{'s' if self.bad_evals != 1 else ''} "
             f"(best {w.best:.4f} at step {w.best_step})"
         )
 
