@@ -10,8 +10,18 @@ start-up like Ctrl-C anywhere else.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import sys
+
+# `python -m zoo` / `torchrun -m zoo` / the `zoo` script import this package before the command
+# line's Ctrl-C guard exists: remember an interrupt that lands now; `zoo.__main__.run` raises it.
+STARTUP_INTERRUPTS: list[int] = []
+if sys.argv[:1] == ["-m"] or sys.argv[0].rsplit("/", 1)[-1] == "zoo":
+    import signal
+
+    signal.signal(signal.SIGINT, lambda signum, frame: STARTUP_INTERRUPTS.append(signum))
+
+import importlib  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 if TYPE_CHECKING:
     from pydantic import Field

@@ -5,11 +5,17 @@ included, ends with "zoo: interrupted" and exit code 130, never a traceback.
 """
 
 import os
+import signal
 import sys
+
+import zoo
 
 
 def run() -> None:
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C raises
+        if zoo.STARTUP_INTERRUPTS:  # it came while the package was importing
+            raise KeyboardInterrupt
         from zoo.interrupts import held
 
         with held():
