@@ -103,15 +103,18 @@ class CsvLogger:
     def __init__(self, folder: str = "csv") -> None:
         self.folder = folder
         self.root: Path | None = None
+        self.headers: dict[Path, list[str]] = {}  # each table's columns, read once
 
     def start(self, out: Path, step: int) -> None:
         self.root = out / self.folder
         if self.root.is_symlink() or (self.root.exists() and not self.root.is_dir()):
             raise ArtifactError(f"{self.root}: not a folder; zoo writes its CSV tables only to its own folder")
         self.root.mkdir(exist_ok=True)
+        self.headers = {}
         for table in sorted(self.root.glob("*.csv")):
             header, rows = self._read(table)
             self._write(table, header, [r for r in rows if _int(r.get("step")) <= step])
+            self.headers[table] = header
 
     def log(self, record: Mapping[str, Any]) -> None:
         split = record.get("split")
@@ -119,9 +122,12 @@ class CsvLogger:
             return
         table = self.root / f"{split}.csv"
         row = {"step": str(record["step"]), **{k: repr(v) for k, v in scalars(record).items()}}
-        header, rows = self._read(table) if table.exists() else ([], [])
-        if set(row) - set(header):
-            self._write(table, header + [k for k in row if k not in header], [*rows, row])
+        header = self.headers.get(table, [])
+        if set(row) - set(header):  # a new column: rewrite the table once with it
+            rows = self._read(table)[1] if table.exists() else []
+            header = header + [k for k in row if k not in header]
+            self._write(table, header, [*rows, row])
+            self.headers[table] = header
             return
         with open(_own_file(table), "a", encoding="utf-8", newline="") as fh:
             csv.DictWriter(fh, header).writerow(row)
