@@ -223,3 +223,23 @@ def test_a_registry_file_naming_a_missing_logger_or_a_bad_callback_fails_zoo_che
     err = capsys.readouterr().err
     assert "trainers.watched.loggers[1]: unknown logger 'tensorbord'; did you mean 'tensorboard'?" in err
     assert "trainers.watched.callbacks[0]: early-stopping.patience: Input should be greater than or equal to 1" in err
+
+
+def test_csv_tables_widen_for_a_new_figure_and_drop_rows_past_a_resumed_step(tmp_path):
+    from zoo.trainers.loggers import CsvLogger
+
+    logger = CsvLogger()
+    logger.start(tmp_path, 0)
+    logger.log({"step": 1, "split": "train", "loss": 2.0})
+    logger.log({"step": 2, "split": "train", "loss": 1.5, "loss_scale": 1024.0})  # a figure that comes later
+    logger.log({"step": 3, "split": "train", "loss": 1.25})
+    logger.log({"step": 3, "split": "event", "event": "stopped"})  # events stay in metrics.jsonl
+    logger.close()
+    assert table(tmp_path / "csv" / "train.csv") == [
+        {"step": "1", "loss": "2.0", "loss_scale": ""},
+        {"step": "2", "loss": "1.5", "loss_scale": "1024.0"},
+        {"step": "3", "loss": "1.25", "loss_scale": ""},
+    ]
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["train.csv"]
+    CsvLogger().start(tmp_path, 2)
+    assert [r["step"] for r in table(tmp_path / "csv" / "train.csv")] == ["1", "2"]
