@@ -49,6 +49,8 @@ def test_ctrl_c_at_any_moment_is_130_without_a_traceback(tmp_path, delay):
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
+    if "init_import_site" in err:  # on a loaded machine the signal can land in Python's own start-up
+        pytest.skip("the interrupt arrived while the interpreter itself started, before any zoo code ran")
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
     assert err.strip().endswith("zoo: interrupted")
