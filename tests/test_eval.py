@@ -96,6 +96,16 @@ def test_cli_table_json_and_bar_chart(files, tmp_path, capsys):
     assert rows[0]["metrics"]["bytes"] == 1000 and rows[0]["protocol"] == "causal-lm"
 
 
+def test_json_lines_documents_are_scored_as_one_text(files, tmp_path, config):
+    docs = TEXT.splitlines()
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    (score,) = zoo.evaluate([files["byte"]], tmp_path / "docs.jsonl", config=config)
+    assert score.metrics["bytes"] == len("".join(d + "\n\n" for d in docs).encode())
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"messages": [{"role": "assistant", "content": "hi"}]}) + "\n")
+    with pytest.raises(zoo.DataError, match=r"chat\.jsonl:1: zoo eval scores text, not conversations"):
+        zoo.evaluate([files["byte"]], tmp_path / "chat.jsonl", config=config)
+
+
 def test_bad_input_is_one_message(files, tmp_path, capsys):
     assert main(["eval", str(files["net"]), "--data", str(files["text"]), "--device", "cpu"]) == 2
     assert "no classifier data source reads .txt" in capsys.readouterr().err

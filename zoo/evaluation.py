@@ -23,7 +23,7 @@ from zoo.config import Config, load_config, spec_ref
 from zoo.data.sources import open_data
 from zoo.errors import DataError, ZooError
 from zoo.lm.text_data import iter_texts
-from zoo.protocols import CausalLM, ClassifierSpec, Tokenizer
+from zoo.protocols import CausalLM, ClassifierSpec, RecordSource, Tokenizer
 from zoo.runtime import Runtime
 
 METRICS = {"causal-lm": "bits_per_byte", "classifier": "accuracy"}  # what the bar chart shows
@@ -78,7 +78,16 @@ def evaluate(
 def read_text(cfg: Config, data: str | Path, data_format: str | None, max_bytes: int | None) -> str:
     """The text of ``data`` (through its data source), cut to ``max_bytes`` at a character boundary."""
     parts = open_data(cfg.registry, data, "causal-lm", data_format=data_format)
-    text = "".join(iter_texts(parts))
+    pieces: list[str] = []
+    for part in parts:
+        if isinstance(part, RecordSource):  # documents, one blank line apart
+            for where, record in part.records():
+                if not isinstance(record, str):
+                    raise DataError(f"{where}: zoo eval scores text, not conversations; give documents or a text file")
+                pieces.append(record + "\n\n")
+        else:
+            pieces.extend(iter_texts([part]))
+    text = "".join(pieces)
     raw = text.encode("utf-8")
     if max_bytes is not None and len(raw) > max_bytes:
         text = raw[:max_bytes].decode("utf-8", errors="ignore")
