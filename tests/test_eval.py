@@ -112,4 +112,4 @@ def test_bad_input_is_one_message(files, tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nowhere"), "--data", str(files["text"])]) == 2
     assert "no such artifact" in capsys.readouterr().err
     assert main(["eval", str(files["byte"]), "--data", str(files["text"]), "--context", "0"]) == 2
-    assert "--context 0: must be at least 1" in capsys.readouterr().err
+    assert "zoo: error: --context 0: must be at least 1" in capsys.readouterr().err

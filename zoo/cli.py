@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from zoo.config import Config, load_config, registry_files, spec_ref
+from zoo.config import Config, config_from_args, load_config, registry_files, spec_ref
 from zoo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PluginError, UnknownNameError, ZooError
 from zoo.files import shorten
 from zoo.hookspecs import CORE_COMMANDS
@@ -29,7 +29,7 @@ EXIT_CODES = """exit codes:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.registry, args.set or ())
+    return config_from_args(args)
 
 
 def _print_json(data: Any) -> None:
@@ -231,13 +231,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         from zoo.launch import relaunch_with_torchrun
 
         return relaunch_with_torchrun(args.nproc, args.argv)
-    overrides = list(args.set or [])
-    for flag in ("device", "precision", "seed"):
-        if getattr(args, flag) is not None:
-            overrides.append(f"runtime.{flag}={json.dumps(getattr(args, flag))}")
     if args.compile:
-        overrides.append("runtime.compile=true")
-    cfg = load_config(args.registry, overrides)
+        args.set = [*(args.set or []), "runtime.compile=true"]
+    cfg = config_from_args(args, ("device", "precision", "seed"))
     from zoo import distributed
     from zoo.trainers.training import train_from_config
 

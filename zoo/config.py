@@ -7,6 +7,7 @@ can only be validated once their types are registered.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -460,6 +461,11 @@ def spec_ref(text: str) -> str | dict[str, Any]:
     return value
 
 
-def config_from_args(args: Any) -> Config:
-    """The configuration a command runs with: its ``--registry`` file and ``--set`` overrides."""
-    return load_config(args.registry, args.set or ())
+def config_from_args(args: Any, runtime_flags: Sequence[str] = ()) -> Config:
+    """The configuration a command runs with: its ``--registry`` file and ``--set`` overrides, and
+    the ``runtime`` fields its own flags set (``--device cpu`` -> ``runtime.device="cpu"``)."""
+    overrides = list(args.set or ())
+    for flag in runtime_flags:
+        if getattr(args, flag) is not None:
+            overrides.append(f"runtime.{flag}={json.dumps(getattr(args, flag))}")
+    return load_config(args.registry, overrides)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.api import spec_of, tokenizer_of
-from zoo.config import Config, load_config, spec_ref
+from zoo.config import Config, config_from_args, spec_ref
 from zoo.data.sources import open_data
 from zoo.errors import DataError, ZooError
 from zoo.lm.text_data import iter_texts
@@ -209,18 +209,14 @@ def bar_chart(scores: list[Score], out: Path, title: str) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    overrides = list(args.set or [])
-    for flag in ("device", "precision"):
-        if getattr(args, flag) is not None:
-            overrides.append(f"runtime.{flag}={json.dumps(getattr(args, flag))}")
-    cfg = load_config(args.registry, overrides)
-    for name, value in (
+    cfg = config_from_args(args, ("device", "precision"))
+    for flag, value in (
         ("--max-bytes", args.max_bytes),
         ("--context", args.context),
         ("--batch-size", args.batch_size),
     ):
         if value is not None and value < 1:
-            raise ZooError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+            raise ZooError(f"{flag} {value}: must be at least 1")
     scores = evaluate(
         args.models,
         args.data,

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from zoo.config import load_config, spec_ref
+from zoo.config import config_from_args, spec_ref
 from zoo.errors import DataError, ZooError
 from zoo.files import parse_json, read_text, shorten, validate_file_model
 from zoo.specs import MAX_SEED
@@ -29,11 +29,7 @@ class Session:
 
 
 def open_session(args: argparse.Namespace) -> Session:
-    overrides = list(args.set or [])
-    for flag in ("device", "precision"):
-        if getattr(args, flag) is not None:
-            overrides.append(f"runtime.{flag}={json.dumps(getattr(args, flag))}")
-    cfg = load_config(args.registry, overrides)
+    cfg = config_from_args(args, ("device", "precision"))
     from zoo.api import tokenizer_of
     from zoo.finetune import open_model
     from zoo.lm.tokenizers import ByteTokenizer
