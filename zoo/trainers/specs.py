@@ -104,12 +104,17 @@ class CsvLoggerSpec(LoggerSpec):
         return CsvLogger()
 
 
-class EarlyStoppingSpec(CallbackSpec):
+class WatchSpec(CallbackSpec):
+    """A callback that watches one evaluation figure (a base: not registered itself)."""
+
+    metric: str = Field("val_loss", min_length=1, description="an evaluation figure, e.g. val_loss or val_accuracy")
+    mode: Literal["min", "max"] = Field("min", description="min: lower is better; max: higher is better")
+
+
+class EarlyStoppingSpec(WatchSpec):
     """Stop training when a metric stops improving (checked at each evaluation)."""
 
     type: Literal["early-stopping"] = "early-stopping"
-    metric: str = Field("val_loss", min_length=1, description="an evaluation figure, e.g. val_loss or val_accuracy")
-    mode: Literal["min", "max"] = Field("min", description="min: lower is better; max: higher is better")
     patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
     min_delta: float = Field(0.0, ge=0.0, description="a smaller change does not count as an improvement")
 
@@ -119,12 +124,10 @@ class EarlyStoppingSpec(CallbackSpec):
         return EarlyStopping(self.metric, self.mode, self.patience, self.min_delta)
 
 
-class BestCheckpointSpec(CallbackSpec):
+class BestCheckpointSpec(WatchSpec):
     """Keep the checkpoint with the best metric as ``checkpoints/best`` (``--resume best``)."""
 
     type: Literal["best-checkpoint"] = "best-checkpoint"
-    metric: str = Field("val_loss", min_length=1, description="an evaluation figure, e.g. val_loss or val_accuracy")
-    mode: Literal["min", "max"] = Field("min", description="min: lower is better; max: higher is better")
 
     def build(self) -> Any:
         from zoo.trainers.callbacks import BestCheckpoint
