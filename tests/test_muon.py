@@ -45,6 +45,20 @@ def test_newton_schulz_orthogonalizes_every_matrix_of_a_batch():
         torch.testing.assert_close(out, alone)  # batched over same-shape matrices = one at a time
 
 
+def test_a_tall_and_a_wide_matrix_share_one_batch_and_each_gets_its_own_update():
+    """(8, 4) and (4, 8) orthogonalise together (the tall one transposed); the tall one's update is
+    the transpose of the wide one's for the transposed gradient, scaled by sqrt(rows / cols)."""
+    torch.manual_seed(0)
+    tall, wide = torch.nn.Parameter(torch.zeros(8, 4)), torch.nn.Parameter(torch.zeros(4, 8))
+    tall.grad = torch.randn(8, 4)
+    wide.grad = tall.grad.T.clone()
+    group = {"params": [tall, wide], "algo": "muon", "weight_decay": 0.0}
+    MuonAdamW([group], lr=0.1, betas=(0.9, 0.99), eps=1e-8, momentum=0.0, ns_steps=5).step()
+    torch.testing.assert_close(tall.detach(), wide.detach().T * 2**0.5)
+    alone = orthogonalize(wide.grad[None], 5)[0]
+    torch.testing.assert_close(wide.detach(), -0.1 * alone)
+
+
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     for tied in (True, False):
         model = zoo.build_model({**MODEL, "tie_weights": tied})
