@@ -54,3 +54,14 @@ def test_ctrl_c_at_any_moment_is_130_without_a_traceback(tmp_path, delay):
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
     assert err.strip().endswith("zoo: interrupted")
+
+
+def test_a_program_that_imports_zoo_keeps_its_own_ctrl_c(tmp_path):
+    """Only zoo's command line holds Ctrl-C while the package imports; `python -m pkg` whose
+    package imports zoo (and a plain script) keep Python's KeyboardInterrupt."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("import zoo\n")
+    (tmp_path / "pkg" / "main.py").write_text("import signal\nprint(signal.getsignal(signal.SIGINT).__name__)\n")
+    for args in (["-m", "pkg.main"], ["-c", "import zoo, signal; print(signal.getsignal(signal.SIGINT).__name__)"]):
+        res = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=tmp_path)
+        assert res.stdout.strip() == "default_int_handler", res.stderr

@@ -10,12 +10,24 @@ start-up like Ctrl-C anywhere else.
 
 from __future__ import annotations
 
+import os
 import sys
 
-# `python -m zoo` / `torchrun -m zoo` / the `zoo` script import this package before the command
-# line's Ctrl-C guard exists: remember an interrupt that lands now; `zoo.__main__.run` raises it.
+
+def _is_the_command_line() -> bool:
+    """True while ``python -m zoo`` (``torchrun -m zoo``) or the ``zoo`` script starts: never when
+    a program of the user's imports zoo."""
+    argv = list(getattr(sys, "orig_argv", None) or [])
+    if "-m" in argv:
+        return argv[argv.index("-m") + 1 : argv.index("-m") + 2] == ["zoo"]
+    script = (getattr(sys, "argv", None) or [""])[0]
+    return os.path.basename(script) in ("zoo", "zoo.exe")
+
+
+# The command line imports this package before its Ctrl-C guard exists: an interrupt that lands
+# now is remembered, and `zoo.__main__.run` raises it once the guard is in place.
 STARTUP_INTERRUPTS: list[int] = []
-if sys.argv[:1] == ["-m"] or sys.argv[0].rsplit("/", 1)[-1] == "zoo":
+if _is_the_command_line():
     import signal
 
     signal.signal(signal.SIGINT, lambda signum, frame: STARTUP_INTERRUPTS.append(signum))
