@@ -27,10 +27,17 @@ def _is_the_command_line() -> bool:
 # The command line imports this package before its Ctrl-C guard exists: an interrupt that lands
 # now is remembered, and `zoo.__main__.run` raises it once the guard is in place.
 STARTUP_INTERRUPTS: list[int] = []
+
+
+def remember_startup_interrupt(signum: int, frame: object) -> None:
+    STARTUP_INTERRUPTS.append(signum)
+
+
 if _is_the_command_line():
     import signal
 
-    signal.signal(signal.SIGINT, lambda signum, frame: STARTUP_INTERRUPTS.append(signum))
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT stays ignored
+        signal.signal(signal.SIGINT, remember_startup_interrupt)
 
 import importlib  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402

@@ -13,7 +13,8 @@ import zoo
 
 def run() -> None:
     try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C raises
+        if signal.getsignal(signal.SIGINT) is zoo.remember_startup_interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C raises
         if zoo.STARTUP_INTERRUPTS:  # it came while the package was importing
             raise KeyboardInterrupt
         from zoo.interrupts import held
