@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 
 
 def make_module(name: str, **attrs: object) -> types.ModuleType:
@@ -66,3 +67,19 @@ def fake_plugin_site(site, n: int = 50) -> dict[str, list[int]]:
             (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakeplug-{i}\nVersion: 1.{i}\n")
             (info / "entry_points.txt").write_text(f"[zoo]\nfake = fakeplug_{i}\n")
     return groups
+
+
+def crash_sampling_at(monkeypatch, task_cls: type, n: int) -> Callable[[], None]:
+    """Make ``task_cls.sample`` raise KeyboardInterrupt on its ``n``-th call (a run killed
+    mid-way); returns what puts the real ``sample`` back."""
+    calls = {"n": 0}
+    real = task_cls.sample
+
+    def sample(self, generator, batch_size):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(self, generator, batch_size)
+
+    monkeypatch.setattr(task_cls, "sample", sample)
+    return lambda: monkeypatch.setattr(task_cls, "sample", real)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import crash_sampling_at
 
 import zoo
 from zoo.runtime import Runtime
@@ -50,19 +51,10 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(config, tmp_path, monk
     kw = {"checkpoint_every": 10, "schedule": {"name": "cosine", "warmup_steps": 5}, "optimizer": {"weight_decay": 0.1}}
     straight, _ = fit(config, tmp_path / "a", **kw)
 
-    calls = {"n": 0}
-    real = ClassificationTask.sample
-
-    def crash_at_step_17(self, generator, batch_size):
-        calls["n"] += 1
-        if calls["n"] == 17:
-            raise KeyboardInterrupt
-        return real(self, generator, batch_size)
-
-    monkeypatch.setattr(ClassificationTask, "sample", crash_at_step_17)
+    restore = crash_sampling_at(monkeypatch, ClassificationTask, 17)
     with pytest.raises(KeyboardInterrupt):
         fit(config, tmp_path / "b", **kw)
-    monkeypatch.setattr(ClassificationTask, "sample", real)
+    restore()
     model = zoo.build_model(MODEL, config=config)  # fresh weights: the checkpoint must restore them
     spec = ClassifierTrainerSpec(max_steps=30, batch_size=16, eval_every=10, progress=False, **kw)
     spec.build().fit(model, Runtime(device="cpu", seed=3), tmp_path / "b", resume=True)

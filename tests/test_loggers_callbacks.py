@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 import torch
-from helpers import make_module
+from helpers import crash_sampling_at, make_module
 
 import zoo
 from zoo.cli import main
@@ -39,19 +39,6 @@ def records(out: Path, split: str) -> list[dict]:
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def crash_at(monkeypatch, n: int) -> None:
-    calls = {"n": 0}
-    real = ClassificationTask.sample
-
-    def sample(self, generator, batch_size):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        return real(self, generator, batch_size)
-
-    monkeypatch.setattr(ClassificationTask, "sample", sample)
 
 
 def scalars(out: Path) -> dict[str, list[tuple[int, float]]]:
@@ -84,7 +71,7 @@ def test_tensorboard_and_csv_hold_what_metrics_jsonl_holds(tmp_path):
 
 
 def test_resumed_run_logs_one_history_everywhere(tmp_path, monkeypatch):
-    crash_at(monkeypatch, 17)
+    crash_sampling_at(monkeypatch, ClassificationTask, 17)
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path / "r", loggers=["tensorboard", "csv"])
     monkeypatch.undo()
@@ -106,7 +93,8 @@ def test_early_stopping_stops_with_a_checkpoint_and_resumes_exactly(tmp_path, mo
     assert event["step"] == 60 and "val_loss has not improved for 2 evaluations" in event["reason"]
     assert (tmp_path / "a" / "checkpoints" / "step-00000060").is_dir()
 
-    crash_at(monkeypatch, 57)  # after the checkpoint at 50, which holds one evaluation without improvement
+    # killed after the checkpoint at 50, which holds one evaluation without improvement
+    crash_sampling_at(monkeypatch, ClassificationTask, 57)
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path / "b", max_steps=100, callbacks=[EARLY])
     monkeypatch.undo()

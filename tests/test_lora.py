@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from helpers import crash_sampling_at
 from safetensors import safe_open
 
 import zoo
@@ -62,19 +63,10 @@ def test_only_the_adapters_train_and_are_checkpointed(parent, tmp_path):
 def test_a_resumed_lora_run_equals_an_uninterrupted_one(parent, tmp_path, monkeypatch):
     root, corpus = parent
     straight = zoo.train(TRAINER, tmp_path / "a", init_from=root / "parent", data=corpus, lora=True)
-    calls = {"n": 0}
-    real = CausalLMTask.sample
-
-    def crash_at_step_6(self, generator, batch_size):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt
-        return real(self, generator, batch_size)
-
-    monkeypatch.setattr(CausalLMTask, "sample", crash_at_step_6)
+    restore = crash_sampling_at(monkeypatch, CausalLMTask, 6)
     with pytest.raises(KeyboardInterrupt):
         zoo.train(TRAINER, tmp_path / "b", init_from=root / "parent", data=corpus, lora=True)
-    monkeypatch.setattr(CausalLMTask, "sample", real)
+    restore()
     resumed = zoo.train(TRAINER, tmp_path / "b", data=corpus, lora=True, resume=True)
     assert resumed.metrics["val_loss"] == straight.metrics["val_loss"]
     a, b = zoo.load(tmp_path / "a" / "model").state_dict(), zoo.load(tmp_path / "b" / "model").state_dict()

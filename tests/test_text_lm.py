@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from helpers import crash_sampling_at
 
 import zoo
 from zoo.lm.text_data import DefaultCorpus, iter_chunks, read_text_files, tokenize_to_file
@@ -123,18 +124,10 @@ def test_lm_resume_is_exact(config, tmp_path, monkeypatch):
     from zoo.lm.trainer import CausalLMTask
 
     straight, _ = fit_lm(config, tmp_path / "a")
-    real, calls = CausalLMTask.sample, {"n": 0}
-
-    def crash(self, generator, batch_size):
-        calls["n"] += 1
-        if calls["n"] == 9:
-            raise KeyboardInterrupt
-        return real(self, generator, batch_size)
-
-    monkeypatch.setattr(CausalLMTask, "sample", crash)
+    restore = crash_sampling_at(monkeypatch, CausalLMTask, 9)
     with pytest.raises(KeyboardInterrupt):
         fit_lm(config, tmp_path / "b")
-    monkeypatch.setattr(CausalLMTask, "sample", real)
+    restore()
     resumed, _ = fit_lm(config, tmp_path / "b", resume=True)
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
