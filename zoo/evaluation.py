@@ -25,6 +25,7 @@ from zoo.errors import DataError, ZooError
 from zoo.lm.text_data import iter_texts
 from zoo.protocols import CausalLM, ClassifierSpec, RecordSource, Tokenizer
 from zoo.runtime import Runtime
+from zoo.trainers.classifier import classification_scores
 
 METRICS = {"causal-lm": "bits_per_byte", "classifier": "accuracy"}  # what the bar chart shows
 
@@ -106,7 +107,8 @@ def tokenizer_for(model: nn.Module) -> Tokenizer:
 def score_lm(
     model: nn.Module, tokenizer: Tokenizer, text: str, runtime: Runtime, context: int | None, batch_size: int
 ) -> dict[str, float]:
-    """Loss over every token but the first, in windows of ``context`` tokens that do not overlap."""
+    """Loss over every token but the first, in windows of ``context`` tokens that do not overlap
+    (the caller holds `Runtime.inference`)."""
     if not isinstance(model, CausalLM):
         raise ZooError(f"{type(model).__name__} is not a causal LM (zoo.protocols.CausalLM)")
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
@@ -123,8 +125,7 @@ def score_lm(
     for group in groups:
         rows = torch.stack([ids[s : s + length + 1] for s in group])
         x, y = runtime.to_device((rows[:, :-1], rows[:, 1:]))
-        with runtime.autocast():
-            logits, _ = model(x)
+        logits, _ = model(x)
         nll += float(F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum"))
         count += int(y.numel())
     n_bytes = len(text.encode("utf-8"))
@@ -145,17 +146,11 @@ def score_classifier(
     examples = open_data(cfg.registry, data, "classifier", data_format=data_format)
     if isinstance(spec, ClassifierSpec) and examples.input_shape != tuple(spec.input_shape):
         raise DataError(f"{data} holds examples of shape {examples.input_shape}; the model takes {spec.input_shape}")
-    total, correct = 0.0, 0
-    for x, y in zip(examples.x.split(1024), examples.y.split(1024), strict=True):
-        x, y = runtime.to_device((x, y))
-        with runtime.autocast():
-            logits = model(x)
-        if logits.shape[-1] <= int(y.max()):
-            raise DataError(f"{data} has labels up to {int(y.max())}; the model has {logits.shape[-1]} classes")
-        total += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        correct += int((logits.argmax(-1) == y).sum())
-    n = len(examples.y)
-    return {"loss": total / n, "accuracy": correct / n, "examples": float(n)}
+    try:
+        loss, accuracy = classification_scores(model, examples, runtime)
+    except DataError as err:
+        raise DataError(f"{data}: {err}") from None
+    return {"loss": loss, "accuracy": accuracy, "examples": float(len(examples.y))}
 
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (  # (metric, title, format)

@@ -38,13 +38,22 @@ class ClassificationTask:
 
     def evaluate(self, model: nn.Module, runtime: Runtime, batches: int) -> dict[str, float]:
         """Loss and accuracy over the whole validation split (it is small), in fixed order."""
-        total_loss, correct, n = 0.0, 0, len(self.val_set.y)
-        for x, y in zip(self.val_set.x.split(1024), self.val_set.y.split(1024), strict=True):
-            x, y = runtime.to_device((x, y))
-            logits = model(x).float()
-            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(-1) == y).sum())
-        return {"val_loss": total_loss / n, "val_accuracy": correct / n}
+        loss, accuracy = classification_scores(model, self.val_set, runtime)
+        return {"val_loss": loss, "val_accuracy": accuracy}
+
+
+def classification_scores(model: nn.Module, examples: Examples, runtime: Runtime) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` over every example, 1,024 at a time (the caller holds
+    `Runtime.inference`); labels past the model's outputs are a `DataError`."""
+    total_loss, correct, n = 0.0, 0, len(examples.y)
+    for x, y in zip(examples.x.split(1024), examples.y.split(1024), strict=True):
+        x, y = runtime.to_device((x, y))
+        logits = model(x).float()
+        if logits.shape[-1] <= int(y.max()):
+            raise DataError(f"labels go up to {int(y.max())}; the model has {logits.shape[-1]} classes")
+        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(-1) == y).sum())
+    return total_loss / n, correct / n
 
 
 class ClassifierTrainer(EngineTrainer):
