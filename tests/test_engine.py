@@ -135,6 +135,52 @@ def test_non_finite_loss_stops_naming_the_step(config, tmp_path, monkeypatch):
     assert (tmp_path / "nan" / "checkpoints" / "step-00000010").is_dir()
 
 
+def test_a_non_finite_step_is_caught_before_the_next_checkpoint_is_written(config, tmp_path, monkeypatch):
+    """Losses stay on the device between log lines; a checkpoint is a point where they are read,
+    so no checkpoint ever holds weights a non-finite step has reached."""
+    real = ClassificationTask.loss
+    calls = {"n": 0}
+
+    def nan_at_step_12(self, model, batch):
+        calls["n"] += 1
+        loss = real(self, model, batch)
+        return loss * float("nan") if calls["n"] == 12 else loss
+
+    monkeypatch.setattr(ClassificationTask, "loss", nan_at_step_12)
+    with pytest.raises(zoo.TrainingError, match=r"non-finite loss \(nan\) at step 12; .*step-00000010"):
+        fit(config, tmp_path / "nan", checkpoint_every=5, log_every=100, eval_every=0)
+    assert sorted(p.name for p in (tmp_path / "nan" / "checkpoints").iterdir()) == ["step-00000005", "step-00000010"]
+
+
+def test_training_reads_nothing_back_from_the_device_between_log_lines(config, tmp_path):
+    """No host sync per step or micro-step (each one stalls a GPU): the number of tensor-to-Python
+    reads in a run does not grow with its steps or its gradient accumulation."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountReads(TorchDispatchMode):
+        reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            CountReads.reads += func is torch.ops.aten._local_scalar_dense.default  # .item(), float(t)
+            return func(*args, **(kwargs or {}))
+
+    counts = []
+    for steps, accum in ((8, 1), (24, 4)):
+        CountReads.reads = 0
+        with CountReads():  # SGD: torch's Adam reads its CPU step counter, which is no device sync
+            fit(
+                config,
+                tmp_path / f"r{steps}",
+                max_steps=steps,
+                grad_accum=accum,
+                log_every=steps,
+                eval_every=0,
+                optimizer={"name": "sgd"},
+            )
+        counts.append(CountReads.reads)
+    assert counts[0] == counts[1] and counts[0] <= 4, counts
+
+
 def test_bf16_mixed_training_on_cpu(config, tmp_path):
     model = zoo.build_model(MODEL, config=config)
     spec = ClassifierTrainerSpec(max_steps=20, batch_size=16, progress=False)

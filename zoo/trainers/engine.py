@@ -69,6 +69,64 @@ class LogWindow:
         return record
 
 
+class StepFigures:
+    """Each step's loss and per-parameter gradient norms, kept on the device until the next point
+    that needs them on the host (a log line, an evaluation, a checkpoint, a callback reading the
+    loss): one host sync per interval instead of one per micro-step, which stalls a GPU. The check
+    still names the first step whose loss or gradient was not finite."""
+
+    def __init__(self, names: list[str], groups: list[str], window: LogWindow, root: Path, scaled: bool) -> None:
+        self.names, self.groups, self.window, self.root, self.scaled = names, groups, window, root, scaled
+        self.steps: list[int] = []
+        self.losses: list[torch.Tensor] = []
+        self.norms: list[torch.Tensor] = []  # (P,) per step, P = parameters with a gradient
+        self.grad_norm = math.nan  # of the last checked step
+        self.last_loss = math.nan
+
+    def add(self, step: int, loss: torch.Tensor, norms: torch.Tensor) -> None:
+        self.steps.append(step)
+        self.losses.append(loss)
+        self.norms.append(norms)
+
+    def check(self) -> None:
+        """Read the pending figures (one sync) into the log window; a `TrainingError` at the first
+        non-finite loss, or non-finite gradient (unless fp16 loss scaling skips those steps)."""
+        if not self.steps:
+            return
+        norms = torch.stack(self.norms)
+        norms = norms.full_tensor() if hasattr(norms, "full_tensor") else norms  # DTensor under FSDP
+        losses, rows = torch.stack(self.losses).tolist(), norms.float().cpu()
+        totals = torch.linalg.vector_norm(rows, dim=1).tolist()
+        for step, loss, total, row in zip(self.steps, losses, totals, rows, strict=True):
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"non-finite loss ({loss}) at step {step}; "
+                    + _last_good(self.root)
+                    + "; lower lr, enable grad_clip, or use bf16-mixed/fp32"
+                )
+            if not math.isfinite(total) and not self.scaled:
+                bad = [f"{self.names[i]} (param group {self.groups[i]!r})" for i in (~row.isfinite()).nonzero()[:, 0]]
+                where = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+                raise TrainingError(f"non-finite gradient at step {step} in {where}; " + _last_good(self.root))
+            self.window.add(loss)
+        self.last_loss, self.grad_norm = losses[-1], totals[-1]
+        self.steps, self.losses, self.norms = [], [], []
+
+
+def clip_gradients(params: Sequence[torch.Tensor], clip: float) -> torch.Tensor:
+    """Scale the gradients to a total norm of at most ``clip``; returns each parameter's gradient
+    norm (P,) as a device tensor (no host sync), as `torch.nn.utils.clip_grad_norm_` computes them."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = [n.float() for n in torch._foreach_norm(grads)]
+    if len(grads) < len(params):  # a parameter the step did not reach: norm 0, to keep the order
+        found = iter(norms)
+        norms = [next(found) if p.grad is not None else torch.zeros((), device=p.device) for p in params]
+    stacked = torch.stack(norms)
+    if math.isfinite(clip):
+        torch.nn.utils.clip_grads_with_norm_(params, clip, torch.linalg.vector_norm(stacked))
+    return stacked
+
+
 # Dense bf16/fp16 tensor-core peaks (FLOP/s) by device name, for the MFU estimate.
 # Longer names first: "A100" before "A10", "L40S" before "L4".
 PEAK_FLOPS = {
@@ -107,14 +165,14 @@ class RankShares:
     """
 
     def __init__(self) -> None:
-        self.units, self.checksum = 0, 0.0
+        self.units, self.checksum = 0, torch.zeros((), dtype=torch.float64)
 
     def add(self, units: int, inputs: torch.Tensor) -> None:
         self.units += units
-        self.checksum += float(inputs.double().sum())  # on the CPU, before the batch moves
+        self.checksum += inputs.double().sum()  # on the CPU, before the batch moves; read once, at the end
 
     def gather(self, runtime: Runtime) -> dict[str, Any]:
-        rows = runtime.dist.all_gather_floats([float(self.units), self.checksum])
+        rows = runtime.dist.all_gather_floats([float(self.units), float(self.checksum)])
         return {"world_size": len(rows), "units": [int(r[0]) for r in rows], "input_sum": [r[1] for r in rows]}
 
 
@@ -137,7 +195,7 @@ class Run:
         self.out, self.state, self.spec, self.runtime = out, state, spec, runtime
         self.max_steps = spec.max_steps
         self.is_main = runtime.is_main
-        self.loss = math.nan
+        self.figures: StepFigures | None = None
         self.metrics: dict[str, float] = {}
         self.callbacks: list[Any] = []
         self.pending: list[str] = []  # named checkpoints callbacks asked for during the current event
@@ -145,6 +203,14 @@ class Run:
     @property
     def step(self) -> int:
         return self.state.step
+
+    @property
+    def loss(self) -> float:
+        """The last step's training loss on this process (read from the device when asked)."""
+        if self.figures is None:
+            return math.nan
+        self.figures.check()
+        return self.figures.last_loss
 
     def save_checkpoint(self, name: str) -> None:
         """Ask for the full state as ``checkpoints/NAME`` (replacing one of that name), written once
@@ -249,6 +315,16 @@ def train(
     bar = _progress(spec, state.step, enabled=main and spec.progress)
     window = LogWindow(flops_per_unit=flops_per_unit(model, task.unit), peak=peak_flops(runtime))
     shares = RankShares()
+    names = {id(p): name for name, p in model.named_parameters()}
+    group_of = {id(p): g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
+    figures = StepFigures(
+        [names.get(id(p), "?") for p in params],
+        [group_of.get(id(p), "?") for p in params],
+        window,
+        ckpt_root,
+        scaled=scaler.is_enabled(),
+    )
+    run.figures = figures
     metrics = run.metrics
     step = state.step
     try:
@@ -257,7 +333,7 @@ def train(
             lr = spec.lr * factor
             for group in optimizer.param_groups:
                 group["lr"] = group.get("peak_lr", spec.lr) * factor
-            step_loss = 0.0
+            step_loss = torch.zeros((), device=runtime.device)  # on the device: no sync per micro-step
             for i in range(spec.grad_accum):
                 batch = _shard(task.sample(data_rng, micro), runtime.dist.rank, world)
                 window.units += task.count(batch) * world
@@ -267,23 +343,10 @@ def train(
                 with sync:
                     with runtime.autocast():
                         loss = task.loss(wrapped, batch)
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        raise TrainingError(
-                            f"non-finite loss ({value}) at step {step + 1}; "
-                            + _last_good(ckpt_root)
-                            + "; lower lr, enable grad_clip, or use bf16-mixed/fp32"
-                        )
                     scaler.scale(loss / spec.grad_accum).backward()
-                step_loss += value / spec.grad_accum
+                step_loss += loss.detach().float() / spec.grad_accum
             scaler.unscale_(optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(params, clip)
-            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # DTensor under FSDP
-            if not math.isfinite(grad_norm) and not scaler.is_enabled():
-                raise TrainingError(
-                    f"non-finite gradient at step {step + 1} in {_bad_grads(model, optimizer)}; "
-                    + _last_good(ckpt_root)
-                )
+            figures.add(step + 1, step_loss, clip_gradients(params, clip))
             scale_before = scaler.get_scale() if scaler.is_enabled() else 1.0
             scaler.step(optimizer)
             scaler.update()
@@ -296,16 +359,17 @@ def train(
                     bar.write(
                         f"step {step}: fp16 gradient overflow, step skipped (loss scale -> {scaler.get_scale():g})"
                     )
-            window.add(step_loss)
-            run.loss = step_loss
             bar.update(1)
-            figures = (runtime, step, lr, grad_norm, task.unit)
             if step % spec.log_every == 0 or step == spec.max_steps:
-                _log_train(window.flush(*figures), log, metrics, bar)
+                figures.check()
+                _log_train(window.flush(runtime, step, lr, figures.grad_norm, task.unit), log, metrics, bar)
             run.notify("on_step_end")
             stop = _stop_reason(run)
             final = step == spec.max_steps or stop is not None
-            if (spec.eval_every and step % spec.eval_every == 0) or final:
+            evaluate = bool(spec.eval_every and step % spec.eval_every == 0) or final
+            if evaluate or (spec.checkpoint_every and step % spec.checkpoint_every == 0):
+                figures.check()  # never evaluate or save weights a non-finite step has reached
+            if evaluate:
                 model.eval()
                 with runtime.inference():
                     val = task.evaluate(model, runtime, spec.eval_batches)
@@ -317,8 +381,10 @@ def train(
                 run.notify("on_eval", val)
                 stop = stop or _stop_reason(run)
                 final = final or stop is not None
-            if stop is not None and window.steps:  # the last steps' figures, before the run ends early
-                _log_train(window.flush(*figures), log, metrics, bar)
+            if stop is not None:  # the last steps' figures, before the run ends early
+                figures.check()
+                if window.steps:
+                    _log_train(window.flush(runtime, step, lr, figures.grad_norm, task.unit), log, metrics, bar)
             if (spec.checkpoint_every and step % spec.checkpoint_every == 0) or final:
                 path = run.write_checkpoint() or ckpt_root / f"step-{step:08d}"
                 if on_checkpoint is not None and main:
@@ -492,16 +558,6 @@ def _shard(batch: Batch, rank: int, world: int) -> Batch:
 def _no_sync(wrapped: nn.Module) -> contextlib.AbstractContextManager[Any]:
     no_sync = getattr(wrapped, "no_sync", None)
     return no_sync() if callable(no_sync) else contextlib.nullcontext()
-
-
-def _bad_grads(model: nn.Module, optimizer: torch.optim.Optimizer) -> str:
-    group_of = {id(p): g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
-    bad = [
-        f"{name} (param group {group_of.get(id(p), '?')!r})"
-        for name, p in model.named_parameters()
-        if p.grad is not None and not torch.isfinite(p.grad).all()
-    ]
-    return ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "") if bad else "(unknown)"
 
 
 def _last_good(root: Path) -> str:
