@@ -181,3 +181,41 @@ def test_eos_targets_are_scored_when_the_pad_id_equals_the_eos_id(tmp_path):
     _, targets = task.sample(torch.Generator().manual_seed(0), 32)
     assert (targets == 10).sum() > 32  # the EOS/pad id is there as a target...
     assert not (targets == IGNORE).any()  # ...and scored
+
+
+def test_low_precision_logits_are_scored_without_an_fp32_copy_of_the_whole_batch(monkeypatch):
+    """bf16 logits (B, T, V): the loss and its gradient equal the one-piece fp32 computation, and
+    no fp32 tensor as large as the logits is ever created, forward or backward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from zoo.lm import trainer
+
+    torch.manual_seed(0)
+    B, T, V = 4, 32, 256
+    logits = torch.randn(B, T, V).to(torch.bfloat16).requires_grad_()
+    targets = torch.randint(0, V, (B, T))
+    targets[0, :5] = trainer.IGNORE
+    reference = logits.detach().float().requires_grad_()
+    expected = torch.nn.functional.cross_entropy(
+        reference.flatten(0, 1), targets.flatten(), ignore_index=trainer.IGNORE
+    )
+    expected.backward()
+
+    class LargestFp32(TorchDispatchMode):
+        numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float32:
+                    LargestFp32.numel = max(LargestFp32.numel, t.numel())
+            return out
+
+    monkeypatch.setattr(trainer, "CE_CHUNK_ELEMENTS", 8 * V)  # 8 rows at a time: 16 chunks
+    with LargestFp32():
+        loss = trainer.lm_loss(logits, targets)
+        loss.backward()
+    assert LargestFp32.numel <= 8 * V < B * T * V
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+    assert logits.grad is not None and logits.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.grad.float(), reference.grad, rtol=1e-2, atol=1e-4)  # bf16 rounding
