@@ -26,6 +26,7 @@ ACTIVATIONS = {
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "silu": F.silu,
     "relu": F.relu,
+    "relu2": lambda x: F.relu(x).square(),  # squared ReLU (So et al., 2021): cheap, and learns like GELU or better
 }
 
 
@@ -39,7 +40,7 @@ def make_norm(spec: MiniGPTSpec) -> nn.Module:
     return nn.LayerNorm(spec.d_model, eps=spec.norm_eps, bias=spec.bias)
 
 
-Rope = tuple[torch.Tensor, torch.Tensor] | None  # cos, sin: (B or 1, 1, T, D)
+Rope = tuple[torch.Tensor, torch.Tensor] | None  # cos, sin: (B or 1, T, 1, D)
 
 
 def rope_table(spec: MiniGPTSpec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,11 +55,9 @@ def rope_table(spec: MiniGPTSpec) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate (B, H, T, D) by position: x * cos + [x2, x1] * [-sin, sin] (one copy, no negation)."""
+    """Rotate (B, T, heads, D) by position: x * cos + [x2, x1] * [-sin, sin] (one copy, no negation)."""
     cos, sin = rope
-    B, H, T, D = x.shape
-    swapped = x.view(B, H, T, 2, D // 2).flip(-2).view(B, H, T, D)
-    return x * cos.to(x.dtype) + swapped * sin.to(x.dtype)
+    return x * cos.to(x.dtype) + x.roll(x.shape[-1] // 2, -1) * sin.to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -85,13 +84,17 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         B, T, C = x.shape
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
-        qkv = self.qkv(x).view(B, T, H + 2 * KV, D).transpose(1, 2)  # (B, H + 2KV, T, D)
-        qk, v = qkv[:, : H + KV], qkv[:, H + KV :]
+        # Heads are split in the projection's own (B, T, heads, D) layout and only viewed as
+        # (B, heads, T, D) for attention; `split` (not slicing) gives the backward pass one
+        # concatenated gradient instead of a zero-filled buffer per piece.
+        qk, v = self.qkv(x).view(B, T, H + 2 * KV, D).split([H + KV, KV], dim=2)
         if self.q_norm is not None and self.k_norm is not None:
-            qk = torch.cat((self.q_norm(qk[:, :H]), self.k_norm(qk[:, H:])), dim=1)
+            q, k = qk.split([H, KV], dim=2)
+            qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=2)
         if rope is not None:  # queries and keys rotated together: half the small kernels
             qk = apply_rope(qk, rope)
-        q, k = qk[:, :H], qk[:, H:]  # (B, H, T, D), (B, KV, T, D)
+        q, k = (t.transpose(1, 2) for t in qk.split([H, KV], dim=2))  # (B, H, T, D), (B, KV, T, D)
+        v = v.transpose(1, 2)
         if cache is not None and cache_position is not None:  # static shapes: whole buffers, masked
             k, v = cache.write_at(self.layer, k, v, cache_position)  # (B, H, max_len, D)
             q = q.to(k.dtype)
@@ -270,7 +273,7 @@ class MiniGPT(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(position_ids)
         else:
-            rope = (self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None])  # (B|1, 1, T, D)
+            rope = (self.rope_cos[position_ids][:, :, None], self.rope_sin[position_ids][:, :, None])  # (B|1, T, 1, D)
         return self.drop(x), rope
 
 
