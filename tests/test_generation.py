@@ -159,7 +159,42 @@ def test_compiled_static_decoding_on_cpu():
         {"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 48}
     ).eval()
     compiled = generate(tiny, TOK, ["ab", "abcdef"], "greedy", max_new_tokens=12, compile=True)
-    assert compiled.ids == generate(tiny, TOK, ["ab", "abcdef"], "greedy", max_new_tokens=12).ids
+    eager = generate(tiny, TOK, ["ab", "abcdef"], "greedy", max_new_tokens=12)
+    assert compiled.ids == eager.ids
+    assert compiled.first_step_seconds is not None and compiled.first_step_seconds > 0  # reported by --compile
+    assert eager.first_step_seconds is None
+
+
+def test_a_model_zoo_loads_decodes_with_its_weights_in_the_inference_dtype(tmp_path, monkeypatch):
+    """bf16 runtime: a model zoo opens itself is cast once (no autocast at every step) and decodes
+    what the same bf16 weights decode when cast by hand; a model the caller hands in keeps its dtype."""
+    from zoo.runtime import Runtime
+
+    torch.manual_seed(0)
+    spec = {"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 48}
+    zoo.save(zoo.build_model(spec), tmp_path / "m")
+    runtime = Runtime(device="cpu", precision="bf16-mixed")
+    assert runtime.inference_dtype == torch.bfloat16 and Runtime(device="cpu").inference_dtype == torch.float32
+    seen: list[tuple[torch.dtype, bool]] = []
+    prepare = Runtime.prepare_for_inference
+
+    def watched(self, model):
+        model = prepare(self, model)
+        model.register_forward_pre_hook(
+            lambda m, a: seen.append((next(m.parameters()).dtype, torch.is_autocast_enabled("cpu")))
+        )
+        return model
+
+    monkeypatch.setattr(Runtime, "prepare_for_inference", watched)
+    owned = generate(str(tmp_path / "m"), TOK, ["ab", "abcdef"], "greedy", max_new_tokens=10, runtime=runtime)
+    assert seen and set(seen) == {(torch.bfloat16, False)}
+    by_hand = zoo.load(tmp_path / "m").to(torch.bfloat16)
+    for static in (False, True):
+        again = generate(by_hand, TOK, ["ab", "abcdef"], "greedy", max_new_tokens=10, runtime=runtime, static=static)
+        assert again.ids == owned.ids
+    handed = zoo.load(tmp_path / "m")
+    generate(handed, TOK, ["ab"], "greedy", max_new_tokens=4, runtime=runtime)
+    assert next(handed.parameters()).dtype == torch.float32  # the caller's model is not cast
 
 
 def test_static_decoding_needs_a_decode_step(config):

@@ -38,13 +38,14 @@ def open_session(args: argparse.Namespace) -> Session:
     seed = args.seed if args.seed is not None else cfg.runtime.seed
     if not 0 <= seed <= MAX_SEED:
         raise ZooError(f"--seed {shorten(seed)}: must be between 0 and {MAX_SEED}")
-    model = open_model(spec_ref(args.path), cfg).eval()
+    runtime = Runtime(cfg.runtime)
+    model = runtime.prepare_for_inference(open_model(spec_ref(args.path), cfg))  # ours: cast once
     options: dict[str, Any] = {
         "max_new_tokens": args.max_new_tokens,
         "min_new_tokens": args.min_new_tokens,
         "stop": args.stop or (),
         "seed": seed,
-        "runtime": Runtime(cfg.runtime),
+        "runtime": runtime,
         "config": cfg,
         "static": args.static,
         "compile": args.compile,
@@ -90,6 +91,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     result = generate(model, tokenizer, prompts, sampler, **kwargs)
+    if result.first_step_seconds is not None:
+        seconds = result.first_step_seconds
+        print(f"--compile: the first decoding step took {seconds:.1f} s (compilation)", file=sys.stderr)
     if args.json:
         rows = [
             {"prompt": p, "text": t, "ids": i, "finish_reason": r}

@@ -9,6 +9,7 @@ loop never waits on the device.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class Generation:
     ids: list[list[int]]
     prompt_ids: list[list[int]]
     finish_reasons: list[str] = field(default_factory=list)
+    first_step_seconds: float | None = None  # compile=True: the first step, compilation included
 
 
 @dataclass
@@ -97,6 +99,7 @@ class Decoder:
         if static and not isinstance(model, StaticDecoding):
             raise ZooError(f"{type(model).__name__} has no decode_step for static decoding; use static=False")
         self.static, self.compile = static, compile
+        self.first_step_seconds: float | None = None  # with compile: the first step, compilation included
         if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
             raise ZooError("every prompt needs at least one token")
         if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
@@ -150,7 +153,7 @@ class Decoder:
         done = torch.zeros(B, dtype=torch.bool, device=self.ids.device)
         step = self._static_step() if self.static else None
         cache_positions = torch.arange(P, P + self.max_new, device=self.ids.device)
-        with self.runtime.inference():
+        with self.runtime.inference(model):
             logits, cache = model(
                 self.ids[:, start:],
                 cache,
@@ -172,9 +175,12 @@ class Decoder:
                     break
                 pos = P + t
                 if step is not None:
+                    started = time.perf_counter()
                     logits = step(
                         nxt[:, None], cache, self.mask, positions[:, pos : pos + 1], cache_positions[t : t + 1]
                     )
+                    if t == 0 and self.compile:  # the first call compiles (once per process and shape)
+                        self.first_step_seconds = time.perf_counter() - started
                     cache.advance(1)
                     continue
                 logits, cache = model(
@@ -188,7 +194,10 @@ class Decoder:
         assert isinstance(self.model, StaticDecoding)  # checked in __init__
         step: Any = self.model.decode_step
         if self.compile:
-            step = torch.compile(step, fullgraph=True, dynamic=False)
+            # on CUDA, "reduce-overhead" replays the step as a CUDA graph: one launch per token
+            # instead of hundreds of small kernels, the host's cost at batch 1
+            mode = "reduce-overhead" if self.runtime.device.type == "cuda" else None
+            step = torch.compile(step, fullgraph=True, dynamic=False, mode=mode)
         return step
 
 
@@ -218,6 +227,7 @@ def _decoder(
 ) -> tuple[Decoder, list[list[int]], list[int], Any]:
     """What `generate` and `stream` share: resolve the model, tokenizer and sampler, encode, and
     set up the loop; returns the tokenizer used."""
+    owned = isinstance(model, (str, Path))
     if isinstance(model, (str, Path)):  # an artifact, run folder, model folder or preset name
         from zoo.api import default_config
         from zoo.finetune import open_model
@@ -232,7 +242,10 @@ def _decoder(
         raise ProtocolError(f"{type(tokenizer).__name__} is not a tokenizer (zoo.protocols.Tokenizer)")
     _check_model(model)  # before anything touches it, with the message that names the protocol
     runtime = runtime or Runtime(device=str(next(model.parameters()).device))
-    model.to(runtime.device).eval()
+    if owned:  # loaded here: its weights go straight to the inference dtype (no autocast per step)
+        runtime.prepare_for_inference(model)
+    else:  # the caller's model keeps its dtype
+        model.to(runtime.device).eval()
     prompt_ids = _encode(tokenizer, [prompts] if isinstance(prompts, str) else prompts)
     if sampler is None:  # the model's own recipe (its generation_config.json), else greedy
         sampler = (model.default_sampler if isinstance(model, SamplingDefaults) else None) or "greedy"
@@ -377,7 +390,7 @@ def generate(
         texts.append(text)
         ids.append(row)
         reasons.append(reason)
-    return Generation(texts, ids, prompt_ids, reasons)
+    return Generation(texts, ids, prompt_ids, reasons, decoder.first_step_seconds)
 
 
 def _all_stopped(tokenizer: Any, steps: list[torch.Tensor], stop: Sequence[str]) -> bool:
