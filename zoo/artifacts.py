@@ -48,20 +48,25 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise ArtifactError(f"cannot write to {path.parent}: {err.strerror or err}") from None
     try:
         yield tmp
-        _fsync_dir(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        publish_dir(tmp, path)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ArtifactError(f"writing {path} failed: {err.strerror or err}; nothing was replaced") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def publish_dir(tmp: Path, path: Path) -> None:
+    """Make the finished directory ``tmp`` appear as ``path`` in one rename (replacing it)."""
+    _fsync_dir(tmp)
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -23,6 +23,7 @@ from zoo.artifacts import (
     check_tensors,
     dedupe,
     expand,
+    publish_dir,
     read_header,
     read_tensors,
     tensor_info,
@@ -51,6 +52,7 @@ class CheckpointMeta(BaseModel):
     optimizer: OptimizerMeta
     scaler: dict[str, Scalar] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
+    sharded: bool = False  # FSDP: tensors in one shard-*.safetensors file per rank
 
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -104,39 +106,94 @@ def set_aside_after(root: Path, step: int) -> list[str]:
 
 
 def save_checkpoint(root: Path, state: TrainState, keep: int, dist: DistInfo, name: str | None = None) -> Path | None:
-    """Gather the full state (a collective under FSDP) and write it on rank 0; returns its path there.
+    """Write the full state (every rank calls it); returns its path on rank 0.
 
+    One process or DDP: rank 0 writes the state dicts. FSDP: every rank writes its own shards
+    through `torch.distributed.checkpoint` (safetensors files with their offsets in the header,
+    no pickle), so no rank ever gathers the whole model or optimizer.
     Without ``name`` it is ``step-N`` and only the last ``keep`` of those stay; a ``name`` replaces
     the checkpoint of that name.
     """
-    model_state, optim_state = dist.full_state(state.model, state.optimizer)
+    path = root / (name or f"step-{state.step:08d}")
+    if dist.mode == "fsdp":
+        _save_sharded(path, state, dist)
+    elif dist.rank == 0:
+        frozen = frozen_names(state.model)
+        model_tensors, aliases = dedupe({k: v for k, v in state.model.state_dict().items() if k not in frozen})
+        opt_tensors, opt_meta = _flatten_optimizer(state.optimizer.state_dict())
+        with atomic_dir(path, overwrite=True) as tmp:
+            write_tensors(tmp / "model.safetensors", model_tensors)
+            write_tensors(tmp / "optimizer.safetensors", opt_tensors)
+            _write_rest(tmp, state, opt_meta, aliases=aliases)
     if dist.rank != 0:
         return None
-    path = root / (name or f"step-{state.step:08d}")
-    frozen = frozen_names(state.model)
-    model_tensors, aliases = dedupe({k: v for k, v in model_state.items() if k not in frozen})
-    opt_tensors, opt_meta = _flatten_optimizer(optim_state)
-    rng = {"torch_cpu": torch.get_rng_state(), "data": state.data_rng.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng.update({f"torch_cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    with atomic_dir(path, overwrite=True) as tmp:
-        write_tensors(tmp / "model.safetensors", model_tensors)
-        write_tensors(tmp / "optimizer.safetensors", opt_tensors)
-        write_tensors(tmp / "rng.safetensors", rng)
-        write_json(
-            tmp / "state.json",
-            {
-                "step": state.step,
-                "aliases": aliases,
-                "optimizer": opt_meta,
-                "scaler": state.scaler.state_dict(),
-                "extra": state.extra,
-            },
-        )
     if name is None:
         for old in checkpoint_dirs(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _write_rest(folder: Path, state: TrainState, opt_meta: dict[str, Any], **meta: Any) -> None:
+    """RNG states and ``state.json``: what every checkpoint holds beside its tensors."""
+    rng = {"torch_cpu": torch.get_rng_state(), "data": state.data_rng.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng.update({f"torch_cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    write_tensors(folder / "rng.safetensors", rng)
+    scaler = state.scaler.state_dict()
+    write_json(
+        folder / "state.json",
+        {"step": state.step, "optimizer": opt_meta, "scaler": scaler, "extra": state.extra, **meta},
+    )
+
+
+def _save_sharded(path: Path, state: TrainState, dist: DistInfo) -> None:
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter, save
+
+    tmp = path.with_name(f".{path.name}.tmp-shards")  # one name every rank knows; clean_stale removes it
+    if dist.rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    model_state, optim_state = dist.sharded_state(state.model, state.optimizer)
+    model_state, aliases = _untied(model_state)
+    opt_tensors, opt_meta = _flatten_optimizer(optim_state)
+    try:
+        save(
+            _prefixed(model_state, opt_tensors),
+            storage_writer=HuggingFaceStorageWriter(str(tmp), save_distributed=True),
+        )
+        if dist.rank == 0:
+            _write_rest(tmp, state, opt_meta, aliases=aliases, sharded=True)
+            publish_dir(tmp, path)
+    except (OSError, RuntimeError) as err:
+        if dist.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise ArtifactError(f"writing {path} failed: {err}; nothing was replaced") from None
+    dist.barrier()
+
+
+def _untied(model_state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A sharded state dict with each tied tensor once (safetensors stores no shared memory), and
+    the other names as aliases of it."""
+    kept: dict[str, Any] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[int, str] = {}
+    for name, tensor in model_state.items():
+        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a DTensor's own shard
+        key = local.untyped_storage().data_ptr() if local.numel() else id(tensor)
+        if key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key], kept[name] = name, tensor
+    return kept, aliases
+
+
+def _prefixed(model_state: dict[str, Any], opt_tensors: dict[str, Any]) -> dict[str, Any]:
+    """One flat name space for a sharded checkpoint: ``model/NAME`` and ``optimizer/NAME/STATE``."""
+    return {
+        **{f"model{SEP}{k}": v for k, v in model_state.items()},
+        **{f"optimizer{SEP}{k}": v for k, v in opt_tensors.items()},
+    }
 
 
 def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None) -> None:
@@ -145,15 +202,25 @@ def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None)
     Everything is checked against the live run before anything is restored: the tensors' names,
     shapes and dtypes (from the file headers), the optimizer's groups and per-parameter state,
     the scaler's and RNG states. A checkpoint that does not fit is an `ArtifactError` naming it.
+    A sharded (FSDP) checkpoint loads into FSDP on any number of processes: each reads the parts
+    of the saved shards that overlap its own.
     """
     dist = dist or DistInfo("none")
     meta = read_model(path / "state.json", CheckpointMeta)
-    model_file = path / "model.safetensors"
+    if meta.sharded != (dist.mode == "fsdp"):
+        saved, live = ("sharded (FSDP)", "without FSDP") if meta.sharded else ("unsharded", "under FSDP")
+        raise ArtifactError(
+            f"{path}: a {saved} checkpoint cannot resume a run {live}; keep runtime.distributed as it was"
+        )
     frozen = frozen_names(state.model)
-    expected = tensor_info({k: v for k, v in state.model.state_dict().items() if k not in frozen})
-    check_tensors(expected, expand(read_header(model_file), meta.aliases), str(model_file))
-    full = expand(read_tensors(model_file), meta.aliases)
-    optim = _unflatten_optimizer(read_tensors(path / "optimizer.safetensors"), meta.optimizer)
+    if meta.sharded:
+        model_state, optim = _read_sharded(path, state, dist, meta)
+    else:
+        model_file = path / "model.safetensors"
+        expected = tensor_info({k: v for k, v in state.model.state_dict().items() if k not in frozen})
+        check_tensors(expected, expand(read_header(model_file), meta.aliases), str(model_file))
+        model_state = expand(read_tensors(model_file), meta.aliases)
+        optim = _unflatten_optimizer(read_tensors(path / "optimizer.safetensors"), meta.optimizer)
     _check_optimizer(path, state, optim, dist)
     rng = read_tensors(path / "rng.safetensors")
     _check_rng(path, rng)
@@ -161,7 +228,10 @@ def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None)
     if meta.scaler and (set(meta.scaler) != set(scaler_live) or not _same_types(meta.scaler, scaler_live)):
         raise ArtifactError(f"{path}: the loss-scaler state does not match this run's precision")
     try:
-        dist.load_full_state(state.model, state.optimizer, full, optim, frozen=frozen)
+        if meta.sharded:
+            dist.load_sharded_state(state.model, state.optimizer, model_state, optim)
+        else:
+            dist.load_full_state(state.model, state.optimizer, model_state, optim, frozen=frozen)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ArtifactError(f"{path}: checkpoint does not match this run ({type(err).__name__}: {err})") from None
     if meta.scaler:
@@ -173,6 +243,27 @@ def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None)
     cuda = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def _read_sharded(
+    path: Path, state: TrainState, dist: DistInfo, meta: CheckpointMeta
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """This rank's shards, read into the live state's own layout (resharding from any process count)."""
+    from torch.distributed.checkpoint import HuggingFaceStorageReader, load
+
+    model_state, optim_state = dist.sharded_state(state.model, state.optimizer)
+    opt_tensors, _ = _flatten_optimizer(optim_state)
+    wanted = _prefixed({k: v for k, v in model_state.items() if k not in meta.aliases}, opt_tensors)
+    try:  # the reader parses only safetensors headers (names, shapes, dtypes, offsets as JSON)
+        load(wanted, storage_reader=HuggingFaceStorageReader(str(path)))
+    except Exception as err:
+        first = str(err).strip().splitlines()[-1][:300] if str(err).strip() else type(err).__name__
+        raise ArtifactError(f"{path}: sharded checkpoint does not match this run ({first})") from None
+    prefix = f"optimizer{SEP}"
+    loaded = {k[len(prefix) :]: v for k, v in wanted.items() if k.startswith(prefix)}
+    for alias, name in meta.aliases.items():  # a tied tensor: the one it is tied to, loaded above
+        model_state[alias] = model_state[name]
+    return model_state, _unflatten_optimizer(loaded, meta.optimizer)
 
 
 def frozen_names(model: nn.Module) -> set[str]:

@@ -46,23 +46,6 @@ class DistInfo:
             return model
         return model
 
-    def full_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Unsharded model and optimizer state dicts (a collective under FSDP: call on every rank;
-        only rank 0 then holds the tensors)."""
-        if self.mode != "fsdp":
-            return model.state_dict(), optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-            get_optimizer_state_dict,
-        )
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return (
-            get_model_state_dict(model, options=options),
-            get_optimizer_state_dict(model, optimizer, options=options),
-        )
-
     def load_full_state(
         self,
         model: nn.Module,
@@ -72,24 +55,35 @@ class DistInfo:
         *,
         frozen: Collection[str] = (),
     ) -> None:
-        """Load unsharded state dicts (every rank passes the same full dicts); ``frozen`` names may
-        be missing (they keep the values the model was built with)."""
-        if self.mode != "fsdp":
-            missing, unexpected = model.load_state_dict(model_state, strict=False)
-            lost = set(missing) - set(frozen)
-            if lost or unexpected:
-                raise KeyError(f"missing {sorted(lost)[:5]}, unexpected {sorted(unexpected)[:5]}")
-            optimizer.load_state_dict(optim_state)
-            return
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
+        """Load unsharded state dicts (one process or DDP); ``frozen`` names may be missing (they
+        keep the values the model was built with). FSDP loads shards: `load_sharded_state`."""
+        missing, unexpected = model.load_state_dict(model_state, strict=False)
+        lost = set(missing) - set(frozen)
+        if lost or unexpected:
+            raise KeyError(f"missing {sorted(lost)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        optimizer.load_state_dict(optim_state)
 
-        options = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(model, model_state, options=options)
-        set_optimizer_state_dict(model, optimizer, optim_state, options=options)
+    def sharded_state(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """FSDP: this rank's shards of the model and optimizer state dicts (DTensors, nothing
+        gathered; an optimizer that has not stepped yet gets its state initialised). A collective."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        return get_model_state_dict(model), get_optimizer_state_dict(model, optimizer)
+
+    def load_sharded_state(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        model_state: dict[str, Any],
+        optim_state: dict[str, Any],
+    ) -> None:
+        """FSDP: put shards from `sharded_state` (filled from a checkpoint) back into the model and optimizer."""
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        set_model_state_dict(model, model_state)
+        set_optimizer_state_dict(model, optimizer, optim_state)
 
     def gathered(self, model: nn.Module) -> nn.Module | None:
         """The trained model as one plain module on rank 0 (a collective under FSDP); ``model``
