@@ -26,7 +26,6 @@ ACTIVATIONS = {
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "silu": F.silu,
     "relu": F.relu,
-    "relu2": lambda x: F.relu(x).square(),  # squared ReLU (So et al., 2021): cheap, and learns like GELU or better
 }
 
 
