@@ -75,6 +75,8 @@ class StepFigures:
     loss): one host sync per interval instead of one per micro-step, which stalls a GPU. The check
     still names the first step whose loss or gradient was not finite."""
 
+    MAX_PENDING = 1000
+
     def __init__(self, names: list[str], groups: list[str], window: LogWindow, root: Path, scaled: bool) -> None:
         self.names, self.groups, self.window, self.root, self.scaled = names, groups, window, root, scaled
         self.steps: list[int] = []
@@ -87,6 +89,8 @@ class StepFigures:
         self.steps.append(step)
         self.losses.append(loss)
         self.norms.append(norms)
+        if len(self.steps) >= self.MAX_PENDING:  # a very long log interval: bounded device memory
+            self.check()
 
     def check(self) -> None:
         """Read the pending figures (one sync) into the log window; a `TrainingError` at the first
