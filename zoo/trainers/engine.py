@@ -235,6 +235,8 @@ class Run:
     def write_checkpoint(self, name: str | None = None) -> Path | None:
         """The full state now, with every callback's: ``checkpoints/step-N`` (the last ``keep``
         are kept), or ``checkpoints/NAME``. A collective; returns the path on rank 0."""
+        if self.figures is not None:  # never save weights a non-finite step has reached
+            self.figures.check()
         self.state.extra["callbacks"] = [{"type": type(cb).__name__, "state": cb.state_dict()} for cb in self.callbacks]
         root = self.out / "checkpoints"
         try:  # every rank: gathering a sharded state is a collective; rank 0 writes
@@ -370,10 +372,8 @@ def train(
             run.notify("on_step_end")
             stop = _stop_reason(run)
             final = step == spec.max_steps or stop is not None
-            evaluate = bool(spec.eval_every and step % spec.eval_every == 0) or final
-            if evaluate or (spec.checkpoint_every and step % spec.checkpoint_every == 0):
-                figures.check()  # never evaluate or save weights a non-finite step has reached
-            if evaluate:
+            if (spec.eval_every and step % spec.eval_every == 0) or final:
+                figures.check()  # never evaluate weights a non-finite step has reached
                 model.eval()
                 with runtime.inference():
                     val = task.evaluate(model, runtime, spec.eval_batches)

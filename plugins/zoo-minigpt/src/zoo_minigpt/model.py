@@ -83,17 +83,21 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         B, T, C = x.shape
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
-        # Heads are split in the projection's own (B, T, heads, D) layout and only viewed as
-        # (B, heads, T, D) for attention; `split` (not slicing) gives the backward pass one
-        # concatenated gradient instead of a zero-filled buffer per piece.
-        qk, v = self.qkv(x).view(B, T, H + 2 * KV, D).split([H + KV, KV], dim=2)
-        if self.q_norm is not None and self.k_norm is not None:
-            q, k = qk.split([H, KV], dim=2)
-            qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=2)
-        if rope is not None:  # queries and keys rotated together: half the small kernels
-            qk = apply_rope(qk, rope)
-        q, k = (t.transpose(1, 2) for t in qk.split([H, KV], dim=2))  # (B, H, T, D), (B, KV, T, D)
-        v = v.transpose(1, 2)
+        # `split`, not slicing: the backward pass gets one concatenated gradient for q, k and v
+        # instead of a zero-filled buffer per slice. Norms and RoPE work in the projection's own
+        # (B, T, heads, D) layout; attention sees (B, heads, T, D) views of it.
+        qkv = self.qkv(x).view(B, T, H + 2 * KV, D)
+        if self.q_norm is None and rope is None:  # fewest view ops: this runs per layer per token
+            q, k, v = qkv.transpose(1, 2).split([H, KV, KV], dim=1)
+        else:
+            qk, v = qkv.split([H + KV, KV], dim=2)
+            if self.q_norm is not None and self.k_norm is not None:
+                q, k = qk.split([H, KV], dim=2)
+                qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=2)
+            if rope is not None:  # queries and keys rotated together: half the small kernels
+                qk = apply_rope(qk, rope)
+            q, k = qk.transpose(1, 2).split([H, KV], dim=1)  # (B, H, T, D), (B, KV, T, D)
+            v = v.transpose(1, 2)
         if cache is not None and cache_position is not None:  # static shapes: whole buffers, masked
             k, v = cache.write_at(self.layer, k, v, cache_position)  # (B, H, max_len, D)
             q = q.to(k.dtype)
