@@ -36,6 +36,47 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def interleave(fns: dict[str, Callable[[], float]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Each round calls every function once, in order (zoo, peer, zoo, peer, ...), so both sides
+    see the same machine state; each call returns one measurement (seconds, or a rate). ``warmup``
+    unmeasured rounds first. Returns every measurement per name, round by round."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            out[name].append(fn())
+    return out
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max of a list of measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def paired_ratio(ours: list[float], theirs: list[float], higher_is_better: bool) -> dict[str, float]:
+    """zoo's advantage round by round (each ratio from one interleaved round), as `spread`."""
+    pairs = zip(ours, theirs, strict=True)
+    return spread([o / t if higher_is_better else t / o for o, t in pairs])
+
+
+def fmt_range(s: dict[str, float]) -> str:
+    """A `spread` of ratios as "min-max"."""
+    return f"{s['min']:.2f}-{s['max']:.2f}"
+
+
+def timed(fn: Callable[[], Any]) -> Callable[[], float]:
+    """``fn`` as a measurement: the seconds one call takes."""
+
+    def run() -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    return run
+
+
 def median_rate(fn: Callable[[], int], rounds: int) -> float:
     """Median of units/second over ``rounds`` calls of ``fn`` (which returns units done)."""
     rates = []

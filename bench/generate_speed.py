@@ -8,15 +8,17 @@ Goals (issue 4): at least 3x HF's tokens/s at batch 1; with the cache, the last 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, write_result
+from common import fmt_range, interleave, paired_ratio, print_table, write_result
 
 import zoo
 from zoo.lm.generation import Decoder, generate
@@ -38,24 +40,28 @@ def build_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
     return mini.eval(), hf.eval()
 
 
-def zoo_rate(
-    model: torch.nn.Module, prompts: list[list[int]], sampler: object, new: int, rounds: int, compile: bool = False
-) -> float:
+def zoo_call(
+    model: torch.nn.Module, prompts: list[list[int]], sampler: object, new: int, compile: bool = False
+) -> Callable[[], float]:
+    """One zoo generation per call; returns its new tokens per second."""
     tok = ByteTokenizer()
-    rates = []
-    for r in range(rounds + 1):
+    seeds = itertools.count()
+
+    def call() -> float:
         start = time.perf_counter()
-        generate(model, tok, prompts, sampler, max_new_tokens=new, seed=r, compile=compile)
-        if r:  # the first call warms up
-            rates.append(len(prompts) * new / (time.perf_counter() - start))
-    return statistics.median(rates)
+        generate(model, tok, prompts, sampler, max_new_tokens=new, seed=next(seeds), compile=compile)
+        return len(prompts) * new / (time.perf_counter() - start)
+
+    return call
 
 
-def hf_rate(model: torch.nn.Module, prompts: list[list[int]], kwargs: dict, new: int, rounds: int) -> float:
+def hf_call(model: torch.nn.Module, prompts: list[list[int]], kwargs: dict, new: int) -> Callable[[], float]:
+    """One `generate()` of the same prompts per call; returns its new tokens per second."""
     ids = torch.tensor(prompts)
-    rates = []
-    for r in range(rounds + 1):
-        torch.manual_seed(r)
+    seeds = itertools.count()
+
+    def call() -> float:
+        torch.manual_seed(next(seeds))
         start = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(
@@ -67,9 +73,14 @@ def hf_rate(model: torch.nn.Module, prompts: list[list[int]], kwargs: dict, new:
                 **kwargs,
             )
         assert out.shape[1] == ids.shape[1] + new
-        if r:
-            rates.append(len(prompts) * new / (time.perf_counter() - start))
-    return statistics.median(rates)
+        return len(prompts) * new / (time.perf_counter() - start)
+
+    return call
+
+
+def rates(calls: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Tokens/s of each side, rounds interleaved (zoo, hf, zoo, hf, ...) after a warm-up round."""
+    return interleave(calls, rounds)
 
 
 def per_token_times(model: torch.nn.Module, new: int, runs: int = 3) -> list[float]:
@@ -111,23 +122,30 @@ def main() -> None:
     mini, hf = build_pair()
     g = torch.Generator().manual_seed(0)
     rows = []
+    measured: dict[str, dict[str, list[float]]] = {}  # every round's tok/s, for the results file
     for batch in (1, 8):
         prompts = torch.randint(0, 256, (batch, 32), generator=g).tolist()
         for name, (zoo_sampler, hf_kwargs) in SAMPLERS.items():
-            z = zoo_rate(mini, prompts, zoo_sampler, args.new, args.rounds)
-            c = zoo_rate(mini, prompts, zoo_sampler, args.new, args.rounds, compile=True)
-            h = hf_rate(hf, prompts, hf_kwargs, args.new, args.rounds)
+            calls = {
+                "zoo": zoo_call(mini, prompts, zoo_sampler, args.new),
+                "zoo compiled": zoo_call(mini, prompts, zoo_sampler, args.new, compile=True),
+                "hf": hf_call(hf, prompts, hf_kwargs, args.new),
+            }
+            r = rates(calls, args.rounds)
+            med = {k: statistics.median(v) for k, v in r.items()}
             rows.append(
                 {
                     "batch": batch,
                     "sampler": name,
-                    "zoo tok/s": z,
-                    "zoo compiled tok/s": c,
-                    "hf tok/s": h,
-                    "ratio": z / h,
-                    "compiled ratio": c / h,
+                    "zoo tok/s": med["zoo"],
+                    "zoo compiled tok/s": med["zoo compiled"],
+                    "hf tok/s": med["hf"],
+                    "ratio": paired_ratio(r["zoo"], r["hf"], True)["median"],
+                    "ratio range": fmt_range(paired_ratio(r["zoo"], r["hf"], True)),
+                    "compiled ratio": paired_ratio(r["zoo compiled"], r["hf"], True)["median"],
                 }
             )
+            measured[f"batch {batch}, {name}"] = r
     print_table(rows)
     print("goal: ratio >= 3 at batch 1 (compiled: the static decode step under torch.compile, warm)")
 
@@ -149,7 +167,7 @@ def main() -> None:
     ]
     print_table(cache_rows)
     print("goal: kv cache last/first <= 1.5")
-    write_result("generate_speed", rows + cache_rows, {"shape": SHAPE, "new_tokens": args.new})
+    write_result("generate_speed", rows + cache_rows, {"shape": SHAPE, "new_tokens": args.new, "rounds": measured})
 
 
 if __name__ == "__main__":

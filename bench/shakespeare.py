@@ -36,6 +36,7 @@ TRAINER = {
     "eval_every": 250,
     "eval_batches": 50,
     "log_every": 50,
+    "checkpoint_every": 0,  # the default: one checkpoint, at the end
 }
 
 
@@ -56,7 +57,17 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     SHIPPED: ({}, {}),  # resolved from the presets in `shipped`
 }
 SHAPE = ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len")
-BUDGET = ("max_steps", "batch_size", "context", "schedule", "grad_clip", "eval_every", "eval_batches", "log_every")
+BUDGET = (
+    "max_steps",
+    "batch_size",
+    "context",
+    "schedule",
+    "grad_clip",
+    "eval_every",
+    "eval_batches",
+    "log_every",
+    "checkpoint_every",  # the same checkpoint writes on both sides
+)
 
 
 def shipped() -> tuple[dict, dict]:

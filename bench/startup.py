@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from common import interleave  # noqa: E402
 
 
 def wall(cmd: list[str]) -> float:
@@ -22,19 +24,18 @@ def wall(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def measure(runs: int = 7) -> dict[str, float]:
+def rounds(runs: int = 7) -> dict[str, list[float]]:
+    """Wall seconds of each command, ``runs`` interleaved rounds (one warm-up round first)."""
     commands = {
         "zoo list": [sys.executable, "-m", "zoo", "list"],
         "python -c 'import torch'": [sys.executable, "-c", "import torch"],
         "python -c 'pass'": [sys.executable, "-c", "pass"],
     }
-    for cmd in commands.values():  # warm the page cache once
-        wall(cmd)
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(runs):
-        for name, cmd in commands.items():
-            times[name].append(wall(cmd))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return interleave({name: lambda cmd=cmd: wall(cmd) for name, cmd in commands.items()}, runs)
+
+
+def measure(runs: int = 7) -> dict[str, float]:
+    return {name: statistics.median(t) for name, t in rounds(runs).items()}
 
 
 def main() -> None:

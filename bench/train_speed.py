@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_rate, print_table, write_result
+from common import fmt_range, interleave, median_rate, paired_ratio, print_table, write_result
 
 import zoo
 
@@ -80,19 +81,21 @@ def measure(shape: dict[str, int], batch: int, rounds: int, steps: int) -> list[
             "minigpt": step_fn(mini, False, batch, shape["max_seq_len"], shape["vocab_size"], autocast, steps),
             "hf-gpt2": step_fn(hf, True, batch, shape["max_seq_len"], shape["vocab_size"], autocast, steps),
         }
-        for fn in fns.values():
-            fn()  # warm up (allocator, autocast caches)
-        rates: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(rounds):  # interleave so both see the same machine state
-            for name, fn in fns.items():
-                rates[name].append(median_rate(fn, 1))
-        med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+
+        def rate(fn):
+            return lambda: median_rate(fn, 1)
+
+        rates = interleave({k: rate(fn) for k, fn in fns.items()}, rounds)  # warm-up round first
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        ratio = paired_ratio(rates["minigpt"], rates["hf-gpt2"], True)
         rows.append(
             {
                 "precision": precision,
                 "minigpt tok/s": med["minigpt"],
                 "hf gpt2 tok/s": med["hf-gpt2"],
-                "ratio": med["minigpt"] / med["hf-gpt2"],
+                "ratio": ratio["median"],
+                "ratio range": fmt_range(ratio),
+                "rounds": rates,
             }
         )
     print(f"params: minigpt {count(mini):,}  hf {count(hf):,}  shape {shape}  batch {batch}")
@@ -106,7 +109,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
     rows = measure(SHAPE, args.batch, args.rounds, args.steps)
-    print_table(rows)
+    print_table([{k: v for k, v in r.items() if k != "rounds"} for r in rows])
     print("goal: ratio >= 1.3")
     write_result("train_speed", rows, {"shape": SHAPE, "batch": args.batch})
 
