@@ -36,6 +36,7 @@ test-slow: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py
+	$(BIN)/python bench/report.py  # the README tables from the new results
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
