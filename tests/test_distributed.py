@@ -199,3 +199,10 @@ def test_fsdp_checkpoints_are_written_in_shards_and_reshard_on_resume(corpus, tm
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # one process, no FSDP
     assert res.returncode != 0 and "sharded (FSDP) checkpoint cannot resume a run without FSDP" in res.stderr
     assert "Traceback" not in res.stderr
+
+    shard = next((resumed / "checkpoints" / "step-00000010").glob("shard-00001-*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:3000])  # a damaged shard: named by zoo, no DCP traceback
+    cmd += ["--nproc", "2", *fsdp]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and f"{shard.name}: not a readable safetensors file" in res.stderr, res.stderr[-2000:]
+    assert "Global metadata is not found" not in res.stderr

@@ -148,6 +148,7 @@ def _write_rest(folder: Path, state: TrainState, opt_meta: dict[str, Any], **met
 
 def _save_sharded(path: Path, state: TrainState, dist: DistInfo) -> None:
     from torch.distributed.checkpoint import HuggingFaceStorageWriter, save
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
 
     tmp = path.with_name(f".{path.name}.tmp-shards")  # one name every rank knows; clean_stale removes it
     if dist.rank == 0:
@@ -165,11 +166,21 @@ def _save_sharded(path: Path, state: TrainState, dist: DistInfo) -> None:
         if dist.rank == 0:
             _write_rest(tmp, state, opt_meta, aliases=aliases, sharded=True)
             publish_dir(tmp, path)
-    except (OSError, RuntimeError) as err:
+    except (CheckpointException, OSError, RuntimeError) as err:
         if dist.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise ArtifactError(f"writing {path} failed: {err}; nothing was replaced") from None
+        raise ArtifactError(f"writing {path} failed: {_first_failure(err)}; nothing was replaced") from None
     dist.barrier()
+
+
+def _first_failure(err: BaseException) -> str:
+    """One line for an error of `torch.distributed.checkpoint`, which wraps every rank's failure
+    (exception and traceback) in one `CheckpointException`."""
+    failures = getattr(err, "failures", None)  # {rank: (exception, traceback)}
+    if isinstance(failures, dict) and failures:
+        err = next(iter(failures.values()))[0]
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[-1][:300]}" if text else type(err).__name__
 
 
 def _untied(model_state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -250,18 +261,25 @@ def _read_sharded(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """This rank's shards, read into the live state's own layout (resharding from any process count)."""
     from torch.distributed.checkpoint import HuggingFaceStorageReader, load
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
 
+    shards = sorted(path.glob("shard-*.safetensors"))
+    if not shards:
+        raise ArtifactError(f"{path}: a sharded checkpoint without its shard-*.safetensors files")
+    for shard in shards:  # zoo's own header checks first: a damaged file is named, not a DCP traceback
+        read_header(shard)
     model_state, optim_state = dist.sharded_state(state.model, state.optimizer)
     opt_tensors, _ = _flatten_optimizer(optim_state)
     wanted = _prefixed({k: v for k, v in model_state.items() if k not in meta.aliases}, opt_tensors)
     try:  # the reader parses only safetensors headers (names, shapes, dtypes, offsets as JSON)
         load(wanted, storage_reader=HuggingFaceStorageReader(str(path)))
-    except Exception as err:
-        first = str(err).strip().splitlines()[-1][:300] if str(err).strip() else type(err).__name__
-        raise ArtifactError(f"{path}: sharded checkpoint does not match this run ({first})") from None
+    except (CheckpointException, Exception) as err:
+        raise ArtifactError(f"{path}: sharded checkpoint does not match this run ({_first_failure(err)})") from None
     prefix = f"optimizer{SEP}"
     loaded = {k[len(prefix) :]: v for k, v in wanted.items() if k.startswith(prefix)}
     for alias, name in meta.aliases.items():  # a tied tensor: the one it is tied to, loaded above
+        if name not in model_state or alias not in model_state:
+            raise ArtifactError(f"{path}: state.json ties {alias!r} to {name!r}, which this model does not have")
         model_state[alias] = model_state[name]
     return model_state, _unflatten_optimizer(loaded, meta.optimizer)
 
