@@ -214,7 +214,8 @@ def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None)
     shapes and dtypes (from the file headers), the optimizer's groups and per-parameter state,
     the scaler's and RNG states. A checkpoint that does not fit is an `ArtifactError` naming it.
     A sharded (FSDP) checkpoint loads into FSDP on any number of processes: each reads the parts
-    of the saved shards that overlap its own.
+    of the saved shards that overlap its own, straight into its live shards, so there a mismatch
+    found later (optimizer, scaler, RNG) stops the run after the weights were read, before any step.
     """
     dist = dist or DistInfo("none")
     meta = read_model(path / "state.json", CheckpointMeta)
