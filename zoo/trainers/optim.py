@@ -96,17 +96,18 @@ class MuonAdamW(torch.optim.Optimizer):
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
+            grads = [g for p in params if (g := p.grad) is not None]
+            if not params:
+                continue
             if group["algo"] == "muon":
-                self._muon(group, params)
+                self._muon(group, params, grads)
             else:
-                self._adamw(group, params)
+                self._adamw(group, params, grads)
 
-    def _muon(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+    def _muon(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         beta, lr, decay = group["momentum"], group["lr"], group["weight_decay"]
-        if not params:
-            return
-        # one multi-tensor op per stage, not a Python loop per matrix (a third of this step on a CPU)
-        grads = [g for p in params if (g := p.grad) is not None]  # `step` passes only those with one
+        # one multi-tensor op per stage, not a Python loop per matrix: fewer kernel launches on a
+        # GPU (on the 2-core CPU it measured no faster)
         bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
         torch._foreach_lerp_(bufs, grads, 1 - beta)
         nesterov = torch._foreach_lerp(grads, bufs, beta)
@@ -125,10 +126,8 @@ class MuonAdamW(torch.optim.Optimizer):
         torch._foreach_mul_(params, 1 - lr * decay)
         torch._foreach_add_(params, updates, alpha=-lr)
 
-    def _adamw(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+    def _adamw(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         (beta1, beta2), lr, eps, decay = group["betas"], group["lr"], group["eps"], group["weight_decay"]
-        if not params:
-            return
         for p in params:
             state = self.state[p]
             if not state:
@@ -137,7 +136,6 @@ class MuonAdamW(torch.optim.Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p)
             state["step"] += 1
         step = float(self.state[params[0]]["step"])  # a CPU counter: no device sync
-        grads = [g for p in params if (g := p.grad) is not None]  # `step` passes only those with one
         exp_avg = [self.state[p]["exp_avg"] for p in params]
         exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
         torch._foreach_mul_(params, 1 - lr * decay)
