@@ -240,10 +240,7 @@ def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None)
     if meta.scaler and (set(meta.scaler) != set(scaler_live) or not _same_types(meta.scaler, scaler_live)):
         raise ArtifactError(f"{path}: the loss-scaler state does not match this run's precision")
     try:
-        if meta.sharded:
-            dist.load_sharded_state(state.model, state.optimizer, model_state, optim)
-        else:
-            dist.load_full_state(state.model, state.optimizer, model_state, optim, frozen=frozen)
+        dist.load_state(state.model, state.optimizer, model_state, optim, frozen=frozen)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ArtifactError(f"{path}: checkpoint does not match this run ({type(err).__name__}: {err})") from None
     if meta.scaler:

@@ -46,23 +46,6 @@ class DistInfo:
             return model
         return model
 
-    def load_full_state(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        model_state: dict[str, Any],
-        optim_state: dict[str, Any],
-        *,
-        frozen: Collection[str] = (),
-    ) -> None:
-        """Load unsharded state dicts (one process or DDP); ``frozen`` names may be missing (they
-        keep the values the model was built with). FSDP loads shards: `load_sharded_state`."""
-        missing, unexpected = model.load_state_dict(model_state, strict=False)
-        lost = set(missing) - set(frozen)
-        if lost or unexpected:
-            raise KeyError(f"missing {sorted(lost)[:5]}, unexpected {sorted(unexpected)[:5]}")
-        optimizer.load_state_dict(optim_state)
-
     def sharded_state(
         self, model: nn.Module, optimizer: torch.optim.Optimizer
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -72,18 +55,29 @@ class DistInfo:
 
         return get_model_state_dict(model), get_optimizer_state_dict(model, optimizer)
 
-    def load_sharded_state(
+    def load_state(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         model_state: dict[str, Any],
         optim_state: dict[str, Any],
+        *,
+        frozen: Collection[str] = (),
     ) -> None:
-        """FSDP: put shards from `sharded_state` (filled from a checkpoint) back into the model and optimizer."""
-        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+        """Load state dicts: whole ones (one process or DDP; ``frozen`` names may be missing, they
+        keep the values the model was built with), or under FSDP this rank's shards as
+        `sharded_state` gives them (filled from a checkpoint)."""
+        if self.mode == "fsdp":
+            from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-        set_model_state_dict(model, model_state)
-        set_optimizer_state_dict(model, optimizer, optim_state)
+            set_model_state_dict(model, model_state)
+            set_optimizer_state_dict(model, optimizer, optim_state)
+            return
+        missing, unexpected = model.load_state_dict(model_state, strict=False)
+        lost = set(missing) - set(frozen)
+        if lost or unexpected:
+            raise KeyError(f"missing {sorted(lost)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        optimizer.load_state_dict(optim_state)
 
     def gathered(self, model: nn.Module) -> nn.Module | None:
         """The trained model as one plain module on rank 0 (a collective under FSDP); ``model``
