@@ -118,16 +118,21 @@ def test_gradient_clipping_bounds_the_update(config, tmp_path):
     assert float(delta) == pytest.approx(1e-3, rel=1e-3)
 
 
-def test_non_finite_loss_stops_naming_the_step(config, tmp_path, monkeypatch):
+def nan_loss_at_call(monkeypatch, n: int) -> None:
+    """The classifier's n-th loss (step n, without accumulation) comes out NaN."""
     real = ClassificationTask.loss
     calls = {"n": 0}
 
-    def nan_at_step_12(self, model, batch):
+    def nan_at(self, model, batch):
         calls["n"] += 1
         loss = real(self, model, batch)
-        return loss * float("nan") if calls["n"] == 12 else loss
+        return loss * float("nan") if calls["n"] == n else loss
 
-    monkeypatch.setattr(ClassificationTask, "loss", nan_at_step_12)
+    monkeypatch.setattr(ClassificationTask, "loss", nan_at)
+
+
+def test_non_finite_loss_stops_naming_the_step(config, tmp_path, monkeypatch):
+    nan_loss_at_call(monkeypatch, 12)
     with pytest.raises(
         zoo.TrainingError, match=r"non-finite loss \(nan\) at step 12; last good checkpoint kept: .*step-00000010"
     ):
@@ -138,15 +143,7 @@ def test_non_finite_loss_stops_naming_the_step(config, tmp_path, monkeypatch):
 def test_a_non_finite_step_is_caught_before_the_next_checkpoint_is_written(config, tmp_path, monkeypatch):
     """Losses stay on the device between log lines; a checkpoint is a point where they are read,
     so no checkpoint ever holds weights a non-finite step has reached."""
-    real = ClassificationTask.loss
-    calls = {"n": 0}
-
-    def nan_at_step_12(self, model, batch):
-        calls["n"] += 1
-        loss = real(self, model, batch)
-        return loss * float("nan") if calls["n"] == 12 else loss
-
-    monkeypatch.setattr(ClassificationTask, "loss", nan_at_step_12)
+    nan_loss_at_call(monkeypatch, 12)
     with pytest.raises(zoo.TrainingError, match=r"non-finite loss \(nan\) at step 12; .*step-00000010"):
         fit(config, tmp_path / "nan", checkpoint_every=5, log_every=100, eval_every=0)
     assert sorted(p.name for p in (tmp_path / "nan" / "checkpoints").iterdir()) == ["step-00000005", "step-00000010"]
