@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -60,7 +59,7 @@ def startup_rows(runs: int) -> list[dict]:
         alone = [sys.executable, "-m", "zoo", "list"]
         many = {**os.environ, "PYTHONPATH": str(site)}
         pair = {
-            "many": lambda: timed(lambda: subprocess.run(alone, check=True, capture_output=True, env=many))(),
+            "many": lambda: startup.wall(alone, env=many),
             "alone": lambda: startup.wall(alone),
         }
         times = interleave(pair, runs)
