@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -11,7 +12,17 @@ import torch
 import zoo
 from zoo.artifacts import read_tensors
 from zoo.cli import main
-from zoo.trainers.optim import MuonAdamW, build_optimizer, muon_matrices, orthogonalize
+from zoo.errors import PluginError
+from zoo.trainers import optim
+from zoo.trainers.optim import (
+    NS_COEFFS,
+    MuonAdamW,
+    _gram_newton_schulz,
+    build_optimizer,
+    fused_row_blocks,
+    muon_matrices,
+    orthogonalize,
+)
 from zoo.trainers.specs import OptimizerSpec
 
 MODEL = {"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 32}
@@ -45,6 +56,25 @@ def test_newton_schulz_orthogonalizes_every_matrix_of_a_batch():
         torch.testing.assert_close(out, alone)  # batched over same-shape matrices = one at a time
 
 
+def test_the_gram_form_is_the_same_iteration_in_exact_arithmetic(monkeypatch):
+    """Wide matrices iterate on their m x m Gram matrix (fewer FLOPs); in float64 that is the
+    plain iteration x <- a x + (b G + c G^2) x, up to rounding."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 40, dtype=torch.float64)
+    x = x / x.norm(dim=(-2, -1), keepdim=True)
+    plain = x
+    a, b, c = NS_COEFFS
+    for _ in range(3):
+        gram = plain @ plain.mT
+        plain = a * plain + (b * gram + c * gram @ gram) @ plain
+    torch.testing.assert_close(_gram_newton_schulz(x, 3), plain, rtol=1e-9, atol=1e-9)
+    calls: list[int] = []  # orthogonalize takes that form for wide matrices, restarting halfway
+    monkeypatch.setattr(optim, "_gram_newton_schulz", lambda x, steps: calls.append(steps) or x)
+    optim.orthogonalize(torch.randn(1, 8, 24), 5)
+    optim.orthogonalize(torch.randn(1, 8, 16), 5)  # not wide enough to gain
+    assert calls == [2, 3]
+
+
 def test_a_tall_and_a_wide_matrix_share_one_batch_and_each_gets_its_own_update():
     """(8, 4) and (4, 8) orthogonalise together (the tall one transposed); the tall one's update is
     the transpose of the wide one's for the transposed gradient, scaled by sqrt(rows / cols)."""
@@ -57,6 +87,68 @@ def test_a_tall_and_a_wide_matrix_share_one_batch_and_each_gets_its_own_update()
     torch.testing.assert_close(tall.detach(), wide.detach().T * 2**0.5)
     alone = orthogonalize(wide.grad[None], 5)[0]
     torch.testing.assert_close(wide.detach(), -0.1 * alone)
+
+
+def test_each_block_of_a_fused_projection_is_orthogonalised_on_its_own():
+    """A (12, 4) weight declared as blocks of 4, 4 and 4 rows (q, k, v) moves exactly as three
+    (4, 4) weights would, not as one tall matrix."""
+    torch.manual_seed(0)
+    fused = torch.nn.Parameter(torch.zeros(12, 4))
+    fused.grad = torch.randn(12, 4)
+    apart = [torch.nn.Parameter(torch.zeros(4, 4)) for _ in range(3)]
+    for p, g in zip(apart, fused.grad.split(4), strict=True):
+        p.grad = g.clone()
+    settings = {"lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-8, "momentum": 0.0, "ns_steps": 5}
+    group = {"algo": "muon", "weight_decay": 0.0}
+    MuonAdamW([{**group, "params": [fused]}], **settings, row_blocks={id(fused): (4, 4, 4)}).step()
+    MuonAdamW([{**group, "params": apart}], **settings).step()
+    torch.testing.assert_close(fused.detach(), torch.cat([p.detach() for p in apart]))
+    whole = torch.nn.Parameter(torch.zeros(12, 4))
+    whole.grad = fused.grad.clone()
+    MuonAdamW([{**group, "params": [whole]}], **settings).step()
+    assert not torch.allclose(whole.detach(), fused.detach(), atol=1e-3)  # one tall matrix differs
+
+
+def test_a_loaded_state_replaces_the_momentum_the_optimizer_holds():
+    """Muon keeps its momentum stacked per batch of same-shape matrices; `state_dict` writes it back
+    per parameter and `load_state_dict` replaces it, even in an optimizer that has already stepped."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(8, 4)), torch.nn.Parameter(torch.randn(4, 8))]
+    grads = [[torch.randn(8, 4), torch.randn(4, 8)] for _ in range(4)]
+    settings = {"lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-8, "momentum": 0.9, "ns_steps": 5}
+
+    def step(opt: MuonAdamW, g: list[torch.Tensor]) -> None:
+        for p, gp in zip(params, g, strict=True):
+            p.grad = gp.clone()
+        opt.step()
+
+    opt = MuonAdamW([{"params": params, "algo": "muon", "weight_decay": 0.0}], **settings)
+    step(opt, grads[0])
+    saved, weights = copy.deepcopy(opt.state_dict()), [p.detach().clone() for p in params]
+    assert torch.count_nonzero(saved["state"][0]["momentum_buffer"]) > 0
+    step(opt, grads[1])  # the momentum moves on
+    for p, w in zip(params, weights, strict=True):
+        p.data.copy_(w)
+    opt.load_state_dict(saved)
+    step(opt, grads[2])
+    after_load = [p.detach().clone() for p in params]
+    for p, w in zip(params, weights, strict=True):
+        p.data.copy_(w)
+    fresh = MuonAdamW([{"params": params, "algo": "muon", "weight_decay": 0.0}], **settings)
+    fresh.load_state_dict(saved)
+    step(fresh, grads[2])
+    for a, b in zip(after_load, params, strict=True):
+        torch.testing.assert_close(a, b.detach())
+
+
+def test_minigpt_declares_its_query_key_value_blocks_and_a_wrong_declaration_is_named():
+    model = zoo.build_model({**MODEL, "n_heads": 4, "n_kv_heads": 2})  # d_model 32: q 32 rows, k and v 16 each
+    blocks = fused_row_blocks(model)
+    assert [blocks.get(id(b.attn.qkv.weight)) for b in model.blocks] == [(32, 16, 16)] * 2
+    assert len(blocks) == 2  # only the fused projections
+    model.blocks[1].attn.qkv.zoo_fused_outputs = (32, 16)
+    with pytest.raises(PluginError, match=r"blocks\.1\.attn\.qkv: zoo_fused_outputs \(32, 16\) .* 64 output rows"):
+        build_optimizer(OptimizerSpec(name="muon"), model, 3e-3, torch.device("cpu"))
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():

@@ -130,6 +130,15 @@ class ShardUnit(Protocol):
 
 
 @runtime_checkable
+class FusedProjections(Protocol):
+    """An ``nn.Linear`` that computes several projections at once (attention's q, k and v): its
+    output rows come in blocks of these sizes. Muon orthogonalises each block on its own, as the
+    separate linear maps they are."""
+
+    zoo_fused_outputs: tuple[int, ...]
+
+
+@runtime_checkable
 class LoraTarget(Protocol):
     """A model that puts LoRA adapters into itself its own way (zoo-hf: through peft); every other
     model gets zoo's wrapper (`zoo.trainers.lora`). ``spec`` is a trainer's `LoraSpec`."""

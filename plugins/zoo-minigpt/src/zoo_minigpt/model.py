@@ -65,6 +65,9 @@ class Attention(nn.Module):
         self.layer, self.n_heads, self.n_kv, self.head_dim = layer, spec.n_heads, spec.kv_heads, spec.head_dim
         # fused q (H heads), k and v (KV heads each)
         self.qkv = nn.Linear(spec.d_model, (spec.n_heads + 2 * spec.kv_heads) * spec.head_dim, bias=spec.bias)
+        # three linear maps in one matmul (`zoo.FusedProjections`): Muon orthogonalises each alone
+        q_rows, kv_rows = spec.n_heads * spec.head_dim, spec.kv_heads * spec.head_dim
+        self.qkv.zoo_fused_outputs = (q_rows, kv_rows, kv_rows)  # type: ignore[assignment]
         self.proj = nn.Linear(spec.d_model, spec.d_model, bias=spec.bias)
         self.proj.zoo_residual = True  # type: ignore[assignment]
         self.q_norm = nn.RMSNorm(spec.head_dim, eps=spec.norm_eps) if spec.qk_norm else None
