@@ -93,3 +93,29 @@ def test_llama_presets_are_llama_shaped():
     spec = zoo.model_spec("minigpt-llama-small")
     assert (spec.positions, spec.mlp, spec.norm, spec.bias, spec.kv_heads) == ("rope", "swiglu", "rmsnorm", False, 2)
     zoo.testing.check_model("minigpt-llama-tiny")
+
+
+def test_rotary_attention_inputs_have_the_gradient_of_rotating_by_hand():
+    """`RotaryQKV` (hand-written backward: no copies per split) against autograd through
+    `apply_rope` and plain splits, forward and backward, with grouped-query heads."""
+    from zoo_minigpt.model import RotaryQKV, apply_rope, rope_table
+
+    spec = zoo.model_spec({"type": "minigpt", "d_model": 16, "n_heads": 4, "n_kv_heads": 2, "positions": "rope"})
+    cos, sin = (t[:5].double()[None, :, None] for t in rope_table(spec))  # (1, T, 1, D)
+    qkv = torch.randn(2, 5, 8, 4, dtype=torch.double, requires_grad=True)  # (B, T, H + 2 KV, D)
+    assert torch.autograd.gradcheck(lambda t: RotaryQKV.apply(t, cos, sin, 4, 2), (qkv,))
+
+    def by_hand(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        qk, v = t.split([6, 2], dim=2)
+        q, k = apply_rope(qk, (cos, sin)).transpose(1, 2).split([4, 2], dim=1)
+        return q, k, v.transpose(1, 2)
+
+    grads = [torch.randn(2, h, 5, 4, dtype=torch.double) for h in (4, 2, 2)]
+    results = []
+    for fn in (lambda t: RotaryQKV.apply(t, cos, sin, 4, 2), by_hand):
+        out = fn(qkv)
+        results.append((out, torch.autograd.grad(out, qkv, grads)[0]))
+    (out_a, grad_a), (out_b, grad_b) = results
+    for a, b in zip(out_a, out_b, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(grad_a, grad_b)

@@ -59,6 +59,37 @@ def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torc
     return x * cos.to(x.dtype) + x.roll(x.shape[-1] // 2, -1) * sin.to(x.dtype)
 
 
+class RotaryQKV(torch.autograd.Function):
+    """q and k rotated, and v, of a fused (B, T, H + 2 KV, D) projection, as the (B, heads, T, D)
+    views attention takes. Autograd through `apply_rope` and the splits would copy every gradient
+    once more (a concatenation per split); here the backward pass rotates dq and dk back straight
+    into one gradient buffer (the inverse rotation: the same with -sin)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cos, sin = cos.to(qkv.dtype), sin.to(qkv.dtype)
+        qk = qkv[:, :, : heads + kv_heads]
+        rotated = torch.mul(qk, cos).addcmul_(qk.roll(qk.shape[-1] // 2, -1), sin)
+        ctx.save_for_backward(cos, sin)
+        q, k = rotated.transpose(1, 2).split([heads, kv_heads], dim=1)
+        return q, k, qkv[:, :, heads + kv_heads :].transpose(1, 2)
+
+    @staticmethod
+    def backward(
+        ctx: Any, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None, None, None]:
+        cos, sin = ctx.saved_tensors
+        (B, H, T, D), KV = dq.shape, dk.shape[1]
+        grad = torch.empty(B, T, H + 2 * KV, D, dtype=dq.dtype, device=dq.device)
+        for d, rows in ((dq, slice(0, H)), (dk, slice(H, H + KV))):
+            d = d.transpose(1, 2)
+            torch.mul(d, cos, out=grad[:, :, rows]).addcmul_(d.roll(D // 2, -1), sin, value=-1.0)
+        grad[:, :, H + KV :] = dv.transpose(1, 2)
+        return grad, None, None, None, None
+
+
 class Attention(nn.Module):
     def __init__(self, spec: MiniGPTSpec, layer: int) -> None:
         super().__init__()
@@ -92,6 +123,8 @@ class Attention(nn.Module):
         qkv = self.qkv(x).view(B, T, H + 2 * KV, D)
         if self.q_norm is None and rope is None:  # fewest view ops: this runs per layer per token
             q, k, v = qkv.transpose(1, 2).split([H, KV, KV], dim=1)
+        elif self.q_norm is None and rope is not None:
+            q, k, v = RotaryQKV.apply(qkv, *rope, H, KV)
         else:
             qk, v = qkv.split([H + KV, KV], dim=2)
             if self.q_norm is not None and self.k_norm is not None:
