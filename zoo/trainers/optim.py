@@ -179,7 +179,8 @@ class MuonAdamW(torch.optim.Optimizer):
             g.lerp_(momentum, beta)  # Nesterov
             ortho = orthogonalize(g, group["ns_steps"])
             if any(tall for *_, tall in batch):  # sqrt(max(1, rows / cols)): tall matrices get larger steps
-                ortho.mul_(torch.tensor([(long / short) ** 0.5 if tall else 1.0 for *_, tall in batch])[:, None, None])
+                scale = [(long / short) ** 0.5 if tall else 1.0 for *_, tall in batch]
+                ortho.mul_(torch.tensor(scale, device=ortho.device)[:, None, None])
             for (i, start, rows, tall), update in zip(batch, ortho, strict=True):
                 targets.append(params[i][start : start + rows])
                 updates.append(update.mT if tall else update)
@@ -202,18 +203,22 @@ class MuonAdamW(torch.optim.Optimizer):
     def _stack_momentum(self, params: list[torch.Tensor], batches: list[tuple[tuple, Any, list[Block]]]) -> None:
         """Each batch's momentum as one (N, short, long) tensor, from the per-parameter buffers (the
         first step, after a resume, or when the parameters with gradients change)."""
-        self._unstack_momentum()
-        self._momentum.clear()
+        ids = {id(params[i]) for _, _, batch in batches for i, *_ in batch}
+        stale = [key for key in self._momentum if any(pid in ids for pid, _ in key)]  # this group's
+        self._unstack_momentum(stale)
+        for key in stale:
+            del self._momentum[key]
         for key, _, batch in batches:
             bufs = [self.state[params[i]].get("momentum_buffer", torch.zeros_like(params[i])) for i, *_ in batch]
             blocks = zip(bufs, batch, strict=True)
             self._momentum[key] = torch.stack([_block(b, start, rows, tall) for b, (_, start, rows, tall) in blocks])
 
-    def _unstack_momentum(self) -> None:
-        """The stacked momentum written back to each parameter's ``momentum_buffer`` (what a
-        checkpoint holds)."""
+    def _unstack_momentum(self, keys: list[tuple] | None = None) -> None:
+        """The stacked momentum (of ``keys``, or all) written back to each parameter's
+        ``momentum_buffer``: what a checkpoint holds."""
         params = {id(p): p for group in self.param_groups for p in group["params"]}
-        for key, stacked in self._momentum.items():
+        for key in self._momentum if keys is None else keys:
+            stacked = self._momentum[key]
             for (pid, (start, rows, tall)), value in zip(key, stacked, strict=True):
                 p = params[pid]
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
