@@ -80,3 +80,13 @@ def test_benchmarks_interleave_their_rounds_and_pair_the_ratios():
     ratio = common.paired_ratio(rounds["zoo"], rounds["peer"], higher_is_better=True)
     assert ratio == {"median": 2.0, "min": 1.0, "max": 4.0}
     assert common.paired_ratio([1.0], [2.0], higher_is_better=False)["median"] == 2.0  # seconds: less is better
+
+
+def test_the_learning_benchmark_alternates_which_recipe_trains_first(monkeypatch):
+    shakespeare = _bench_module("shakespeare")
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(shakespeare, "run", lambda name, data, steps: calls.append((name, steps)) or {"name": name})
+    runs = shakespeare.sittings(["baseline", "fast"], "text", 2000, rounds=3)
+    assert calls[:2] == [("baseline", 200), ("fast", 200)]  # an unmeasured short run of each first
+    assert [name for name, _ in calls[2:]] == ["baseline", "fast", "fast", "baseline", "baseline", "fast"]
+    assert {name: len(rs) for name, rs in runs.items()} == {"baseline": 3, "fast": 3}
