@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/zoo train --model minigpt-small --trainer lm-demo --out runs/demo --force
+	$(BIN)/zoo train --model minigpt-rope-small --trainer lm-demo --out runs/demo --force
 	$(BIN)/zoo plot runs/demo
 	$(BIN)/zoo generate runs/demo --prompt "The function" --sampler creative --max-new-tokens 110
 
