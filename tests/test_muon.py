@@ -149,6 +149,9 @@ def test_minigpt_declares_its_query_key_value_blocks_and_a_wrong_declaration_is_
     model.blocks[1].attn.qkv.zoo_fused_outputs = (32, 16)
     with pytest.raises(PluginError, match=r"blocks\.1\.attn\.qkv: zoo_fused_outputs \(32, 16\) .* 64 output rows"):
         build_optimizer(OptimizerSpec(name="muon"), model, 3e-3, torch.device("cpu"))
+    model.blocks[1].attn.qkv.zoo_fused_outputs = 64  # not a tuple of sizes: the same one message
+    with pytest.raises(PluginError, match=r"zoo_fused_outputs 64 must be positive integers"):
+        build_optimizer(OptimizerSpec(name="muon"), model, 3e-3, torch.device("cpu"))
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():

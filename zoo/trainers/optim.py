@@ -65,10 +65,11 @@ def fused_row_blocks(model: nn.Module) -> dict[int, tuple[int, ...]]:
     for name, module in model.named_modules():
         sizes = getattr(module, "zoo_fused_outputs", None)
         if isinstance(module, nn.Linear) and sizes is not None:
-            if sum(sizes) != module.weight.shape[0] or min(sizes) < 1:
+            ok = isinstance(sizes, (tuple, list)) and all(isinstance(n, int) and n > 0 for n in sizes)
+            if not ok or sum(sizes) != module.weight.shape[0]:
                 raise PluginError(
-                    f"{type(model).__name__}.{name}: zoo_fused_outputs {tuple(sizes)} must be positive and add up to "
-                    f"its {module.weight.shape[0]} output rows"
+                    f"{type(model).__name__}.{name}: zoo_fused_outputs {sizes!r} must be positive integers "
+                    f"adding up to its {module.weight.shape[0]} output rows"
                 )
             blocks[id(module.weight)] = tuple(sizes)
     return blocks
@@ -150,6 +151,7 @@ class MuonAdamW(torch.optim.Optimizer):
     ) -> None:
         self.row_blocks = row_blocks or {}
         self._momentum: dict[tuple, torch.Tensor] = {}  # Muon's momentum, stacked per batch
+        self._tall_scale: dict[tuple, torch.Tensor | None] = {}  # per batch, each matrix's update scale
         defaults = {"lr": lr, "betas": betas, "eps": eps, "momentum": momentum, "ns_steps": ns_steps}
         super().__init__(groups, {**defaults, "weight_decay": 0.0, "algo": "adamw"})
 
@@ -171,16 +173,15 @@ class MuonAdamW(torch.optim.Optimizer):
         batches = self._batches(params)
         if any(key not in self._momentum for key, *_ in batches):
             self._stack_momentum(params, batches)
-        for key, (short, long), batch in batches:
+        for key, _, batch in batches:
             # one op per stage on a stacked batch: each small op costs more than its arithmetic here
             g = torch.stack([_block(grads[i], start, rows, tall) for i, start, rows, tall in batch])
             momentum = self._momentum[key]
             momentum.lerp_(g, 1 - beta)
             g.lerp_(momentum, beta)  # Nesterov
             ortho = orthogonalize(g, group["ns_steps"])
-            if any(tall for *_, tall in batch):  # sqrt(max(1, rows / cols)): tall matrices get larger steps
-                scale = [(long / short) ** 0.5 if tall else 1.0 for *_, tall in batch]
-                ortho.mul_(torch.tensor(scale, device=ortho.device)[:, None, None])
+            if (scale := self._tall_scale[key]) is not None:
+                ortho.mul_(scale)
             for (i, start, rows, tall), update in zip(batch, ortho, strict=True):
                 targets.append(params[i][start : start + rows])
                 updates.append(update.mT if tall else update)
@@ -208,10 +209,14 @@ class MuonAdamW(torch.optim.Optimizer):
         self._unstack_momentum(stale)
         for key in stale:
             del self._momentum[key]
-        for key, _, batch in batches:
+        for key, (short, long), batch in batches:
             bufs = [self.state[params[i]].get("momentum_buffer", torch.zeros_like(params[i])) for i, *_ in batch]
             blocks = zip(bufs, batch, strict=True)
             self._momentum[key] = torch.stack([_block(b, start, rows, tall) for b, (_, start, rows, tall) in blocks])
+            # sqrt(max(1, rows / cols)): tall matrices get larger steps (made once: no copy to a device per step)
+            scale = [(long / short) ** 0.5 if tall else 1.0 for *_, tall in batch]
+            on = params[batch[0][0]].device
+            self._tall_scale[key] = torch.tensor(scale, device=on)[:, None, None] if max(scale) > 1 else None
 
     def _unstack_momentum(self, keys: list[tuple] | None = None) -> None:
         """The stacked momentum (of ``keys``, or all) written back to each parameter's
