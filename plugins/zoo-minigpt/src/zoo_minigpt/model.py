@@ -56,7 +56,7 @@ def rope_table(spec: MiniGPTSpec) -> tuple[torch.Tensor, torch.Tensor]:
 def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Rotate (B, T, heads, D) by position: x * cos + [x2, x1] * [-sin, sin] (one copy, no negation)."""
     cos, sin = rope
-    return x * cos.to(x.dtype) + x.roll(x.shape[-1] // 2, -1) * sin.to(x.dtype)
+    return torch.mul(x, cos.to(x.dtype)).addcmul_(x.roll(x.shape[-1] // 2, -1), sin.to(x.dtype))
 
 
 class RotaryQKV(torch.autograd.Function):
@@ -71,7 +71,7 @@ class RotaryQKV(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cos, sin = cos.to(qkv.dtype), sin.to(qkv.dtype)
         qk = qkv[:, :, : heads + kv_heads]
-        rotated = torch.mul(qk, cos).addcmul_(qk.roll(qk.shape[-1] // 2, -1), sin)
+        rotated = apply_rope(qk, (cos, sin))
         ctx.save_for_backward(cos, sin)
         q, k = rotated.transpose(1, 2).split([heads, kv_heads], dim=1)
         return q, k, qkv[:, :, heads + kv_heads :].transpose(1, 2)
