@@ -150,8 +150,9 @@ class MuonAdamW(torch.optim.Optimizer):
         row_blocks: dict[int, tuple[int, ...]] | None = None,
     ) -> None:
         self.row_blocks = row_blocks or {}
-        self._momentum: dict[tuple, torch.Tensor] = {}  # Muon's momentum, stacked per batch
-        self._tall_scale: dict[tuple, torch.Tensor | None] = {}  # per batch, each matrix's update scale
+        # per batch of same-shape matrices: Muon's momentum stacked (N, short, long), and each
+        # matrix's update scale (None when all are 1)
+        self._stacks: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
         defaults = {"lr": lr, "betas": betas, "eps": eps, "momentum": momentum, "ns_steps": ns_steps}
         super().__init__(groups, {**defaults, "weight_decay": 0.0, "algo": "adamw"})
 
@@ -171,16 +172,16 @@ class MuonAdamW(torch.optim.Optimizer):
         beta, lr, decay = group["momentum"], group["lr"], group["weight_decay"]
         targets, updates = [], []
         batches = self._batches(params)
-        if any(key not in self._momentum for key, *_ in batches):
+        if any(key not in self._stacks for key, *_ in batches):
             self._stack_momentum(params, batches)
         for key, _, batch in batches:
             # one op per stage on a stacked batch: each small op costs more than its arithmetic here
             g = torch.stack([_block(grads[i], start, rows, tall) for i, start, rows, tall in batch])
-            momentum = self._momentum[key]
+            momentum, scale = self._stacks[key]
             momentum.lerp_(g, 1 - beta)
             g.lerp_(momentum, beta)  # Nesterov
             ortho = orthogonalize(g, group["ns_steps"])
-            if (scale := self._tall_scale[key]) is not None:
+            if scale is not None:
                 ortho.mul_(scale)
             for (i, start, rows, tall), update in zip(batch, ortho, strict=True):
                 targets.append(params[i][start : start + rows])
@@ -205,25 +206,25 @@ class MuonAdamW(torch.optim.Optimizer):
         """Each batch's momentum as one (N, short, long) tensor, from the per-parameter buffers (the
         first step, after a resume, or when the parameters with gradients change)."""
         ids = {id(params[i]) for _, _, batch in batches for i, *_ in batch}
-        stale = [key for key in self._momentum if any(pid in ids for pid, _ in key)]  # this group's
+        stale = [key for key in self._stacks if any(pid in ids for pid, _ in key)]  # this group's
         self._unstack_momentum(stale)
         for key in stale:
-            del self._momentum[key]
+            del self._stacks[key]
         for key, (short, long), batch in batches:
             bufs = [self.state[params[i]].get("momentum_buffer", torch.zeros_like(params[i])) for i, *_ in batch]
             blocks = zip(bufs, batch, strict=True)
-            self._momentum[key] = torch.stack([_block(b, start, rows, tall) for b, (_, start, rows, tall) in blocks])
+            momentum = torch.stack([_block(b, start, rows, tall) for b, (_, start, rows, tall) in blocks])
             # sqrt(max(1, rows / cols)): tall matrices get larger steps (made once: no copy to a device per step)
             scale = [(long / short) ** 0.5 if tall else 1.0 for *_, tall in batch]
-            on = params[batch[0][0]].device
-            self._tall_scale[key] = torch.tensor(scale, device=on)[:, None, None] if max(scale) > 1 else None
+            tall_scale = torch.tensor(scale, device=momentum.device)[:, None, None] if max(scale) > 1 else None
+            self._stacks[key] = (momentum, tall_scale)
 
     def _unstack_momentum(self, keys: list[tuple] | None = None) -> None:
         """The stacked momentum (of ``keys``, or all) written back to each parameter's
         ``momentum_buffer``: what a checkpoint holds."""
         params = {id(p): p for group in self.param_groups for p in group["params"]}
-        for key in self._momentum if keys is None else keys:
-            stacked = self._momentum[key]
+        for key in self._stacks if keys is None else keys:
+            stacked, _ = self._stacks[key]
             for (pid, (start, rows, tall)), value in zip(key, stacked, strict=True):
                 p = params[pid]
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
@@ -235,7 +236,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self._momentum.clear()  # rebuilt from the loaded per-parameter buffers
+        self._stacks.clear()  # rebuilt from the loaded per-parameter buffers
 
     def _adamw(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         (beta1, beta2), lr, eps, decay = group["betas"], group["lr"], group["eps"], group["weight_decay"]
