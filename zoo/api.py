@@ -144,13 +144,25 @@ def check_protocol(user: TrainerSpec | SamplerSpec, model: Any, *, config: Confi
         )
 
 
-def attach(model: nn.Module, spec: ModelSpec, *, tokenizer: Any = None) -> nn.Module:
-    """Remember on the module which spec built it (and its tokenizer), for saving and checks."""
+def attach(
+    model: nn.Module, spec: ModelSpec, *, tokenizer: Any = None, source: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """Remember on the module which spec built it (and its tokenizer), for saving and checks;
+    ``source`` is where its weights came from when a hub gave them (``{"reference": "hf:ORG/NAME@SHA",
+    "revision": SHA, "files": {name: sha256}}``), recorded as the parent of what is saved or trained."""
     # nn.Module.__setattr__ stores plain objects as attributes; setattr keeps mypy out of it
     setattr(model, "zoo_spec", spec)  # noqa: B010
     if tokenizer is not None:
         setattr(model, "zoo_tokenizer", tokenizer)  # noqa: B010
+    if source is not None:
+        setattr(model, "zoo_source", dict(source))  # noqa: B010
     return model
+
+
+def source_of(model: Any) -> dict[str, Any] | None:
+    """The hub provenance `attach` recorded (None: weights not from a hub reference)."""
+    source: dict[str, Any] | None = vars(model).get("zoo_source")
+    return source
 
 
 def tokenizer_of(model: Any) -> Tokenizer | None:

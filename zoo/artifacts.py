@@ -25,6 +25,7 @@ from torch import nn
 
 from zoo.errors import ArtifactError, SpecError, UnknownNameError, ZooError
 from zoo.files import LENIENT, read_json, read_model, regular_file, shorten
+from zoo.model_folders import resolve_reference
 from zoo.specs import ModelSpec
 
 FORMAT_VERSION = 1
@@ -109,7 +110,7 @@ class Manifest(BaseModel):
     aliases: dict[str, str] = Field(default_factory=dict)
     tokenizer: TokenizerRef | None = None
     plugin: PluginRef = Field(default_factory=PluginRef)
-    parent: dict[str, str] | None = None  # what a fine-tuned model started from: {"path", "sha256"}
+    parent: dict[str, Any] | None = None  # what the weights came from: {"path", "sha256"} (+ a hub's revision, files)
 
 
 def sha256_file(path: Path) -> str:
@@ -349,12 +350,13 @@ def save(
     tokenizer: Any = None,
     overwrite: bool = False,
     config: Any = None,
-    parent: dict[str, str] | None = None,
+    parent: dict[str, Any] | None = None,
 ) -> Path:
     """Save a model built by zoo as an artifact directory; returns the path. ``parent``
-    (``{"path", "sha256"}``) records the artifact a fine-tuned model started from."""
+    (``{"path", "sha256"}``) records the artifact a fine-tuned model started from; without one, a
+    model opened from a hub reference records that (`zoo.source_of`)."""
     from zoo import __version__
-    from zoo.api import default_config, spec_of, tokenizer_of
+    from zoo.api import default_config, source_of, spec_of, tokenizer_of
 
     spec = spec or spec_of(model)
     config = config or default_config()
@@ -384,7 +386,7 @@ def save(
                 "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
                 "aliases": aliases,
                 "tokenizer": tok_desc,
-                "parent": parent,
+                "parent": parent if parent is not None else source_of(model),
             },
         )
     return path
@@ -394,11 +396,13 @@ def load(path: str | Path, *, config: Any = None) -> nn.Module:
     """Rebuild a saved model through the registry and verify it; returns it on the CPU.
 
     Order matters: the checksum, then the spec, then the safetensors header against a build on
-    the meta device (names, shapes, dtypes), and only then is memory spent on the weights.
+    the meta device (names, shapes, dtypes), and only then is memory spent on the weights. A hub
+    reference (``hf:ORG/NAME``) loads the zoo artifact stored in that repo.
     """
     from zoo.api import attach, default_config
 
-    path = Path(path)
+    config = config or default_config()
+    path = resolve_reference(path, config.registry) or Path(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: no such artifact directory")
     if not (path / WEIGHTS_FILE).exists():
@@ -419,7 +423,6 @@ def load(path: str | Path, *, config: Any = None) -> nn.Module:
             f"{weights}: sha256 {digest[:12]}... does not match the manifest "
             f"({manifest.weights_sha256[:12]}...); the file is corrupt or was modified"
         )
-    config = config or default_config()
     try:
         spec = config.spec("models", spec_data)
     except (UnknownNameError, SpecError) as err:

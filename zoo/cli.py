@@ -16,6 +16,7 @@ from zoo.config import Config, config_from_args, load_config, registry_files, sp
 from zoo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PluginError, UnknownNameError, ZooError
 from zoo.files import shorten
 from zoo.hookspecs import CORE_COMMANDS
+from zoo.model_folders import reference_scheme
 from zoo.registry import CommandEntry
 from zoo.specs import KINDS, Kind, Spec, field_table
 
@@ -44,6 +45,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     import fnmatch
 
     cfg = _config(args)
+    if args.cached:
+        return list_cached(cfg, args.json)
     words = list(args.words or [])
     kinds: Sequence[Kind] = [words.pop(0)] if words and words[0] in KINDS else KINDS
     if len(words) > 1:
@@ -111,8 +114,29 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def list_cached(cfg: Config, as_json: bool) -> int:
+    """``zoo list --cached``: the models each hub plugin has on disk, ready to open offline."""
+    rows = [row for hub in cfg.registry.hubs.values() if hub.cached is not None for row in hub.cached()]
+    if as_json:
+        _print_json(rows)
+        return EXIT_OK
+    if not cfg.registry.hubs:
+        print("no hub plugin installed (hf: references need zoo-hf)", file=sys.stderr)
+    for row in rows:
+        refs = f" ({', '.join(row['refs'])})" if row.get("refs") else ""
+        size = f"{row['size'] / 2**20:.1f} MB"
+        print(f"  {row['reference']:<44} {str(row['revision'])[:12]}{refs:<10} {size:>10}  {row.get('kind', '')}")
+    if not rows:
+        print("  (no cached models; fetch one with: zoo pull hf:ORG/NAME)")
+    return EXIT_OK
+
+
 def _find(cfg: Config, name: str) -> tuple[Kind, Spec | None, Any]:
-    """A preset or type name, in any kind: (kind, preset spec or None, entry)."""
+    """A preset or type name, in any kind: (kind, preset spec or None, entry); a hub reference
+    shows the spec of the model it names."""
+    if reference_scheme(name) is not None:
+        spec = cfg.spec("models", name)
+        return "models", spec, cfg.registry.entry("models", spec.type)
     for kind in KINDS:
         if name in cfg.presets[kind]:
             spec = cfg.presets[kind][name]
@@ -288,6 +312,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "words", nargs="*", metavar="KIND|PATTERN", help=f"one of {', '.join(KINDS)}; a pattern, e.g. 'minigpt*'"
     )
     p.add_argument("--protocol", choices=["classifier", "causal-lm"], help="only entries of this model protocol")
+    p.add_argument(
+        "--cached", action="store_true", help="models already in a hub's cache (hf:...), with size and revision"
+    )
     p.add_argument("--json", action="store_true")
     p = add("show", cmd_show, "show a type's or preset's fields, defaults and bounds")
     p.add_argument("name")

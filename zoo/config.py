@@ -18,6 +18,7 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from zoo.errors import SpecError, UnknownNameError, ZooError
+from zoo.model_folders import folder_spec, resolve_reference
 from zoo.registry import Registry
 from zoo.specs import (
     KINDS,
@@ -67,6 +68,9 @@ class Config:
             return self.validate_entry(kind, ref, str(ref.get("type", kind)), source=None)
         if ref in self.presets[kind]:
             return self.presets[kind][ref]
+        folder = resolve_reference(ref, self.registry) if kind == "models" else None
+        if folder is not None:  # hf:ORG/NAME: the spec of the folder the hub gave
+            return folder_spec(folder, self.registry, ref)
         if (kind, ref) in self.unavailable:
             raise SpecError([(f"{kind}.{ref}", self.unavailable[(kind, ref)])], source=self.source)
         if ref in self.registry.known(kind):

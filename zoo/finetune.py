@@ -16,11 +16,12 @@ from typing import Any
 
 from torch import nn
 
-from zoo.api import attach, tokenizer_of
+from zoo.api import attach, source_of, tokenizer_of
 from zoo.artifacts import MANIFEST_FILE, Manifest, check_tensors, load, sha256_file, tensor_info
 from zoo.config import Config
 from zoo.errors import ArtifactError
 from zoo.files import read_model
+from zoo.model_folders import folder_spec, resolve_reference
 from zoo.specs import ModelSpec
 
 
@@ -29,7 +30,7 @@ class Start:
     """A model to train, and the parent it came from (recorded in run.json and the manifest)."""
 
     model: nn.Module
-    parent: dict[str, str]
+    parent: dict[str, Any]
 
 
 def artifact_folder(path: Path) -> Path | None:
@@ -38,25 +39,6 @@ def artifact_folder(path: Path) -> Path | None:
         if (candidate / MANIFEST_FILE).is_file():
             return candidate
     return None
-
-
-def folder_spec(folder: Path, config: Config) -> ModelSpec:
-    """The spec of the one registered model type that reads this folder (`ModelSpec.from_folder`)."""
-    claims: list[ModelSpec] = []
-    for entry in config.registry.types("models").values():
-        if issubclass(entry.spec_cls, ModelSpec):
-            claim = entry.spec_cls.from_folder(folder)
-            if claim is not None:
-                claims.append(claim)
-    if not claims:
-        raise ArtifactError(
-            f"--init-from {folder}: not a zoo artifact (no {MANIFEST_FILE}), a run folder (no model/), or a "
-            "model folder an installed plugin reads (e.g. a Hugging Face folder needs zoo-hf)"
-        )
-    if len(claims) > 1:
-        names = ", ".join(s.type for s in claims)
-        raise ArtifactError(f"--init-from {folder}: several model types read this folder ({names}); pass --model")
-    return claims[0]
 
 
 def weights_digest(folder: Path) -> str:
@@ -76,15 +58,20 @@ def open_folder(path: Path, config: Config) -> tuple[nn.Module, Path]:
     art = artifact_folder(path)
     if art is not None:
         return load(art, config=config), art
-    spec = folder_spec(path, config)
-    return attach(spec.build(), spec), path  # the model family attaches the folder's tokenizer
+    spec = folder_spec(path, config.registry)
+    # the model family attaches the folder's tokenizer (and, for a hub's folder, its provenance)
+    return attach(spec.build(), spec), path
 
 
 def open_model(target: Any, config: Config) -> nn.Module:
     """A model to use from anything a user names: a zoo artifact, a run folder, a local model
-    folder an installed plugin reads (e.g. a Hugging Face folder), or a preset / type / inline
-    spec (built through the registry, with the weights the spec says: a ``path=`` preset loads its
+    folder an installed plugin reads (e.g. a Hugging Face folder), a hub reference
+    (``hf:ORG/NAME[@REVISION]``, fetched into the hub's cache), or a preset / type / inline spec
+    (built through the registry, with the weights the spec says: a ``path=`` preset loads its
     folder, others start random)."""
+    folder = resolve_reference(target, config.registry)
+    if folder is not None:
+        return open_folder(folder, config)[0]
     if isinstance(target, (str, Path)) and not str(target).lstrip().startswith("{"):
         path = Path(target).expanduser()
         if path.is_dir():
@@ -99,13 +86,16 @@ def open_model(target: Any, config: Config) -> nn.Module:
 def starting_point(source: str | Path, config: Config, model: Any = None) -> Start:
     """Load ``source`` as the starting weights; with ``model`` (a name, dict or spec) train that
     spec instead, provided every tensor matches in name, shape and dtype."""
-    path = Path(source).expanduser()
+    path = resolve_reference(str(source), config.registry) or Path(source).expanduser()
     if not path.exists():
         raise ArtifactError(f"--init-from {path}: no such file or folder")
     loaded, where = open_folder(path, config)
     is_artifact = (where / MANIFEST_FILE).is_file()
     digest = read_model(where / MANIFEST_FILE, Manifest).weights_sha256 if is_artifact else weights_digest(where)
-    parent = {"path": str(where.resolve()), "sha256": digest}
+    parent: dict[str, Any] = {"path": str(where.resolve()), "sha256": digest}
+    hub = source_of(loaded)
+    if hub is not None:  # a hub's folder: the pinned reference (what a resume resolves again) and every file's sha256
+        parent = {**parent, **hub, "path": hub["reference"]}
     if model is None:
         return Start(loaded, parent)
     target_spec = config.spec("models", model)

@@ -13,6 +13,7 @@ import builtins
 import difflib
 import importlib.metadata as metadata
 import os
+import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,8 +35,10 @@ DATA_HOOK = "zoo_register_data_sources"
 COMMAND_HOOK = "zoo_register_commands"
 TOKENIZER_HOOK = "zoo_register_tokenizers"
 EXPORTER_HOOK = "zoo_register_exporters"
-ALL_HOOKS = (*HOOKS, PRESET_HOOK, DATA_HOOK, COMMAND_HOOK, TOKENIZER_HOOK, EXPORTER_HOOK)
+HUB_HOOK = "zoo_register_hubs"
+ALL_HOOKS = (*HOOKS, PRESET_HOOK, DATA_HOOK, COMMAND_HOOK, TOKENIZER_HOOK, EXPORTER_HOOK, HUB_HOOK)
 PROTOCOLS = ("classifier", "causal-lm")
+SCHEME = re.compile(r"[a-z][a-z0-9-]{1,31}")  # the 'hf' of 'hf:ORG/NAME' (two letters at least: never a drive)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,23 @@ class ExporterEntry:
     version: str
 
 
+@dataclass(frozen=True)
+class HubEntry:
+    """A model hub a plugin reaches: ``resolve(name)`` turns the ``NAME`` of a ``SCHEME:NAME``
+    reference into a local folder; ``cached()`` lists what is already on disk."""
+
+    scheme: str
+    resolve: Callable[[str], Path]
+    cached: Callable[[], list[dict[str, Any]]] | None
+    description: str
+    distribution: str
+    version: str
+
+    @property
+    def name(self) -> str:
+        return self.scheme
+
+
 @dataclass
 class PluginInfo:
     """What `zoo plugins` shows for one plugin."""
@@ -164,6 +184,7 @@ class Registry:
         self.commands: dict[str, CommandEntry] = {}
         self.tokenizers: dict[str, TokenizerEntry] = {}
         self.exporters: dict[str, ExporterEntry] = {}
+        self.hubs: dict[str, HubEntry] = {}
         env = os.environ if env is None else env
         configured = {normalize(n) for n in self.settings.disable} - names_from_env(env, ENABLE_ENV)
         self._disabled = configured | names_from_env(env, DISABLE_ENV)
@@ -217,6 +238,7 @@ class Registry:
         commands: list[CommandEntry] = []
         tokenizers: list[TokenizerEntry] = []
         exporters: list[ExporterEntry] = []
+        hubs: list[HubEntry] = []
         registrars: list[tuple[str, Any]] = [
             *((hook, self._registrar(kind, name, distribution, version, staged)) for hook, kind in HOOKS.items()),
             (PRESET_HOOK, self._preset_registrar(name, distribution, version, presets)),
@@ -224,6 +246,7 @@ class Registry:
             (COMMAND_HOOK, self._command_registrar(distribution, version, commands)),
             (TOKENIZER_HOOK, self._tokenizer_registrar(distribution, version, tokenizers)),
             (EXPORTER_HOOK, self._exporter_registrar(distribution, version, exporters)),
+            (HUB_HOOK, self._hub_registrar(distribution, version, hubs)),
         ]
         try:
             self._check_hook_names(plugin)
@@ -245,6 +268,7 @@ class Registry:
         self.commands.update((c.name, c) for c in commands)
         self.tokenizers.update((t.name, t) for t in tokenizers)
         self.exporters.update((e.name, e) for e in exporters)
+        self.hubs.update((h.scheme, h) for h in hubs)
         info = PluginInfo(
             name,
             distribution,
@@ -255,7 +279,8 @@ class Registry:
             extras=[f"data:{s.name}" for s in sources]
             + [f"command:{c.name}" for c in commands]
             + [f"tokenizer:{t.name}" for t in tokenizers]
-            + [f"export:{e.name}" for e in exporters],
+            + [f"export:{e.name}" for e in exporters]
+            + [f"hub:{h.scheme}" for h in hubs],
         )
         self.plugins[name] = info
         return info
@@ -343,6 +368,23 @@ class Registry:
                 raise PluginError(f"export format {name!r}: register(format, export) takes a name and a callable")
             self._unique("export format", name, self.exporters, staged)
             staged.append(ExporterEntry(name, export, description, dist, version))
+
+        return register
+
+    def _hub_registrar(self, dist: str, version: str, staged: list[HubEntry]) -> Any:
+        def register(
+            scheme: str,
+            resolve: Callable[[str], Path],
+            *,
+            cached: Callable[[], list[dict[str, Any]]] | None = None,
+            description: str = "",
+        ) -> None:
+            if not isinstance(scheme, str) or not SCHEME.fullmatch(scheme) or not callable(resolve):
+                raise PluginError(
+                    f"hub {scheme!r}: register(scheme, resolve) takes a lowercase word (as in 'hf:') and a callable"
+                )
+            self._unique("hub", scheme, self.hubs, staged)
+            staged.append(HubEntry(scheme, resolve, cached, description, dist, version))
 
         return register
 

@@ -186,7 +186,7 @@ class RunInfo(BaseModel):
     model_config = LENIENT
     model: dict[str, Any] = Field(default_factory=dict)
     trainer: dict[str, Any] = Field(default_factory=dict)
-    init_from: dict[str, str] | None = None  # the parent of a fine-tune: {"path", "sha256"}
+    init_from: dict[str, Any] | None = None  # the parent of a fine-tune: {"path", "sha256"} (+ a hub's revision, files)
 
 
 Resume = bool | str | Path  # False: a new run; True or "last": the latest checkpoint; "best"; a checkpoint folder

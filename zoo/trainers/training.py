@@ -113,7 +113,6 @@ def train_from_config(
 def _parent_for(out: Path, init_from: str | Path | None, resume: bool) -> str | Path | None:
     """On resume, the parent the run recorded; a different ``init_from`` is refused."""
     from zoo.files import read_model
-    from zoo.finetune import artifact_folder
     from zoo.trainers.engine import RunInfo
 
     if not (resume and (out / "run.json").is_file()):
@@ -123,13 +122,23 @@ def _parent_for(out: Path, init_from: str | Path | None, resume: bool) -> str | 
         if init_from is not None:
             raise RunDirError(f"{out} was not started with --init-from; resume it without one, or use another --out")
         return None
-    given = (artifact_folder(Path(init_from)) or Path(init_from)).resolve() if init_from is not None else None
-    if given is not None and given != Path(recorded["path"]).resolve():
+    if init_from is not None and not _same_parent(init_from, recorded["path"]):
         raise RunDirError(
             f"{out} was started with --init-from {recorded['path']}; resume it with that (or none), "
             "or start a new run with another --out"
         )
     return recorded["path"]
+
+
+def _same_parent(given: str | Path, recorded: str) -> bool:
+    """A resume's ``init_from`` names the recorded parent: the same folder, or the same hub repo
+    (unpinned, or at the recorded revision)."""
+    from zoo.finetune import artifact_folder
+    from zoo.model_folders import reference_scheme
+
+    if reference_scheme(recorded) is not None:
+        return str(given) == recorded or recorded.startswith(f"{given}@")
+    return (artifact_folder(Path(given)) or Path(given)).resolve() == Path(recorded).resolve()
 
 
 def train(

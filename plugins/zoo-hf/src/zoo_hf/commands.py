@@ -28,3 +28,27 @@ def cmd_import(args: argparse.Namespace) -> int:
     zoo.save(model, args.out, tokenizer=tokenizer, config=cfg, overwrite=args.force)
     print(f"wrote {args.out} (a {zoo.spec_of(model).type} artifact)")
     return 0
+
+
+def pull_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("reference", help="hf:ORG/NAME[@REVISION] (or ORG/NAME): a model, adapter or zoo artifact repo")
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Fetch (or find in the cache) and print what is stored where: revision, files, sizes, sha256."""
+    from zoo_hf.hub import describe, resolve
+
+    name = args.reference.removeprefix("hf:")
+    folder = resolve(name)
+    source = describe(folder) or {"reference": f"hf:{name}", "revision": "?", "files": {}}
+    sizes = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
+    print(f"{source['reference']}  ({_size(sum(sizes.values()))})")
+    print(f"  stored in {folder}")
+    for file, digest in source["files"].items():
+        print(f"  {file:<32} {_size(sizes.get(file, 0)):>9}  sha256 {digest}")
+    print(f"open it with: zoo generate hf:{name.partition('@')[0]}@{source['revision']} --prompt ...")
+    return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.1f} KB"

@@ -1,8 +1,9 @@
 """Specs of HF models (no torch or transformers import here: `zoo list` stays fast).
 
 A spec names either an inline ``config`` (any ``model_type`` transformers knows, built with
-random weights) or a local ``path`` (config.json + safetensors, optionally a tokenizer). Nothing
-is ever fetched from the network.
+random weights) or a ``path``: a local folder (config.json + safetensors, optionally a tokenizer)
+or a hub reference ``hf:ORG/NAME[@REVISION]``, the only thing ever fetched from the network
+(`zoo_hf.hub`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def _finite(value: Any) -> bool:
 
 
 REMOTE_CODE_KEYS = ("auto_map", "custom_pipelines")
+HUB_PREFIX = "hf:"
 
 
 def remote_code_keys(config: dict[str, Any]) -> list[str]:
@@ -38,7 +40,11 @@ class _HFSpec(zoo.ModelSpec):
     config: dict[str, Any] | None = Field(
         None, description="inline transformers config; must include model_type (e.g. gpt2, llama)"
     )
-    path: str | None = Field(None, description="local directory with config.json + model.safetensors")
+    path: str | None = Field(
+        None,
+        description="local directory with config.json + model.safetensors, or hf:ORG/NAME[@REVISION] from the hub",
+        max_length=4096,
+    )
     attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel")
     trust_remote_code: ClassVar[bool] = False
 
@@ -54,6 +60,10 @@ class _HFSpec(zoo.ModelSpec):
             raise ValueError(
                 "config may not name code to run (auto_map); zoo builds only architectures transformers ships"
             )
+        if self.path is not None and self.path.startswith(HUB_PREFIX):
+            from zoo_hf.hub import parse  # huggingface_hub is not imported until a download
+
+            parse(self.path[len(HUB_PREFIX) :])
         return self
 
     @classmethod
@@ -69,7 +79,14 @@ class _HFSpec(zoo.ModelSpec):
         return f"{self.type}.path" if self.path is not None else f"{self.type}.config"
 
     def local_dir(self) -> Path | None:
-        return Path(self.path).expanduser() if self.path is not None else None
+        """The folder to read: ``path`` itself, or the hub snapshot an ``hf:`` path resolves to."""
+        if self.path is None:
+            return None
+        if self.path.startswith(HUB_PREFIX):
+            from zoo_hf.hub import resolve
+
+            return resolve(self.path[len(HUB_PREFIX) :])
+        return Path(self.path).expanduser()
 
 
 CAUSAL = ("ForCausalLM", "LMHeadModel")
@@ -196,6 +213,17 @@ def zoo_register_presets(register: zoo.RegisterPreset) -> None:
     }
     register("models", "hf-gpt2-tiny", {"type": "hf-causal-lm", "config": gpt2}, description="a tiny HF GPT-2")
     register("models", "hf-llama-tiny", {"type": "hf-causal-lm", "config": llama}, description="a tiny HF Llama")
+    # well-known small pretrained models, fetched on first use (the revision then resolved is recorded)
+    for name, repo, what in PRETRAINED:
+        register("models", name, {"type": "hf-causal-lm", "path": f"hf:{repo}"}, description=what)
+
+
+PRETRAINED = (
+    ("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2 135M, chat-tuned (270 MB, from the hub)"),
+    ("smollm2-135m", "HuggingFaceTB/SmolLM2-135M", "SmolLM2 135M base model (270 MB, from the hub)"),
+    ("smollm2-360m-instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", "SmolLM2 360M, chat-tuned (720 MB, from the hub)"),
+    ("qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct", "Qwen2.5 0.5B, chat-tuned (990 MB, from the hub)"),
+)
 
 
 @zoo.hookimpl
@@ -214,6 +242,22 @@ def zoo_register_commands(register: zoo.RegisterCommand) -> None:
         zoo.lazy("zoo_hf.commands:cmd_import"),
         help="import a Hugging Face folder as a zoo artifact (e.g. MiniGPT)",
         arguments=zoo.lazy("zoo_hf.commands:import_arguments"),
+    )
+    register(
+        "pull",
+        zoo.lazy("zoo_hf.commands:cmd_pull"),
+        help="fetch a model from the Hugging Face Hub into the cache ahead of time (hf:ORG/NAME[@REVISION])",
+        arguments=zoo.lazy("zoo_hf.commands:pull_arguments"),
+    )
+
+
+@zoo.hookimpl
+def zoo_register_hubs(register: zoo.RegisterHub) -> None:
+    register(
+        "hf",
+        zoo.lazy("zoo_hf.hub:resolve"),
+        cached=zoo.lazy("zoo_hf.hub:cached"),
+        description="the Hugging Face Hub: hf:ORG/NAME[@REVISION], cached in HF_HOME",
     )
 
 

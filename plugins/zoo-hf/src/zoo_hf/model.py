@@ -55,10 +55,23 @@ def check_folder(folder: Path) -> dict[str, Any]:
     config) that asks to run the folder's own code (``auto_map``), a ``model_type`` transformers
     does not ship, and weights that exist only as pickles (``*.bin``, ``*.pt``).
     """
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
     if not folder.is_dir():
         raise FolderError(f"{folder}: no such directory")
+    config = check_config(folder)
+    if not (any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file()):
+        try:
+            zoo.refuse_pickles(folder)
+        except ZooError as err:
+            raise FolderError(str(err)) from None
+        raise FolderError(f"{folder}: no model.safetensors (or sharded *.safetensors) weights")
+    return config
+
+
+def check_config(folder: Path) -> dict[str, Any]:
+    """The rules on a folder's JSON alone (what a hub repo is checked by before its weights are
+    fetched): config.json present, no code named to run, an architecture transformers ships."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
     if not (folder / "config.json").exists():
         raise FolderError(f"{folder}: no config.json (expected a transformers model directory)")
     config = read_json(folder / "config.json", FolderError)
@@ -79,12 +92,6 @@ def check_folder(folder: Path) -> dict[str, Any]:
             f"{folder / 'config.json'}: model_type {shorten(model_type, 60)} is not an architecture transformers "
             "ships; zoo builds only those (no remote code)"
         )
-    if not (any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file()):
-        try:
-            zoo.refuse_pickles(folder)
-        except ZooError as err:
-            raise FolderError(str(err)) from None
-        raise FolderError(f"{folder}: no model.safetensors (or sharded *.safetensors) weights")
     return config
 
 
@@ -333,16 +340,24 @@ def build_causal_lm(spec: Any) -> HFCausalLM:
         with rejected_by_transformers(f"{spec.type}.generation", lambda m: _spec_error(spec, m)):
             hf.generation_config = GenerationConfig(**spec.generation)
     model = HFCausalLM(hf)
-    tokenizer = local_tokenizer(spec)
-    if tokenizer is not None:
-        zoo.attach(model, spec, tokenizer=tokenizer)
+    zoo.attach(model, spec, tokenizer=local_tokenizer(spec), source=hub_source(spec))
     return model
 
 
 def build_classifier(spec: Any) -> HFClassifier:
     from transformers import AutoModelForSequenceClassification
 
-    return HFClassifier(_load(AutoModelForSequenceClassification, spec, num_labels=spec.num_labels))
+    model = HFClassifier(_load(AutoModelForSequenceClassification, spec, num_labels=spec.num_labels))
+    zoo.attach(model, spec, source=hub_source(spec))
+    return model
+
+
+def hub_source(spec: Any) -> dict[str, Any] | None:
+    """Where a hub snapshot's weights came from (recorded as the parent of what is saved)."""
+    from zoo_hf.hub import describe
+
+    folder = spec.local_dir()
+    return describe(folder) if folder is not None and torch.empty(()).device.type != "meta" else None
 
 
 if TYPE_CHECKING:  # mypy checks the adapters against zoo's protocols
