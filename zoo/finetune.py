@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from zoo.api import attach, source_of, tokenizer_of
+from zoo.api import attach, default_config, source_of, tokenizer_of
 from zoo.artifacts import MANIFEST_FILE, Manifest, check_tensors, load, sha256_file, tensor_info
 from zoo.config import Config
 from zoo.errors import ArtifactError
@@ -63,12 +63,13 @@ def open_folder(path: Path, config: Config) -> tuple[nn.Module, Path]:
     return attach(spec.build(), spec), path
 
 
-def open_model(target: Any, config: Config) -> nn.Module:
+def open_model(target: Any, config: Config | None = None) -> nn.Module:
     """A model to use from anything a user names: a zoo artifact, a run folder, a local model
     folder an installed plugin reads (e.g. a Hugging Face folder), a hub reference
     (``hf:ORG/NAME[@REVISION]``, fetched into the hub's cache), or a preset / type / inline spec
     (built through the registry, with the weights the spec says: a ``path=`` preset loads its
     folder, others start random)."""
+    config = config or default_config()
     folder = resolve_reference(target, config.registry)
     if folder is not None:
         return open_folder(folder, config)[0]

@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from hubserver import Hub
+from zoo_hf.hub import resolve
+
+import zoo
+from zoo.cli import main
 
 TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -65,89 +69,98 @@ def versions(tmp_path_factory) -> list[dict[str, bytes]]:
     return [repo_files(tmp_path_factory.mktemp(f"v{seed}"), seed) for seed in (1, 2)]
 
 
+@pytest.fixture(autouse=True)
+def fresh_resolutions():
+    """Each test starts with no reference resolved in this process (`resolve` remembers them)."""
+    resolve.cache_clear()
+    yield
+    resolve.cache_clear()
+
+
 @pytest.fixture
-def env(hub, tmp_path) -> dict[str, str]:
-    """The environment of a zoo process that reaches the test hub (and only it)."""
-    return {
-        **os.environ,
-        "HF_ENDPOINT": hub.url,
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "HF_HUB_OFFLINE": "0",
-        "TRANSFORMERS_OFFLINE": "0",
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_ETAG_TIMEOUT": "5",
-        "HF_HUB_DOWNLOAD_TIMEOUT": "5",
-    }
+def env(hub) -> dict[str, str]:
+    """The environment of a zoo process that reaches the test hub (the `hub` fixture set it)."""
+    return {**os.environ, "HF_HUB_OFFLINE": "0"}
 
 
-def zoo_cmd(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def zoo_process(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "zoo", *args], env=env, capture_output=True, text=True, timeout=120, cwd=cwd
     )
 
 
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    """``zoo ARGS`` in this process: (exit code, stdout, stderr)."""
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def fetched(hub: Hub) -> set[str]:
-    """The files whose bytes the hub served (GET of /resolve/)."""
-    return {
-        path.split("/resolve/", 1)[1].split("/", 1)[1]
-        for method, path, *_ in hub.requests
-        if method == "GET" and "/resolve/" in path
-    }
+    """The repo files whose bytes the hub served (GET on /resolve or its CDN)."""
+    return {r.path.rsplit("/", 1)[-1] if "/_cdn/" in r.path else r.path.split("/", 5)[-1] for r in hub.requested("*")}
 
 
-def greedy(env: dict[str, str], target: str, cwd: Path) -> list[int]:
-    out = zoo_cmd(env, "generate", target, "--prompt", "hello the zoo", "--max-new-tokens", "6", "--json", cwd=cwd)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)[0]["ids"]
+def greedy_ids(capsys, target: str) -> list[int]:
+    code, out, err = run(capsys, "generate", target, "--prompt", "hello the zoo", "--max-new-tokens", "6", "--json")
+    assert code == 0, err
+    return json.loads(out)[0]["ids"]
 
 
-def test_pull_fetches_only_what_zoo_reads_then_works_from_the_cache(hub, env, versions, tmp_path):
+def test_pull_then_generate_in_real_processes_and_from_the_cache_with_the_hub_gone(hub, env, versions, tmp_path):
     sha = hub.add_repo(REPO, versions[0])
-    out = zoo_cmd(env, "pull", f"hf:{REPO}", cwd=tmp_path)
+    out = zoo_process(env, "pull", f"hf:{REPO}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert sha in out.stdout and "model.safetensors" in out.stdout
-    digest = hashlib.sha256(versions[0]["model.safetensors"]).hexdigest()
-    assert digest in out.stdout  # each file's sha256 is printed
+    assert sha in out.stdout and hashlib.sha256(versions[0]["model.safetensors"]).hexdigest() in out.stdout
     assert fetched(hub) >= {"config.json", "model.safetensors", "tokenizer.json"}
-    assert not fetched(hub) & {"README.md", "pytorch_model.bin", "onnx/model.onnx"}
+    assert not fetched(hub) & {"README.md", "pytorch_model.bin", "model.onnx"}  # only what zoo reads
 
-    ids = greedy(env, f"hf:{REPO}", tmp_path)
-    listed = zoo_cmd(env, "list", "--cached", "--json", cwd=tmp_path)
-    rows = json.loads(listed.stdout)
-    assert [(r["reference"], r["revision"]) for r in rows] == [(f"hf:{REPO}", sha)]
-
+    listed = zoo_process(env, "list", "--cached", "--json", cwd=tmp_path)
+    assert [(r["reference"], r["revision"]) for r in json.loads(listed.stdout)] == [(f"hf:{REPO}", sha)]
+    args = ("generate", f"hf:{REPO}", "--prompt", "hello the zoo", "--max-new-tokens", "6", "--json")
+    online = zoo_process(env, *args, cwd=tmp_path)
+    assert online.returncode == 0, online.stderr
+    served = len(hub.requests)
     hub.stop()  # no hub at all: the cache answers, offline or not
-    assert greedy({**env, "HF_HUB_OFFLINE": "1"}, f"hf:{REPO}", tmp_path) == ids
-    assert greedy(env, f"hf:{REPO}", tmp_path) == ids
-    missing = zoo_cmd(env, "generate", "hf:zoo-test/not-pulled", "--prompt", "x", cwd=tmp_path)
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    for gone in ({**env, "HF_HUB_OFFLINE": "1"}, env):
+        again = zoo_process(gone, *args, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)[0]["ids"] == json.loads(online.stdout)[0]["ids"]
+    assert len(hub.requests) == served
+    missing = zoo_process(env, "generate", "hf:zoo-test/not-pulled", "--prompt", "x", cwd=tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
     assert "not in the cache" in missing.stderr and "zoo pull hf:zoo-test/not-pulled" in missing.stderr
 
 
-def test_a_revision_pins_the_weights_and_fine_tunes_record_it(hub, env, versions, tmp_path):
+def test_a_revision_pins_the_weights_and_a_fine_tune_records_it(hub, versions, tmp_path, capsys, monkeypatch):
     old = hub.add_repo(REPO, versions[0])
     new = hub.add_commit(REPO, versions[1])
-    assert greedy(env, f"hf:{REPO}@{old}", tmp_path) != greedy(env, f"hf:{REPO}", tmp_path)
     local = tmp_path / "local-old"
     local.mkdir()
     for name, data in versions[0].items():
         if "/" not in name and not name.endswith(".bin"):
             (local / name).write_bytes(data)
-    assert greedy(env, f"hf:{REPO}@{old}", tmp_path) == greedy(env, str(local), tmp_path)
+    pinned = greedy_ids(capsys, f"hf:{REPO}@{old}")
+    assert pinned == greedy_ids(capsys, str(local))
+    assert pinned != greedy_ids(capsys, f"hf:{REPO}")  # main is the newer commit
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("hello there the zoo has models and more\n" * 50)
-    run = tmp_path / "ft"
-    trainer = {"type": "causal-lm", "max_steps": 2, "batch_size": 2, "context": 16, "progress": False}
-    out = zoo_cmd(env, "train", "--init-from", f"hf:{REPO}", "--trainer", json.dumps(trainer), "--data", str(corpus),
-                  "--out", str(run), "--device", "cpu", cwd=tmp_path)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    parent = json.loads((run / "run.json").read_text())["init_from"]
+    monkeypatch.chdir(tmp_path)
+    trainer = json.dumps({"type": "causal-lm", "max_steps": 2, "batch_size": 2, "context": 16, "progress": False})
+    code, _, err = run(capsys, "train", "--init-from", f"hf:{REPO}", "--trainer", trainer, "--data", str(corpus),
+                       "--out", "ft", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    parent = json.loads((tmp_path / "ft" / "run.json").read_text())["init_from"]
     assert parent["path"] == f"hf:{REPO}@{new}" and parent["revision"] == new
-    assert parent["files"]["model.safetensors"] == hashlib.sha256(versions[1]["model.safetensors"]).hexdigest()
-    assert parent["files"]["config.json"] == hashlib.sha256(versions[1]["config.json"]).hexdigest()
-    manifest = json.loads((run / "model" / "manifest.json").read_text())
-    assert manifest["parent"]["revision"] == new
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert parent["files"][name] == hashlib.sha256(versions[1][name]).hexdigest()
+    assert json.loads((tmp_path / "ft" / "model" / "manifest.json").read_text())["parent"] == parent
+    before = len(hub.requests)
+    code, _, err = run(capsys, "train", "--resume", "--trainer", trainer, "--data", str(corpus), "--out", "ft",
+                       "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert len(hub.requests) == before  # the recorded commit is in the cache: a resume asks the hub nothing
 
 
 @pytest.mark.parametrize(
@@ -159,7 +172,7 @@ def test_a_revision_pins_the_weights_and_fine_tunes_record_it(hub, env, versions
         ({"model.safetensors": None}, "only pickled weights"),
     ],
 )
-def test_a_refused_repo_downloads_no_weights(hub, env, versions, tmp_path, change, why):
+def test_a_refused_repo_downloads_no_weights(hub, versions, capsys, change, why):
     files = dict(versions[0])
     for name, edit in change.items():
         if edit is None:
@@ -167,41 +180,71 @@ def test_a_refused_repo_downloads_no_weights(hub, env, versions, tmp_path, chang
         else:
             files[name] = json.dumps({**json.loads(files[name]), **edit}).encode()
     hub.add_repo(REPO, files)
-    out = zoo_cmd(env, "generate", f"hf:{REPO}", "--prompt", "x", cwd=tmp_path)
-    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert why in out.stderr
-    decisive = {"config.json", "tokenizer_config.json", "generation_config.json"}
-    assert fetched(hub) <= decisive  # the JSON that decides, and no weight or tokenizer
+    code, _, err = run(capsys, "generate", f"hf:{REPO}", "--prompt", "x")
+    assert code == 2 and why in err, err
+    assert fetched(hub) <= {"config.json", "tokenizer_config.json", "generation_config.json"}  # the JSON that decides
 
 
-def test_a_download_cut_mid_file_resumes_and_a_server_error_is_one_message(hub, env, versions, tmp_path):
+def test_a_cut_download_resumes_a_server_error_is_one_message(hub, versions, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1024)  # 10 MiB chunks: a tiny file shows no Range
     sha = hub.add_repo(REPO, versions[0])
     size = len(versions[0]["model.safetensors"])
-    hub.fail_file(REPO, "model.safetensors", after_bytes=size // 2, times=1)
-    first = zoo_cmd(env, "pull", f"hf:{REPO}", cwd=tmp_path)
-    if first.returncode != 0:  # the client may retry on its own; else the next pull resumes
-        assert first.returncode == 2 and "Traceback" not in first.stderr and "again" in first.stderr
-        second = zoo_cmd(env, "pull", f"hf:{REPO}", cwd=tmp_path)
-        assert second.returncode == 0, second.stderr
-    ranges = [r for method, path, r, *_ in hub.requests if path.endswith("model.safetensors") and r]
-    assert ranges, "the second transfer asked only for the rest of the file"
-    blob = next((Path(env["HF_HOME"]) / "hub").glob(f"models--zoo-test--tiny-llama/snapshots/{sha}/model.safetensors"))
+    cut = size // 2 // 1024 * 1024
+    hub.fail_file(REPO, "model.safetensors", after_bytes=cut)  # the connection drops halfway
+    code, _, err = run(capsys, "pull", f"hf:{REPO}")
+    assert code == 0, err
+    ranges = [r.range for r in hub.requested("model.safetensors")]
+    assert ranges == [None, f"bytes={cut}-"]  # the rest only
+    blob = Path(os.environ["HF_HUB_CACHE"]) / "models--zoo-test--tiny-llama" / "snapshots" / sha / "model.safetensors"
     assert blob.read_bytes() == versions[0]["model.safetensors"]
 
-    hub.add_repo("zoo-test/broken", versions[0])
-    hub.fail_file("zoo-test/broken", "model.safetensors", after_bytes=100, status=500, times=100)
-    out = zoo_cmd(env, "pull", "hf:zoo-test/broken", cwd=tmp_path)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.count("\n") <= 2 and "hf:zoo-test/broken" in out.stderr
+    hub.add_repo("zoo-test/broken", versions[1])
+    hub.fail_file("zoo-test/broken", "model.safetensors", after_bytes=size // 2)
+    hub.fail_file("zoo-test/broken", "model.safetensors", status=500, times=10)
+    code, _, err = run(capsys, "pull", "hf:zoo-test/broken")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "hf:zoo-test/broken" in err and "500" in err and "again" in err
+    hub.clear_faults()
+    resolve.cache_clear()
+    assert run(capsys, "pull", "hf:zoo-test/broken")[0] == 0  # the next try completes
 
 
-def test_unknown_repos_revisions_and_bad_references_are_one_message(hub, env, versions, tmp_path):
+def test_files_are_verified_against_the_hubs_hashes(hub, versions, capsys):
+    sha = hub.add_repo(REPO, versions[0])
+    assert run(capsys, "pull", f"hf:{REPO}")[0] == 0
+    snapshot = Path(os.environ["HF_HUB_CACHE"]) / "models--zoo-test--tiny-llama" / "snapshots" / sha
+    for name in ("model.safetensors", "config.json"):  # an LFS file (sha256) and a small one (git sha1)
+        blob = (snapshot / name).resolve()
+        good = blob.read_bytes()
+        blob.write_bytes(good[:-2] + b"  ")  # same size: only a hash tells
+        resolve.cache_clear()
+        code, _, err = run(capsys, "pull", f"hf:{REPO}")
+        assert code == 2 and f"{name} in the cache does not match the hub's hash" in err, err
+        blob.write_bytes(good)
+
+
+def test_bad_references_unknown_repos_and_revisions_are_one_message(hub, versions, capsys):
     hub.add_repo(REPO, versions[0])
     for target, message in [
         ("hf:zoo-test/nope", "no such model repo"),
         (f"hf:{REPO}@v9", "no such revision"),
         ("hf:../../etc", "expected hf:ORG/NAME"),
+        ("hub:x/y", "no installed plugin reaches 'hub:' references"),
     ]:
-        out = zoo_cmd(env, "generate", target, "--prompt", "x", cwd=tmp_path)
-        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-        assert message in out.stderr
+        code, _, err = run(capsys, "generate", target, "--prompt", "x")
+        assert code == 2 and message in err, (target, err)
+
+
+def test_python_api_and_show_take_references(hub, versions, tmp_path, capsys):
+    sha = hub.add_repo(REPO, versions[0])
+    model = zoo.open_model(f"hf:{REPO}")
+    assert zoo.source_of(model)["reference"] == f"hf:{REPO}@{sha}"
+    built = zoo.build_model(f"hf:{REPO}")
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.equal(built(ids)[0], model(ids)[0])  # pretrained weights, not random ones
+    saved = zoo.save(model, tmp_path / "art")
+    assert json.loads((saved / "manifest.json").read_text())["parent"]["revision"] == sha
+    code, out, _ = run(capsys, "show", f"hf:{REPO}")
+    assert code == 0 and "hf-causal-lm" in out

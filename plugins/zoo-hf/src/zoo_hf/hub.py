@@ -28,6 +28,7 @@ import zoo
 
 REPO_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}")
 REVISION = re.compile(r"[\w][\w./-]{0,199}")
+COMMIT = re.compile(r"[0-9a-f]{40}")
 # what zoo reads from a model repo, besides the weights (top-level files only)
 METADATA = (
     "config.json",
@@ -49,6 +50,8 @@ TOKENIZER = (
     "vocab.txt",
     "tokenizer.model",
 )
+OPENABLE = (("manifest.json", "zoo artifact"), ("adapter_config.json", "adapter"), ("config.json", "model"))
+OPENABLE_FILES = tuple(f for f, _ in OPENABLE)
 PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 CHUNK = 1 << 20
 
@@ -76,6 +79,11 @@ def resolve(name: str) -> Path:
     repo, revision = parse(name)
     if constants.HF_HUB_OFFLINE:
         return from_cache(repo, revision, "HF_HUB_OFFLINE is set")
+    if revision is not None and COMMIT.fullmatch(revision):  # a commit never changes: a full cached copy is it
+        with contextlib.suppress(HubError):
+            folder = from_cache(repo, revision, "")
+            if any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "manifest.json")):
+                return folder
     quiet_unless_terminal()
     try:
         info = _model_info(repo, revision)
@@ -83,16 +91,22 @@ def resolve(name: str) -> Path:
         return from_cache(repo, revision, f"the hub at {constants.ENDPOINT} cannot be reached ({err})")
     files = {s.rfilename: s for s in info.siblings or []}
     sha = str(info.sha)
+    where = f"hf:{repo}@{sha[:12]}"
     wanted = plan(f"hf:{repo}", files)
     with _hub_errors(repo, sha):
         from huggingface_hub import snapshot_download
 
-        # the JSON files that decide, before any weight
-        folder = Path(snapshot_download(repo, revision=sha, allow_patterns=[f for f in METADATA if f in files]))
-        check_metadata(folder, f"hf:{repo}@{sha[:12]}")
-        weights = weight_files(folder, files)
-        folder = Path(snapshot_download(repo, revision=sha, allow_patterns=sorted({*wanted, *weights})))
-    verify(folder, [files[f] for f in sorted({*wanted, *weights})], f"hf:{repo}@{sha[:12]}")
+        # the JSON files that decide, before any weight; by the name asked for, so that the cache
+        # records where that branch or tag pointed (what an offline run resolves it to)
+        deciding = [f for f in METADATA if f in files]
+        folder = Path(snapshot_download(repo, revision=revision, allow_patterns=deciding))
+        if folder.name != sha:
+            raise HubError(f"hf:{name}: the revision moved while zoo was fetching it; run the command again")
+        verify(folder, [files[f] for f in deciding], where)
+        check_metadata(folder, where)
+        rest = sorted({*wanted, *weight_files(folder, files)} - set(deciding))
+        folder = Path(snapshot_download(repo, revision=sha, allow_patterns=rest))
+    verify(folder, [files[f] for f in rest], where)
     return folder
 
 
@@ -170,20 +184,19 @@ def verify(folder: Path, siblings: Iterable[Any], where: str) -> None:
 
 def from_cache(repo: str, revision: str | None, why: str) -> Path:
     """The cached snapshot, when the hub is not asked; one message naming what is missing."""
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub import constants, try_to_load_from_cache
 
     where = f"hf:{repo}" + (f"@{revision}" if revision else "")
-    try:
-        folder = Path(snapshot_download(repo, revision=revision, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+    # the snapshot a branch, tag or sha points to in the cache (zoo fetches only part of a repo, so
+    # snapshot_download(local_files_only=True) would call it incomplete)
+    found = (try_to_load_from_cache(repo, marker, revision=revision) for marker in OPENABLE_FILES)
+    path = next((p for p in found if isinstance(p, str)), None)
+    if path is None:
         raise HubError(
             f"{where}: not in the cache ({constants.HF_HUB_CACHE}) and {why}; run `zoo pull {where}` where the "
             "hub can be reached (or set HF_HOME to the cache that holds it)"
-        ) from None
-    needed = [f for f in ("config.json", "adapter_config.json", "manifest.json") if (folder / f).is_file()]
-    if not needed:
-        raise HubError(f"{where}: the cached copy {folder} has no config.json; {why}: run `zoo pull {where}` again")
+        )
+    folder = Path(path).parent
     index = folder / "model.safetensors.index.json"
     listed = (
         {str(v) for v in (zoo.read_json(index, HubError) or {}).get("weight_map", {}).values()}
@@ -259,9 +272,9 @@ def _model_info(repo: str, revision: str | None) -> Any:
 
 
 def _is_network(err: BaseException) -> bool:
-    import httpx
-
-    return isinstance(err, httpx.TransportError | ConnectionError | TimeoutError)
+    """A transport failure of the HTTP client huggingface_hub uses (httpx, or httpx2 in 2.x)."""
+    transport = any(c.__name__ == "TransportError" and c.__module__.startswith("httpx") for c in type(err).__mro__)
+    return transport or isinstance(err, ConnectionError | TimeoutError)
 
 
 @contextlib.contextmanager
@@ -323,4 +336,3 @@ def cached() -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["modified"])
 
 
-OPENABLE = (("manifest.json", "zoo artifact"), ("adapter_config.json", "adapter"), ("config.json", "model"))
