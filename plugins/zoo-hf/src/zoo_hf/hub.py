@@ -334,5 +334,3 @@ def cached() -> list[dict[str, Any]]:
                 }
             )
     return sorted(rows, key=lambda r: -r["modified"])
-
-
