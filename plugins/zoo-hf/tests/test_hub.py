@@ -248,3 +248,22 @@ def test_python_api_and_show_take_references(hub, versions, tmp_path, capsys):
     assert json.loads((saved / "manifest.json").read_text())["parent"]["revision"] == sha
     code, out, _ = run(capsys, "show", f"hf:{REPO}")
     assert code == 0 and "hf-causal-lm" in out
+
+
+def test_a_preset_path_and_eval_take_references(hub, versions, tmp_path, capsys):
+    sha = hub.add_repo(REPO, versions[0])
+    registry = tmp_path / "registry.toml"
+    registry.write_text(f'[models.tiny-from-hub]\ntype = "hf-causal-lm"\npath = "hf:{REPO}"\n')
+    code, out, err = run(capsys, "generate", "tiny-from-hub", "--registry", str(registry), "--prompt", "hello the zoo",
+                         "--max-new-tokens", "6", "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)[0]["ids"] == greedy_ids(capsys, f"hf:{REPO}@{sha}")
+    corpus = tmp_path / "heldout.txt"
+    corpus.write_text("hello there the zoo has models\n" * 20)
+    code, out, err = run(capsys, "eval", f"hf:{REPO}", "--data", str(corpus), "--json")
+    assert code == 0, err
+    assert json.loads(out)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[models.x]\ntype = "hf-causal-lm"\npath = "hf:not a repo"\n')
+    code, _, err = run(capsys, "show", "x", "--registry", str(bad))
+    assert code == 2 and "expected hf:ORG/NAME" in err, err
