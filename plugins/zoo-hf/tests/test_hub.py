@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from hubserver import Hub
-from zoo_hf.hub import resolve
+from zoo_hf.hub import quiet_unless_terminal, resolve
 
 import zoo
 from zoo.cli import main
@@ -107,7 +107,9 @@ def greedy_ids(capsys, target: str) -> list[int]:
     return json.loads(out)[0]["ids"]
 
 
-def test_pull_then_generate_in_real_processes_and_from_the_cache_with_the_hub_gone(hub, env, versions, tmp_path):
+def test_pull_then_generate_in_real_processes_and_from_the_cache_with_the_hub_gone(
+    hub, env, versions, tmp_path, capsys
+):
     sha = hub.add_repo(REPO, versions[0])
     out = zoo_process(env, "pull", f"hf:{REPO}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -115,21 +117,19 @@ def test_pull_then_generate_in_real_processes_and_from_the_cache_with_the_hub_go
     assert fetched(hub) >= {"config.json", "model.safetensors", "tokenizer.json"}
     assert not fetched(hub) & {"README.md", "pytorch_model.bin", "model.onnx"}  # only what zoo reads
 
-    listed = zoo_process(env, "list", "--cached", "--json", cwd=tmp_path)
-    assert [(r["reference"], r["revision"]) for r in json.loads(listed.stdout)] == [(f"hf:{REPO}", sha)]
-    args = ("generate", f"hf:{REPO}", "--prompt", "hello the zoo", "--max-new-tokens", "6", "--json")
-    online = zoo_process(env, *args, cwd=tmp_path)
-    assert online.returncode == 0, online.stderr
+    code, listed, _ = run(capsys, "list", "--cached", "--json")
+    assert [(r["reference"], r["revision"]) for r in json.loads(listed)] == [(f"hf:{REPO}", sha)]
+    online = greedy_ids(capsys, f"hf:{REPO}")
     served = len(hub.requests)
     hub.stop()  # no hub at all: the cache answers, offline or not
+    args = ("generate", f"hf:{REPO}", "--prompt", "hello the zoo", "--max-new-tokens", "6", "--json")
     for gone in ({**env, "HF_HUB_OFFLINE": "1"}, env):
         again = zoo_process(gone, *args, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        assert json.loads(again.stdout)[0]["ids"] == json.loads(online.stdout)[0]["ids"]
+        assert json.loads(again.stdout)[0]["ids"] == online
     assert len(hub.requests) == served
-    missing = zoo_process(env, "generate", "hf:zoo-test/not-pulled", "--prompt", "x", cwd=tmp_path)
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
-    assert "not in the cache" in missing.stderr and "zoo pull hf:zoo-test/not-pulled" in missing.stderr
+    code, _, err = run(capsys, "generate", "hf:zoo-test/not-pulled", "--prompt", "x")
+    assert code == 2 and "not in the cache" in err and "zoo pull hf:zoo-test/not-pulled" in err, err
 
 
 def test_a_revision_pins_the_weights_and_a_fine_tune_records_it(hub, versions, tmp_path, capsys, monkeypatch):
@@ -267,3 +267,31 @@ def test_a_preset_path_and_eval_take_references(hub, versions, tmp_path, capsys)
     bad.write_text('[models.x]\ntype = "hf-causal-lm"\npath = "hf:not a repo"\n')
     code, _, err = run(capsys, "show", "x", "--registry", str(bad))
     assert code == 2 and "expected hf:ORG/NAME" in err, err
+
+
+def test_download_progress_is_left_on_for_a_terminal_and_off_for_logs(monkeypatch):
+    import io
+
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars, tqdm
+
+    monkeypatch.setattr(tqdm_module(), "HF_HUB_DISABLE_PROGRESS_BARS", None)  # as in a user's shell
+    terminal = io.StringIO()
+    terminal.isatty = lambda: True  # type: ignore[method-assign]
+    try:
+        for stream, disabled in ((terminal, False), (io.StringIO(), True)):
+            enable_progress_bars()
+            monkeypatch.setattr(sys, "stderr", stream)
+            quiet_unless_terminal()
+            assert are_progress_bars_disabled() is disabled
+            bar = tqdm(total=10, file=stream)
+            bar.update(10)
+            bar.close()
+            assert ("100%" in stream.getvalue()) is not disabled
+    finally:
+        enable_progress_bars()
+
+
+def tqdm_module():
+    import importlib
+
+    return importlib.import_module("huggingface_hub.utils.tqdm")
