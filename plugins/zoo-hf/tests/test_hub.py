@@ -6,6 +6,7 @@ and the provenance a fine-tune records. Commands run as real processes (``zoo ..
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import subprocess
@@ -274,7 +275,8 @@ def test_download_progress_is_left_on_for_a_terminal_and_off_for_logs(monkeypatc
 
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars, tqdm
 
-    monkeypatch.setattr(tqdm_module(), "HF_HUB_DISABLE_PROGRESS_BARS", None)  # as in a user's shell
+    # as in a user's shell (the hub fixture turned bars off)
+    monkeypatch.setattr(importlib.import_module("huggingface_hub.utils.tqdm"), "HF_HUB_DISABLE_PROGRESS_BARS", None)
     terminal = io.StringIO()
     terminal.isatty = lambda: True  # type: ignore[method-assign]
     try:
@@ -291,7 +293,30 @@ def test_download_progress_is_left_on_for_a_terminal_and_off_for_logs(monkeypatc
         enable_progress_bars()
 
 
-def tqdm_module():
-    import importlib
+def test_a_sharded_repo_fetches_the_shards_its_index_lists(hub, versions, tmp_path, capsys, monkeypatch):
+    from safetensors.torch import load_file, save_file
 
-    return importlib.import_module("huggingface_hub.utils.tqdm")
+    whole = tmp_path / "whole.safetensors"
+    whole.write_bytes(versions[0]["model.safetensors"])
+    tensors = load_file(whole)
+    names = sorted(tensors)
+    files = {k: v for k, v in versions[0].items() if k != "model.safetensors"}
+    weight_map = {}
+    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :])):
+        shard = f"model-0000{i + 1}-of-00002.safetensors"
+        save_file({n: tensors[n] for n in part}, tmp_path / shard, metadata={"format": "pt"})
+        files[shard] = (tmp_path / shard).read_bytes()
+        weight_map.update(dict.fromkeys(part, shard))
+    files["model.safetensors.index.json"] = json.dumps({"metadata": {}, "weight_map": weight_map}).encode()
+    files["stale.safetensors"] = b"\0" * 64  # a top-level file the index does not name: never fetched
+    sha = hub.add_repo(REPO, files)
+    assert greedy_ids(capsys, f"hf:{REPO}") == greedy_ids(capsys, f"hf:{REPO}@{sha}")
+    assert {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"} <= fetched(hub)
+    assert "stale.safetensors" not in fetched(hub)
+
+    snapshot = Path(os.environ["HF_HUB_CACHE"]) / "models--zoo-test--tiny-llama" / "snapshots" / sha
+    (snapshot / "model-00002-of-00002.safetensors").unlink()
+    resolve.cache_clear()
+    monkeypatch.setattr(importlib.import_module("huggingface_hub.constants"), "HF_HUB_OFFLINE", True)
+    code, _, err = run(capsys, "generate", f"hf:{REPO}", "--prompt", "x")
+    assert code == 2 and "lacks model-00002-of-00002.safetensors" in err, err

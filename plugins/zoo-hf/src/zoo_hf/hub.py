@@ -62,10 +62,10 @@ class HubError(zoo.ZooError):
 
 def parse(name: str) -> tuple[str, str | None]:
     """``ORG/NAME[@REVISION]`` -> (repo id, revision or None)."""
-    repo, _, revision = name.partition("@")
+    repo, at, revision = name.partition("@")
     if not REPO_ID.fullmatch(repo) or ".." in repo:
         raise HubError(f"hf:{zoo.shorten(name, 80)}: expected hf:ORG/NAME or hf:ORG/NAME@REVISION")
-    if _ and (not REVISION.fullmatch(revision) or ".." in revision):
+    if at and (not REVISION.fullmatch(revision) or ".." in revision):
         raise HubError(f"hf:{zoo.shorten(name, 80)}: the revision after '@' is a branch, tag or commit sha")
     return repo, revision or None
 
@@ -114,7 +114,7 @@ def plan(where: str, files: dict[str, Any]) -> list[str]:
     """The metadata and tokenizer files zoo fetches; refuses a repo with no safetensors weights."""
     top = [f for f in files if "/" not in f]
     safetensors = [f for f in top if f.endswith(".safetensors")]
-    if not safetensors and not any(f in files for f in ("manifest.json",)):
+    if not safetensors:
         pickles = [f for f in top if f.endswith(PICKLES)]
         why = f"only pickled weights ({', '.join(sorted(pickles)[:3])})" if pickles else "no *.safetensors weights"
         raise HubError(
@@ -131,11 +131,7 @@ def weight_files(folder: Path, files: dict[str, Any]) -> list[str]:
     or the artifact's), else every top-level *.safetensors."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        data = zoo.read_json(index, HubError)
-        weight_map = data.get("weight_map") if isinstance(data, dict) else None
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-            raise HubError(f"{index}: expected a weight_map of tensor names to shard files")
-        shards = sorted(set(weight_map.values()))
+        shards = index_shards(index)
         missing = [s for s in shards if s not in files]
         if missing:
             raise HubError(f"{index}: lists shards the repo does not have ({', '.join(missing[:3])})")
@@ -144,6 +140,15 @@ def weight_files(folder: Path, files: dict[str, Any]) -> list[str]:
         if name in files:
             return [name]
     return sorted(f for f in files if "/" not in f and f.endswith(".safetensors"))
+
+
+def index_shards(index: Path) -> list[str]:
+    """The shard files a ``model.safetensors.index.json`` names."""
+    data = zoo.read_json(index, HubError)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise HubError(f"{index}: expected a weight_map of tensor names to shard files")
+    return sorted(set(weight_map.values()))
 
 
 def check_metadata(folder: Path, where: str) -> None:
@@ -198,12 +203,7 @@ def from_cache(repo: str, revision: str | None, why: str) -> Path:
         )
     folder = Path(path).parent
     index = folder / "model.safetensors.index.json"
-    listed = (
-        {str(v) for v in (zoo.read_json(index, HubError) or {}).get("weight_map", {}).values()}
-        if index.is_file()
-        else set()
-    )
-    missing = sorted(w for w in listed if not (folder / w).is_file())
+    missing = [w for w in index_shards(index) if not (folder / w).is_file()] if index.is_file() else []
     if missing or not any(folder.glob("*.safetensors")):
         names = ", ".join(missing[:3]) or "*.safetensors"
         raise HubError(f"{where}: the cached copy {folder} lacks {names}; {why}: run `zoo pull {where}` again")
