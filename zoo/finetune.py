@@ -1,7 +1,8 @@
 """Where a run starts: trained weights (`--init-from`), not random ones.
 
-The source is a zoo artifact, a run folder (its ``model/``) or a local model folder that an
-installed model plugin reads (e.g. a Hugging Face folder through zoo-hf's ``from_folder``). The
+The source is a zoo artifact, a run folder (its ``model/``), a local model folder that an
+installed model plugin reads (e.g. a Hugging Face folder through zoo-hf's ``from_folder``), or a
+LoRA adapter folder in peft's layout (its base, opened the same way, with the adapter merged). The
 weights load with the same checks as `zoo.load`; the spec comes from the source unless a model
 spec is given, whose tensors must then match (the error lists every mismatch); the tokenizer
 comes along; the new run records its parent (path and sha256).
@@ -10,18 +11,23 @@ comes along; the new run records its parent (path and sha256).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from zoo.adapters import ADAPTER_CONFIG, is_adapter, merge_adapter, read_adapter
 from zoo.api import attach, tokenizer_of
 from zoo.artifacts import MANIFEST_FILE, Manifest, check_tensors, load, sha256_file, tensor_info
 from zoo.config import Config
-from zoo.errors import ArtifactError
+from zoo.errors import ArtifactError, ZooError
 from zoo.files import read_model
 from zoo.specs import ModelSpec
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # peft's base_model_name_or_path for a hub model
+MAX_ADAPTER_CHAIN = 8  # an adapter whose base is an adapter whose base is ...: deeper is a loop
 
 
 @dataclass
@@ -70,30 +76,77 @@ def weights_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def open_folder(path: Path, config: Config) -> tuple[nn.Module, Path]:
-    """The model in a zoo artifact, a run folder or a local model folder a plugin reads, and the
-    folder its weights came from."""
+def open_folder(path: Path, config: Config, chain: tuple[Path, ...] = ()) -> tuple[nn.Module, Path]:
+    """The model in a zoo artifact, a run folder, a LoRA adapter folder (its base with the adapter
+    merged) or a local model folder a plugin reads, and the folder its weights came from.
+    ``chain``: the adapter folders that led here (a base naming one of them is a loop)."""
     art = artifact_folder(path)
     if art is not None:
         return load(art, config=config), art
+    if is_adapter(path):
+        return open_adapter(path, config, chain), path
     spec = folder_spec(path, config)
     return attach(spec.build(), spec), path  # the model family attaches the folder's tokenizer
 
 
 def open_model(target: Any, config: Config) -> nn.Module:
-    """A model to use from anything a user names: a zoo artifact, a run folder, a local model
-    folder an installed plugin reads (e.g. a Hugging Face folder), or a preset / type / inline
-    spec (built through the registry, with the weights the spec says: a ``path=`` preset loads its
-    folder, others start random)."""
+    """A model to use from anything a user names: a zoo artifact, a run folder, a LoRA adapter
+    folder in peft's layout, a local model folder an installed plugin reads (e.g. a Hugging Face
+    folder), or a preset / type / inline spec (built through the registry, with the weights the
+    spec says: a ``path=`` preset loads its folder, others start random)."""
+    return _open_target(target, config, ())
+
+
+def _open_target(target: Any, config: Config, chain: tuple[Path, ...]) -> nn.Module:
     if isinstance(target, (str, Path)) and not str(target).lstrip().startswith("{"):
         path = Path(target).expanduser()
         if path.is_dir():
-            return open_folder(path, config)[0]
+            return open_folder(path, config, chain)[0]
         if isinstance(target, Path) or any(sep in str(target) for sep in ("/", "\\")):
             raise ArtifactError(f"{target}: no such artifact, run folder or model folder")
     named = config.spec("models", target)
     assert isinstance(named, ModelSpec)
     return attach(named.build(), named)
+
+
+def open_adapter(folder: Path, config: Config, chain: tuple[Path, ...] = ()) -> nn.Module:
+    """The base model an adapter folder names, with the adapter merged into its weights."""
+    adapter = read_adapter(folder)
+    reference = adapter.config.base_model_name_or_path
+    where = folder / ADAPTER_CONFIG
+    chain = (*chain, folder.resolve())
+    target = adapter_base(reference, folder)
+    if (isinstance(target, Path) and target.resolve() in chain) or len(chain) > MAX_ADAPTER_CHAIN:
+        raise ArtifactError(f"{where}: base_model_name_or_path {reference!r} leads back to an adapter already opened")
+    try:
+        base = _open_target(target, config, chain)
+    except ZooError as err:
+        raise ArtifactError(f"{where}: its base {reference!r} cannot be opened: {err}") from None
+    return merge_adapter(base, adapter)
+
+
+def adapter_base(reference: str | None, folder: Path) -> str | Path:
+    """The target to open as an adapter's base, from its ``base_model_name_or_path``.
+
+    An ``hf:ORG/NAME[@REV]`` reference is returned unchanged and opened like any target
+    `open_model` is given: hub references resolve there, so an adapter on a hub base needs nothing
+    more here. A local path (zoo writes absolute ones) is a folder relative to the adapter folder
+    first, then to the working directory (peft records the path its user typed). A bare
+    ``ORG/NAME`` (peft's hub id) is never fetched: zoo reaches the network only for ``hf:``.
+    """
+    where = folder / ADAPTER_CONFIG
+    if not reference:
+        raise ArtifactError(f"{where}: base_model_name_or_path is empty; zoo cannot tell which base model it adapts")
+    if reference.startswith("hf:"):
+        return reference
+    path = Path(reference).expanduser()
+    candidates = [path] if path.is_absolute() else [folder / path, path]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    looked = " or ".join(str(c) for c in candidates)
+    hub = f"; for the Hugging Face hub repo, write 'hf:{reference}' there" if HUB_ID.fullmatch(reference) else ""
+    raise ArtifactError(f"{where}: base_model_name_or_path {reference!r}: no such folder ({looked}){hub}")
 
 
 def starting_point(source: str | Path, config: Config, model: Any = None) -> Start:
