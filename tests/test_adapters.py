@@ -171,3 +171,11 @@ def test_pickles_and_bad_json_are_refused_on_the_command_line(made, tmp_path, ca
         assert main(["generate", str(folder), "--prompt", "x", "--max-new-tokens", "1"]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+def test_an_hf_base_is_left_to_open_model_s_resolution(tmp_path):
+    """``hf:`` references are handed on unchanged: hub resolution plugs in where `open_model` resolves names."""
+    from zoo.finetune import adapter_base
+
+    assert adapter_base("hf:org/name@0123abc", tmp_path) == "hf:org/name@0123abc"
+    assert adapter_base(str(tmp_path), tmp_path / "elsewhere") == tmp_path
