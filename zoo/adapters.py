@@ -178,13 +178,14 @@ def merge_adapter(model: nn.Module, adapter: Adapter) -> nn.Module:
     """Add each layer's update to ``model``'s weights (in place), after checking every layer: a
     module path the model lacks, or a shape that does not fit, is one error naming the adapter."""
     params = model.state_dict(keep_vars=True)  # the names peft saw: an HF adapter's are the HF model's
-    owners = {id(p): m for m in model.modules() for p in m.parameters(recurse=False)}
+    # each linear layer by its weight (a weight tied to an embedding belongs to the linear head)
+    owners = {id(p): m for m in model.modules() if linear_dims(m) is not None for p in m.parameters(recurse=False)}
     plan = []
     for path, (a, b) in sorted(adapter.layers.items()):
         weight = params.get(f"{path}.weight")
-        module = owners.get(id(weight)) if isinstance(weight, nn.Parameter) else None
+        module = owners.get(id(weight))
         dims = linear_dims(module) if module is not None else None
-        if weight is None or module is None or dims is None:
+        if not isinstance(weight, nn.Parameter) or module is None or dims is None:
             raise _unknown_layer(adapter, path, params, owners)
         r, scale = adapter.rank_and_scale(path)
         if tuple(a.shape) != (r, dims[0]) or tuple(b.shape) != (dims[1], r):
@@ -202,9 +203,7 @@ def merge_adapter(model: nn.Module, adapter: Adapter) -> nn.Module:
 
 def _unknown_layer(adapter: Adapter, path: str, params: dict[str, Any], owners: dict[int, nn.Module]) -> ArtifactError:
     linear = [
-        name.removesuffix(".weight")
-        for name, p in params.items()
-        if name.endswith(".weight") and id(p) in owners and linear_dims(owners[id(p)]) is not None
+        name.removesuffix(".weight") for name, p in params.items() if name.endswith(".weight") and id(p) in owners
     ]
     close = difflib.get_close_matches(path, linear, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; its linear layers: {', '.join(linear[:6])}, ..."
