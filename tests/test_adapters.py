@@ -162,7 +162,10 @@ def test_pickles_and_bad_json_are_refused_on_the_command_line(made, tmp_path, ca
     broken = copy_adapter(made, tmp_path / "broken")
     (broken / "adapter_config.json").write_text('{"peft_type": "LORA", ')
     looping = copy_adapter(made, tmp_path / "looping", base_model_name_or_path=".")
+    garbled = copy_adapter(made, tmp_path / "garbled")
+    (garbled / "adapter_model.safetensors").write_bytes(b"\xff" * 64)
     for folder, message in [
+        (garbled, "adapter_model.safetensors: not a readable safetensors file"),
         (pickled, "holds adapter_model.bin but no adapter_model.safetensors; zoo never loads pickle files"),
         (broken, "adapter_config.json: not valid JSON"),
         (looping, "leads back to an adapter already opened"),
