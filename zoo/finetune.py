@@ -117,7 +117,10 @@ def open_adapter(folder: Path, config: Config, chain: tuple[Path, ...] = ()) -> 
     chain = (*chain, folder.resolve())
     target = adapter_base(reference, folder)
     if (isinstance(target, Path) and target.resolve() in chain) or len(chain) > MAX_ADAPTER_CHAIN:
-        raise ArtifactError(f"{where}: base_model_name_or_path {reference!r} leads back to an adapter already opened")
+        raise ArtifactError(
+            f"{where}: base_model_name_or_path {reference!r} leads back to an adapter already opened "
+            f"(or through more than {MAX_ADAPTER_CHAIN} adapters)"
+        )
     try:
         base = _open_target(target, config, chain)
     except ZooError as err:
