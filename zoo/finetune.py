@@ -23,7 +23,7 @@ from zoo.api import attach, tokenizer_of
 from zoo.artifacts import MANIFEST_FILE, Manifest, check_tensors, load, sha256_file, tensor_info
 from zoo.config import Config
 from zoo.errors import ArtifactError, ZooError
-from zoo.files import read_model
+from zoo.files import read_model, shorten
 from zoo.specs import ModelSpec
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # peft's base_model_name_or_path for a hub model
@@ -99,8 +99,8 @@ def open_model(target: Any, config: Config) -> nn.Module:
 
 def _open_target(target: Any, config: Config, chain: tuple[Path, ...]) -> nn.Module:
     if isinstance(target, (str, Path)) and not str(target).lstrip().startswith("{"):
-        path = Path(target).expanduser()
-        if path.is_dir():
+        path = _expand(Path(target))
+        if _is_dir(path):
             return open_folder(path, config, chain)[0]
         if isinstance(target, Path) or any(sep in str(target) for sep in ("/", "\\")):
             raise ArtifactError(f"{target}: no such artifact, run folder or model folder")
@@ -118,13 +118,13 @@ def open_adapter(folder: Path, config: Config, chain: tuple[Path, ...] = ()) -> 
     target = adapter_base(reference, folder)
     if (isinstance(target, Path) and target.resolve() in chain) or len(chain) > MAX_ADAPTER_CHAIN:
         raise ArtifactError(
-            f"{where}: base_model_name_or_path {reference!r} leads back to an adapter already opened "
+            f"{where}: base_model_name_or_path {shorten(reference, 100)!r} leads back to an adapter already opened "
             f"(or through more than {MAX_ADAPTER_CHAIN} adapters)"
         )
     try:
         base = _open_target(target, config, chain)
     except ZooError as err:
-        raise ArtifactError(f"{where}: its base {reference!r} cannot be opened: {err}") from None
+        raise ArtifactError(f"{where}: its base {shorten(reference, 100)!r} cannot be opened: {err}") from None
     return merge_adapter(base, adapter)
 
 
@@ -142,14 +142,29 @@ def adapter_base(reference: str | None, folder: Path) -> str | Path:
         raise ArtifactError(f"{where}: base_model_name_or_path is empty; zoo cannot tell which base model it adapts")
     if reference.startswith("hf:"):
         return reference
-    path = Path(reference).expanduser()
+    path = _expand(Path(reference))
     candidates = [path] if path.is_absolute() else [folder / path, path]
     for candidate in candidates:
-        if candidate.is_dir():
+        if _is_dir(candidate):
             return candidate
-    looked = " or ".join(str(c) for c in candidates)
+    looked = " or ".join(shorten(str(c), 100) for c in candidates)
     hub = f"; for the Hugging Face hub repo, write 'hf:{reference}' there" if HUB_ID.fullmatch(reference) else ""
-    raise ArtifactError(f"{where}: base_model_name_or_path {reference!r}: no such folder ({looked}){hub}")
+    raise ArtifactError(f"{where}: base_model_name_or_path {shorten(reference, 100)!r}: no such folder ({looked}){hub}")
+
+
+def _expand(path: Path) -> Path:
+    try:
+        return path.expanduser()
+    except RuntimeError:  # "~someone" with no such user: the name as written
+        return path
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False for names the OS refuses (too long, a NUL byte) instead of raising."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def starting_point(source: str | Path, config: Config, model: Any = None) -> Start:
