@@ -182,3 +182,12 @@ def test_an_hf_base_is_left_to_open_model_s_resolution(tmp_path):
 
     assert adapter_base("hf:org/name@0123abc", tmp_path) == "hf:org/name@0123abc"
     assert adapter_base(str(tmp_path), tmp_path / "elsewhere") == tmp_path
+
+
+def test_a_base_that_is_no_model_is_named_with_the_adapter(made, tmp_path):
+    (tmp_path / "empty").mkdir()
+    adapter = copy_adapter(made, tmp_path / "adapter", base_model_name_or_path=str(tmp_path / "empty"))
+    with pytest.raises(
+        zoo.ZooError, match=r"adapter_config.json: its base '.*empty' cannot be opened: .*not a zoo artifact"
+    ):
+        zoo.open_model(adapter, zoo.default_config())

@@ -124,7 +124,8 @@ def open_adapter(folder: Path, config: Config, chain: tuple[Path, ...] = ()) -> 
     try:
         base = _open_target(target, config, chain)
     except ZooError as err:
-        raise ArtifactError(f"{where}: its base {shorten(reference, 100)!r} cannot be opened: {err}") from None
+        why = shorten(str(err), 1000)
+        raise ArtifactError(f"{where}: its base {shorten(reference, 100)!r} cannot be opened: {why}") from None
     return merge_adapter(base, adapter)
 
 
