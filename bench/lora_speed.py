@@ -57,7 +57,7 @@ def main() -> None:
                 size = sum(f.stat().st_size for f in checkpoint.iterdir())
                 model = zoo.load(out / "model")
                 params = sum(p.numel() for p in model.parameters())
-                adapters = out / "adapter" / "adapter.safetensors"
+                adapters = out / "adapter" / "adapter_model.safetensors"
                 trainable = params
                 if kind == "lora":
                     from safetensors import safe_open

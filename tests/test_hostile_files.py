@@ -1,12 +1,13 @@
 """Every file zoo reads, mutated the ways an attacker or a broken disk would, through real commands.
 
-A real run folder (BPE tokenizer, checkpoints, metrics, the saved model) and a real HF GPT-2
-folder are made once. Each hypothesis case copies one, mutates one file (a JSON node replaced by a
-wrong type, null, a list for a table, nesting 10^5 deep, a 5,000-digit integer; or the whole file
-truncated, replaced by random bytes, emptied, replaced by a symlink to /dev/zero, to a folder, to
-itself, or by a folder) and runs `zoo generate`, `zoo train --resume`, `zoo plot`, `zoo export` or
-`zoo import` in-process under a time limit. Every outcome must be exit 0, or exit 2 with one
-message naming the file (or its folder): never another exception, a Rust panic or a hang.
+A real run folder (BPE tokenizer, checkpoints, metrics, the saved model), a real HF GPT-2 folder
+and a LoRA adapter folder on the run's model are made once. Each hypothesis case copies one,
+mutates one file (a JSON node replaced by a wrong type, null, a list for a table, nesting 10^5
+deep, a 5,000-digit integer; or the whole file truncated, replaced by random bytes, emptied,
+replaced by a symlink to /dev/zero, to a folder, to itself, or by a folder) and runs `zoo generate`
+(on the run, and on the adapter folder), `zoo train --resume`, `zoo plot`, `zoo export` or `zoo
+import` in-process under a time limit. Every outcome must be exit 0, or exit 2 with one message
+naming the file (or its folder): never another exception, a Rust panic or a hang.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ RUN_FILES = [
     "model/tokenizer_config.json",
 ]
 HF_FILES = ["config.json", "model.safetensors"]
+ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors"]  # a LoRA adapter on the run's model
 # which command reads which file
 COMMANDS = {
     "generate": [f for f in RUN_FILES if f.startswith("model/")],
@@ -69,7 +71,9 @@ COMMANDS = {
     "plot": ["metrics.jsonl"],
     "resume": RUN_FILES,
     "import": HF_FILES,
+    "adapter": ADAPTER_FILES,
 }
+SOURCE = {"import": "hf", "adapter": "adapter"}  # the folder each command reads (else the run)
 
 
 class Hang(Exception):
@@ -89,7 +93,27 @@ def pristine(tmp_path_factory) -> dict[str, Path]:
 
     hf = root / "hf"
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=256, n_positions=32)).save_pretrained(hf)
-    return {"run": run, "hf": hf, "corpus": corpus}
+    return {"run": run, "hf": hf, "corpus": corpus, "adapter": adapter_on(run / "model", root / "adapter")}
+
+
+def adapter_on(base: Path, folder: Path) -> Path:
+    """A LoRA adapter in peft's layout with non-zero updates, its base the run's model (absolute)."""
+    import torch
+
+    import zoo
+    from zoo.adapters import write_adapter
+    from zoo.trainers.lora import apply_lora
+    from zoo.trainers.specs import LoraSpec
+
+    model, spec = zoo.load(base), LoraSpec(rank=2)
+    apply_lora(model, spec)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lora_b"):
+                p.normal_()
+    folder.mkdir()
+    write_adapter(folder, model, spec, {"path": str(base.resolve()), "sha256": "0" * 64})
+    return folder
 
 
 def json_paths(value: Any, prefix: tuple = ()) -> list[tuple]:
@@ -180,6 +204,7 @@ def run_command(command: str, work: Path, corpus: Path) -> tuple[int, str]:
             "--resume",
         ],
         "import": ["import", str(work / "hf"), "--out", str(work / "imported")],
+        "adapter": ["generate", str(work / "adapter"), "--prompt", "sphinx", "--max-new-tokens", "4"],
     }[command]
 
     def hang(signum: int, frame: Any) -> None:
@@ -202,7 +227,7 @@ def run_command(command: str, work: Path, corpus: Path) -> tuple[int, str]:
 @given(data=st.data())
 def test_mutated_files_never_crash_a_command(command, data, pristine, tmp_path_factory):
     work = tmp_path_factory.mktemp(command)
-    source = "hf" if command == "import" else "run"
+    source = SOURCE.get(command, "run")
     shutil.copytree(pristine[source], work / source, symlinks=True)
     rel = data.draw(st.sampled_from(COMMANDS[command]), label="file")
     target = work / source / rel

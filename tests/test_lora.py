@@ -49,7 +49,9 @@ def test_only_the_adapters_train_and_are_checkpointed(parent, tmp_path):
     checkpoint = sorted((tmp_path / "ft" / "checkpoints").iterdir())[-1] / "model.safetensors"
     saved = keys(checkpoint)
     assert saved and all(k.endswith((".lora_a", ".lora_b")) for k in saved)
-    assert keys(tmp_path / "ft" / "adapter" / "adapter.safetensors") == saved
+    # the adapter file: the same tensors under peft's names (base_model.model.PATH.lora_A.weight)
+    peft_names = {f"base_model.model.{k.rsplit('.', 1)[0]}.lora_{k[-1].upper()}.weight" for k in saved}
+    assert keys(tmp_path / "ft" / "adapter" / "adapter_model.safetensors") == peft_names
     before, after = zoo.load(root / "parent" / "model"), zoo.load(tmp_path / "ft" / "model")
     b, a = before.state_dict(), after.state_dict()
     assert set(a) == set(b)  # merged: the plain model's names, loadable anywhere
@@ -106,9 +108,10 @@ def test_hf_models_take_adapters_through_peft(tmp_path, capsys):
         str(tmp_path / "c.txt"),
     ]
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
-    saved = keys(tmp_path / "run" / "adapter" / "adapter.safetensors")
+    saved = keys(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
     assert saved and all("c_attn" in k and "lora_" in k for k in saved)
-    assert keys(sorted((tmp_path / "run" / "checkpoints").iterdir())[-1] / "model.safetensors") == saved
+    checkpointed = keys(sorted((tmp_path / "run" / "checkpoints").iterdir())[-1] / "model.safetensors")
+    assert {k.replace(".default", "") for k in checkpointed} == saved  # peft drops the adapter's name
     zoo.load(tmp_path / "run" / "model")
     capsys.readouterr()
 

@@ -331,7 +331,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument(
         "--init-from",
         metavar="PATH",
-        help="start from trained weights: a zoo artifact, a run folder, or a local model folder (e.g. Hugging Face)",
+        help="start from trained weights: a zoo artifact, a run folder, a LoRA adapter folder (merged onto its base), "
+        "or a local model folder (e.g. Hugging Face)",
     )
     p.add_argument("--trainer", required=True, help="trainer preset, type, or inline JSON spec")
     p.add_argument(

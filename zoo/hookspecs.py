@@ -45,7 +45,7 @@ RegisterDataSource = Callable[..., None]  # register(name, read, *, protocol, su
 RegisterCommand = Callable[..., None]  # register(name, run, *, help, arguments=None)
 RegisterTokenizer = Callable[..., None]  # register(type, load)
 RegisterExporter = Callable[..., None]  # register(format, export, *, description="")
-RegisterHub = Callable[..., None]  # register(scheme, resolve, *, cached=None, description="")
+RegisterHub = Callable[..., None]  # register(scheme, resolve, *, cached=None, describe=None, description="")
 
 
 def lazy(target: str) -> Callable[..., Any]:
@@ -185,11 +185,14 @@ def zoo_register_exporters(register: RegisterExporter) -> None:
 def zoo_register_hubs(register: RegisterHub) -> None:
     """Called once when a registry loads this plugin: model hubs it reaches by reference.
 
-    ``register(scheme, resolve, *, cached=None, description="")``: a reference ``SCHEME:NAME``
+    ``register(scheme, resolve, *, cached=None, describe=None, description="")``: a reference ``SCHEME:NAME``
     (e.g. ``hf:ORG/NAME@REVISION``) is accepted everywhere a model folder is, and ``resolve(NAME)
     -> Path`` turns it into a local folder (downloading into the hub's own cache when needed, only
     after the files passed the same trust rules as a local folder: a refused repo downloads no
     weights). Raise `zoo.ZooError` with one message for a bad name, a refused repo, a missing
     network or a file missing from the cache. ``cached() -> list[dict]`` lists what is on disk
     already (``zoo list --cached``): each dict has at least ``reference``, ``revision``, ``size``.
+    ``describe(folder) -> dict | None`` is the provenance of weights read from a folder ``resolve``
+    gave (``{"reference": "SCHEME:NAME@REVISION", "revision": ..., "files": {name: sha256}}``),
+    recorded as the parent of what is trained or saved from them.
     """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from zoo.errors import ArtifactError
 from zoo.registry import SCHEME, Registry
@@ -38,6 +39,12 @@ def resolve_reference(target: object, registry: Registry) -> Path | None:
         hint = " (hf: references need the zoo-hf plugin: pip install zoo-hf)" if scheme == "hf" else ""
         raise ArtifactError(f"{target}: no installed plugin reaches '{scheme}:' references (installed: {known}){hint}")
     return hub.resolve(target[len(scheme) + 1 :])
+
+
+def hub_source(target: str, folder: Path, registry: Registry) -> dict[str, Any] | None:
+    """What the hub of ``target`` records about a folder it gave (pinned reference, file hashes)."""
+    hub = registry.hubs.get(reference_scheme(target) or "")
+    return hub.describe(folder) if hub is not None and hub.describe is not None else None
 
 
 def folder_spec(folder: Path, registry: Registry, what: str = "--init-from") -> ModelSpec:

@@ -16,7 +16,7 @@ Object side (what ``spec.build()`` returns):
 * `StaticDecoding`     optional on a causal LM: ``decode_step`` with static shapes.
 * `ShardUnit`          optional on a submodule: FSDP wraps it on its own.
 * `HFExportable`       optional on a model: its weights under Hugging Face names, and back.
-* `LoraTarget`         optional on a model: LoRA adapters its own way (else zoo's wrapper).
+* `LoraTarget`         optional on a model: LoRA adapters its own way (else zoo's wrapper), saved in peft's layout.
 * `Sampler`            ``select(logits, seen, generators) -> next_ids``.
 * `Trainer`            ``fit(model, runtime, out, ...) -> FitResult``.
 * `Task`               what a trainer on the shared engine supplies (`zoo.EngineTrainer`).
@@ -149,6 +149,11 @@ class LoraTarget(Protocol):
 
     def merge_lora(self) -> None:
         """Fold the adapters into the weights and drop them (the model is plain again)."""
+        ...
+
+    def adapter_files(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The adapters as peft saves them: ``adapter_config.json``'s fields and
+        ``adapter_model.safetensors``' tensors (``base_model.model.PATH.lora_A.weight``, ...)."""
         ...
 
 

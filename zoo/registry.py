@@ -120,11 +120,13 @@ class ExporterEntry:
 @dataclass(frozen=True)
 class HubEntry:
     """A model hub a plugin reaches: ``resolve(name)`` turns the ``NAME`` of a ``SCHEME:NAME``
-    reference into a local folder; ``cached()`` lists what is already on disk."""
+    reference into a local folder; ``cached()`` lists what is already on disk; ``describe(folder)``
+    is the provenance recorded for weights from such a folder."""
 
     scheme: str
     resolve: Callable[[str], Path]
     cached: Callable[[], list[dict[str, Any]]] | None
+    describe: Callable[[Path], dict[str, Any] | None] | None
     description: str
     distribution: str
     version: str
@@ -377,6 +379,7 @@ class Registry:
             resolve: Callable[[str], Path],
             *,
             cached: Callable[[], list[dict[str, Any]]] | None = None,
+            describe: Callable[[Path], dict[str, Any] | None] | None = None,
             description: str = "",
         ) -> None:
             if not isinstance(scheme, str) or not SCHEME.fullmatch(scheme) or not callable(resolve):
@@ -384,7 +387,7 @@ class Registry:
                     f"hub {scheme!r}: register(scheme, resolve) takes a lowercase word (as in 'hf:') and a callable"
                 )
             self._unique("hub", scheme, self.hubs, staged)
-            staged.append(HubEntry(scheme, resolve, cached, description, dist, version))
+            staged.append(HubEntry(scheme, resolve, cached, describe, description, dist, version))
 
         return register
 

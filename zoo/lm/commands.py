@@ -165,14 +165,17 @@ def read_conversations(path: Path) -> list[list[dict[str, str]]]:
     return out
 
 
+MODEL_HELP = "an artifact, a run folder, a LoRA adapter folder, a local model folder (e.g. Hugging Face) or a preset"
+
+
 def chat_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="an artifact, a run folder, a local model folder (e.g. Hugging Face) or a preset")
+    p.add_argument("path", help=MODEL_HELP)
     p.add_argument("--system", help="a system message")
     decoding_arguments(p)
 
 
 def generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="an artifact, a run folder, a local model folder (e.g. Hugging Face) or a preset")
+    p.add_argument("path", help=MODEL_HELP)
     p.add_argument("--prompt", action="append", help="prompt text (repeatable: a batch)")
     p.add_argument("--prompt-file", help="a file with one prompt per line, or .jsonl records with 'messages' (chat)")
     p.add_argument("--chat", action="store_true", help="format each --prompt with the tokenizer's chat template")

@@ -20,7 +20,7 @@ from zoo.protocols import LoraTarget
 from zoo.trainers.specs import LoraSpec
 
 
-def _in_out(module: nn.Module) -> tuple[int, int] | None:
+def linear_dims(module: nn.Module) -> tuple[int, int] | None:
     """(in, out) features of a layer LoRA can wrap, else None."""
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
@@ -35,7 +35,7 @@ class LoRALinear(nn.Module):
 
     def __init__(self, base: nn.Module, spec: LoraSpec) -> None:
         super().__init__()
-        dims = _in_out(base)
+        dims = linear_dims(base)
         assert dims is not None
         self.base, (n_in, n_out) = base, dims
         weight = next(base.parameters())
@@ -79,7 +79,7 @@ def lora_targets(model: nn.Module, patterns: list[str]) -> list[str]:
     """Paths of the linear layers (``nn.Linear``, transformers' ``Conv1D``) the fnmatch
     ``patterns`` match; an error listing the layers when none do. A `zoo.LoraTarget` model
     adding adapters its own way chooses its layers with this too."""
-    wrappable = [name for name, module in model.named_modules() if name and _in_out(module) is not None]
+    wrappable = [name for name, module in model.named_modules() if name and linear_dims(module) is not None]
     chosen = [n for n in wrappable if any(fnmatch.fnmatchcase(n, pattern) for pattern in patterns)]
     if not chosen:
         shown = ", ".join(wrappable[:8]) + (", ..." if len(wrappable) > 8 else "")

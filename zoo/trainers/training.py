@@ -28,9 +28,10 @@ def train_from_config(
     """Build model and trainer from names/dicts/specs, train, and save the model in ``out/model``.
 
     ``lora`` trains low-rank adapters only (the trainer's ``lora`` settings, or the defaults): the
-    checkpoints hold the adapters, ``out/adapter`` keeps them, and ``out/model`` has them merged.
+    checkpoints hold the adapters, ``out/adapter`` keeps them in peft's layout (``adapter_config.json``,
+    ``adapter_model.safetensors``), and ``out/model`` has them merged.
 
-    ``init_from`` (a zoo artifact, a run folder or a local model folder) starts from trained
+    ``init_from`` (a zoo artifact, a run folder, a LoRA adapter folder or a local model folder) starts from trained
     weights; ``model`` may then be None (the source's spec) or a spec whose tensors match. A
     resumed fine-tune reuses the parent its run.json records (another ``init_from`` is refused).
     """
@@ -77,12 +78,12 @@ def train_from_config(
 
     def save_artifact(path: Path, trained: Any) -> Path:
         if adapters is not None:  # the adapters on their own, then the model with them merged
-            from zoo.artifacts import atomic_dir, write_json, write_tensors
-            from zoo.trainers.lora import adapter_state, merged
+            from zoo.adapters import write_adapter
+            from zoo.artifacts import atomic_dir
+            from zoo.trainers.lora import merged
 
-            with atomic_dir(path.parent / "adapter", overwrite=True) as tmp:
-                write_tensors(tmp / "adapter.safetensors", adapter_state(trained))
-                write_json(tmp / "adapter.json", {"lora": adapters.model_dump(mode="json"), "parent": parent})
+            with atomic_dir(path.parent / "adapter", overwrite=True) as tmp:  # in peft's layout
+                write_adapter(tmp, trained, adapters, parent)
             trained = merged(trained)
         return save(trained, path, overwrite=True, config=cfg, parent=parent)
 

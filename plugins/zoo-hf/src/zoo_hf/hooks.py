@@ -257,6 +257,7 @@ def zoo_register_hubs(register: zoo.RegisterHub) -> None:
         "hf",
         zoo.lazy("zoo_hf.hub:resolve"),
         cached=zoo.lazy("zoo_hf.hub:cached"),
+        describe=zoo.lazy("zoo_hf.hub:describe"),
         description="the Hugging Face Hub: hf:ORG/NAME[@REVISION], cached in HF_HOME",
     )
 

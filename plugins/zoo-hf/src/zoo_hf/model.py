@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -200,6 +201,7 @@ class HFCausalLM(HFAdapter):
             raise ZooError("LoRA on Hugging Face models uses peft: pip install 'zoo-hf[lora]'") from None
         targets = zoo.lora_targets(self.hf, spec.targets)
         config = LoraConfig(
+            task_type="CAUSAL_LM",
             r=spec.rank,
             lora_alpha=spec.alpha,
             lora_dropout=spec.dropout,
@@ -213,6 +215,16 @@ class HFCausalLM(HFAdapter):
         self.hf = self.hf.merge_and_unload()
         for p in self.hf.parameters():
             p.requires_grad_(True)
+
+    def adapter_files(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """What peft's ``save_pretrained`` writes: its config (as saved, for inference) and state dict."""
+        from peft import get_peft_model_state_dict
+
+        config = json.loads(json.dumps(self.hf.peft_config["default"].to_dict(), default=_jsonable))
+        config["inference_mode"] = True
+        # the base's own weights are the base's: never copied into the adapter file
+        state = get_peft_model_state_dict(self.hf, save_embedding_layers=False)
+        return config, {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
     def new_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> HFCache:
         return HFCache()
@@ -234,6 +246,11 @@ class HFCausalLM(HFAdapter):
         if cache is not None:
             cache.hf = getattr(out, "cache", None) or out.past_key_values
         return out.logits, cache
+
+
+def _jsonable(value: Any) -> Any:
+    """peft's config as its ``save_pretrained`` writes it: sets as lists, enums as their values."""
+    return sorted(value) if isinstance(value, set | frozenset) else str(getattr(value, "value", value))
 
 
 def sampler_from(generation: Any) -> dict[str, Any] | None:
