@@ -320,3 +320,42 @@ def test_a_sharded_repo_fetches_the_shards_its_index_lists(hub, versions, tmp_pa
     monkeypatch.setattr(importlib.import_module("huggingface_hub.constants"), "HF_HUB_OFFLINE", True)
     code, _, err = run(capsys, "generate", f"hf:{REPO}", "--prompt", "x")
     assert code == 2 and "lacks model-00002-of-00002.safetensors" in err, err
+
+
+def test_an_adapter_repo_names_its_base_on_the_hub(hub, versions, tmp_path, capsys):
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    base_sha = hub.add_repo(REPO, versions[0])
+    local = tmp_path / "base"
+    local.mkdir()
+    for name, data in versions[0].items():
+        if "/" not in name and not name.endswith(".bin"):
+            (local / name).write_bytes(data)
+    tuned = peft.get_peft_model(
+        AutoModelForCausalLM.from_pretrained(local),
+        peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    with torch.no_grad():
+        for name, p in tuned.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.2)
+    tuned.save_pretrained(tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    files = {p.name: p.read_bytes() for p in (tmp_path / "adapter").iterdir()}
+    # as published: the base named by its hub id, as peft writes it for a model from the hub
+    files["adapter_config.json"] = json.dumps({**config, "base_model_name_or_path": REPO}).encode()
+    adapter_sha = hub.add_repo("zoo-test/tiny-adapter", files)
+    ids = torch.tensor([[1, 5, 9, 3]])
+    with torch.no_grad():
+        want = tuned.merge_and_unload().eval()(input_ids=ids).logits
+        model = zoo.open_model("hf:zoo-test/tiny-adapter").eval()
+        torch.testing.assert_close(model(ids)[0], want, atol=1e-5, rtol=0)
+    assert zoo.source_of(model)["reference"] == f"hf:zoo-test/tiny-adapter@{adapter_sha}"
+    assert zoo.tokenizer_of(model) is not None  # the base's tokenizer comes along
+    assert base_sha in str(resolve(REPO))
+
+    files["adapter_config.json"] = json.dumps({**config, "base_model_name_or_path": str(local)}).encode()
+    hub.add_repo("zoo-test/local-base", files)
+    code, _, err = run(capsys, "generate", "hf:zoo-test/local-base", "--prompt", "x")
+    assert code == 2 and "an adapter from the hub must name its base as a hub repo" in err, err
