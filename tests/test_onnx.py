@@ -67,3 +67,13 @@ def test_an_unknown_format_lists_the_known_ones(tmp_path, capsys):
     zoo.save(zoo.build_model("simplenet-small"), tmp_path / "a")
     assert main(["export", str(tmp_path / "a"), "--format", "onxx", "--out", str(tmp_path / "o")]) == 2
     assert "did you mean 'onnx'" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_export_takes_what_generate_takes(tmp_path, capsys):
+    """A preset name and a run folder as well as an artifact (`zoo.finetune.open_model`)."""
+    assert main(["export", "simplenet-small", "--format", "onnx", "--out", str(tmp_path / "preset")]) == 0
+    zoo.save(zoo.build_model("simplenet-small"), tmp_path / "run" / "model")
+    assert main(["export", str(tmp_path / "run"), "--format", "onnx", "--out", str(tmp_path / "from-run")]) == 0
+    assert (tmp_path / "preset" / "model.onnx").is_file() and (tmp_path / "from-run" / "model.onnx").is_file()
+    assert main(["export", str(tmp_path / "nowhere"), "--format", "onnx", "--out", str(tmp_path / "o")]) == 2
+    assert "no such artifact, run folder or model folder" in capsys.readouterr().err
