@@ -16,11 +16,13 @@ from typing import Any
 
 from torch import nn
 
-from zoo.api import attach, tokenizer_of
+from zoo.api import attach, spec_of, tokenizer_of
 from zoo.artifacts import MANIFEST_FILE, Manifest, check_tensors, load, sha256_file, tensor_info
 from zoo.config import Config
 from zoo.errors import ArtifactError
 from zoo.files import read_model
+from zoo.lm.tokenizers import text_tokenizer
+from zoo.protocols import CausalLM, Tokenizer
 from zoo.specs import ModelSpec
 
 
@@ -96,21 +98,26 @@ def open_model(target: Any, config: Config) -> nn.Module:
     return attach(named.build(), named)
 
 
-def starting_point(source: str | Path, config: Config, model: Any = None) -> Start:
+def starting_point(source: str | Path, config: Config, model: Any = None, tokenizer: Tokenizer | None = None) -> Start:
     """Load ``source`` as the starting weights; with ``model`` (a name, dict or spec) train that
-    spec instead, provided every tensor matches in name, shape and dtype."""
+    spec instead, provided every tensor matches in name, shape and dtype. The tokenizer is
+    ``tokenizer``, else the source's; a causal LM with neither is refused unless its vocabulary
+    is bytes (`text_tokenizer`)."""
     path = Path(source).expanduser()
     if not path.exists():
         raise ArtifactError(f"--init-from {path}: no such file or folder")
     loaded, where = open_folder(path, config)
+    tokenizer = tokenizer or tokenizer_of(loaded)
+    if tokenizer is None and isinstance(loaded, CausalLM):
+        text_tokenizer(loaded, where)  # trained weights need the tokenizer they were trained with
     is_artifact = (where / MANIFEST_FILE).is_file()
     digest = read_model(where / MANIFEST_FILE, Manifest).weights_sha256 if is_artifact else weights_digest(where)
     parent = {"path": str(where.resolve()), "sha256": digest}
     if model is None:
-        return Start(loaded, parent)
+        return Start(attach(loaded, spec_of(loaded), tokenizer=tokenizer), parent)
     target_spec = config.spec("models", model)
     assert isinstance(target_spec, ModelSpec)
-    target = attach(target_spec.build(), target_spec, tokenizer=tokenizer_of(loaded))
+    target = attach(target_spec.build(), target_spec, tokenizer=tokenizer)
     state = loaded.state_dict()
     check_tensors(tensor_info(target.state_dict()), tensor_info(state), f"--init-from {where} as --model")
     target.load_state_dict(state, strict=True)
