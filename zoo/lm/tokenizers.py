@@ -190,13 +190,23 @@ def text_tokenizer(model: Any, where: str | Path) -> Tokenizer:
         return tokenizer
     if not isinstance(model, CausalLM) or int(model.vocab_size) == ByteTokenizer.vocab_size:
         return ByteTokenizer()
-    files = " and ".join(TOKENIZER_FILES)
     raise MissingTokenizer(
-        f"{where}: the model has a {int(model.vocab_size):,}-token vocabulary but no tokenizer ({files} are "
-        f"missing), so zoo cannot turn text into its ids (bytes cover only {ByteTokenizer.vocab_size}). Put the "
-        f"tokenizer it was trained with beside its weights: copy {files} from the model's source, or run "
-        f"AutoTokenizer.from_pretrained(SOURCE).save_pretrained({str(where)!r}); or name one: --tokenizer PATH "
-        "(a folder holding those files) or --tokenizer byte (in Python: pass the tokenizer)"
+        f"{where}: the model has a {int(model.vocab_size):,}-token vocabulary but no tokenizer "
+        f"({' and '.join(TOKENIZER_FILES)} are missing), so zoo cannot turn text into its ids (bytes cover "
+        f"only {ByteTokenizer.vocab_size}). {_how_to_add(Path(where))}; or name one: --tokenizer PATH (a folder "
+        "holding those files) or --tokenizer byte (in Python: pass the tokenizer)"
+    )
+
+
+def _how_to_add(folder: Path) -> str:
+    if (folder / "manifest.json").is_file() or (folder / "model" / "manifest.json").is_file():
+        # an artifact's tokenizer is the one its manifest records, never loose files beside it
+        return "Save the artifact again with its tokenizer: zoo.save(model, PATH, tokenizer=...)"
+    files = " and ".join(TOKENIZER_FILES)
+    target = repr(str(folder)) if folder.is_dir() else "FOLDER"
+    return (
+        f"Put the tokenizer it was trained with beside its weights: copy {files} from the model's source, "
+        f"or run AutoTokenizer.from_pretrained(SOURCE).save_pretrained({target})"
     )
 
 
