@@ -175,23 +175,27 @@ def with_past(model: Any) -> tuple[Any, Layout] | str:
 def _export_lm(model: Any, folder: Path, batch: Any) -> tuple[dict[str, dict[str, Any]], str | None]:
     ctx, vocab = int(model.max_seq_len), int(model.vocab_size)
     ids = torch.randint(0, vocab, (2, min(4, ctx)))
-    seq = torch.export.Dim("seq", min=1, max=ctx)
+    shapes = {"input_ids": {0: batch, 1: torch.export.Dim("seq", min=1, max=ctx)}}
     found = with_past(model)
     if isinstance(found, str):
-        _export(
-            Logits(model), (ids,), folder / "model.onnx", ["input_ids"], ["logits"], {"input_ids": {0: batch, 1: seq}}
-        )
+        _export(Logits(model), (ids,), folder / "model.onnx", ["input_ids"], ["logits"], shapes)
         return {"model.onnx": {"inputs": {"input_ids": ["batch", "seq"]}, "outputs": ["logits"]}}, found
     past_model, layout = found
-    layers, heads, head_dim = layout
     _check_layout(past_model, layout, ids)
-    kv_names = [f"{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
+    kv_names = [f"{kind}_{i}" for i in range(layout[0]) for kind in ("key", "value")]
     presents = [f"present_{n}" for n in kv_names]
-    prefill = Prefill(past_model, layout)
-    _export(
-        prefill, (ids,), folder / "model.onnx", ["input_ids"], ["logits", *presents], {"input_ids": {0: batch, 1: seq}}
-    )
-    # one new token per call (decoding): the mask then spans past + 1, which torch.export can express
+    _export(Prefill(past_model, layout), (ids,), folder / "model.onnx", ["input_ids"], ["logits", *presents], shapes)
+    files = {"model.onnx": {"inputs": {"input_ids": ["batch", "seq"]}, "outputs": ["logits", *presents]}}
+    files["decoder_with_past.onnx"] = _export_step(past_model, layout, ctx, folder, batch, ids, kv_names)
+    return files, None
+
+
+def _export_step(
+    model: Any, layout: Layout, ctx: int, folder: Path, batch: Any, ids: torch.Tensor, kv_names: list[str]
+) -> dict[str, Any]:
+    """``decoder_with_past.onnx``: one new token per call (decoding), so the mask spans past + 1,
+    which torch.export can express."""
+    _, heads, head_dim = layout
     past = torch.export.Dim("past", min=1, max=ctx - 1)
     kv = [torch.randn(2, heads, 3, head_dim) for _ in kv_names]
     args = (ids[:, :1], torch.ones(2, 4, dtype=torch.long), kv)
@@ -201,14 +205,11 @@ def _export_lm(model: Any, folder: Path, batch: Any) -> tuple[dict[str, dict[str
         "past": [{0: batch, 2: past}] * len(kv),
     }
     names = ["input_ids", "attention_mask", *[f"past_{n}" for n in kv_names]]
-    _export(WithPast(past_model), args, folder / "decoder_with_past.onnx", names, ["logits", *presents], shapes)
+    outputs = ["logits", *[f"present_{n}" for n in kv_names]]
+    _export(WithPast(model), args, folder / "decoder_with_past.onnx", names, outputs, shapes)
     dims = ["batch", heads, "past", head_dim]
     inputs = {"input_ids": ["batch", 1], "attention_mask": ["batch", "past + 1"], **dict.fromkeys(names[2:], dims)}
-    files = {
-        "model.onnx": {"inputs": {"input_ids": ["batch", "seq"]}, "outputs": ["logits", *presents]},
-        "decoder_with_past.onnx": {"inputs": inputs, "outputs": ["logits", *presents]},
-    }
-    return files, None
+    return {"inputs": inputs, "outputs": outputs}
 
 
 def _check_layout(model: Any, layout: Layout, ids: torch.Tensor) -> None:
