@@ -77,3 +77,17 @@ def test_export_takes_what_generate_takes(tmp_path, capsys):
     assert (tmp_path / "preset" / "model.onnx").is_file() and (tmp_path / "from-run" / "model.onnx").is_file()
     assert main(["export", str(tmp_path / "nowhere"), "--format", "onnx", "--out", str(tmp_path / "o")]) == 2
     assert "no such artifact, run folder or model folder" in capsys.readouterr().err
+
+
+def test_a_past_layout_that_does_not_match_the_tensors_is_named(tmp_path):
+    """`zoo.PastTensors` is checked by one eager prefill before torch.export sees it."""
+    from zoo.onnx_export import KVCachePast, export
+
+    model = zoo.build_model("minigpt-tiny").eval()
+    adapter = KVCachePast(model, model.new_cache(1, 2))
+    layers, heads, head_dim = adapter.layout
+    model.past_layout = lambda: (layers + 1, heads, head_dim)  # one layer too many
+    model.forward_with_past = adapter.forward_with_past
+    assert isinstance(model, zoo.PastTensors)
+    with pytest.raises(zoo.ZooError, match=r"forward_with_past returned 6 tensors shaped .*\(2, 2, 0, 16\).* promises"):
+        export(model, tmp_path)

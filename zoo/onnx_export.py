@@ -23,6 +23,7 @@ from torch import nn
 
 from zoo.api import spec_of, tokenizer_of
 from zoo.errors import ZooError
+from zoo.files import shorten
 from zoo.lm.kv_cache import KVCache
 from zoo.protocols import CausalLM, ClassifierSpec, PastTensors
 
@@ -216,9 +217,14 @@ def _check_layout(model: Any, layout: Layout, ids: torch.Tensor) -> None:
     """One eager prefill: the presents must be what ``past_layout()`` promised (a plugin's mistake
     named here, not deep inside torch.export)."""
     layers, heads, head_dim = layout
-    with torch.no_grad():
-        empty = ids.new_zeros((ids.shape[0], heads, 0, head_dim), dtype=torch.float32)
-        _, presents = model.forward_with_past(ids, [empty] * (2 * layers))
+    empty = ids.new_zeros((ids.shape[0], heads, 0, head_dim), dtype=torch.float32)
+    try:
+        with torch.no_grad():
+            _, presents = model.forward_with_past(ids, [empty] * (2 * layers))
+    except ZooError:
+        raise
+    except Exception as err:  # the plugin's code: name it and what it said
+        raise ZooError(f"ONNX export: forward_with_past failed ({type(err).__name__}: {shorten(str(err))})") from err
     want = (ids.shape[0], heads, ids.shape[1], head_dim)
     got = [tuple(t.shape) for t in presents]
     if len(got) != 2 * layers or any(shape != want for shape in got):

@@ -53,11 +53,14 @@ def test_the_export_runs_in_eval_mode(exported):
     assert not [str(w.message) for w in caught if "training mode" in str(w.message)]
 
 
-def test_a_sliding_window_model_has_no_past_layout():
-    config = {"model_type": "mistral", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64}
-    config |= {"num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "sliding_window": 8}
-    model = zoo.build_model({"type": "hf-causal-lm", "config": config})
-    assert isinstance(model, zoo.PastTensors) and model.past_layout() is None
+def test_caches_other_than_a_key_value_pair_per_layer_have_no_past_layout():
+    """Sliding-window attention and recurrent states export logits only (`zoo.PastTensors`)."""
+    mistral = {"model_type": "mistral", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64}
+    mistral |= {"num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "sliding_window": 8}
+    mamba = {"model_type": "mamba", "vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "state_size": 4}
+    for spec in ({"config": mistral}, {"config": mamba, "attn_implementation": "eager"}):
+        model = zoo.build_model({"type": "hf-causal-lm", **spec})
+        assert isinstance(model, zoo.PastTensors) and model.past_layout() is None, spec
     assert zoo.build_model("hf-gpt2-tiny").past_layout() == (2, 2, 32)
 
 

@@ -237,10 +237,12 @@ class HFCausalLM(HFAdapter):
             return None
         if kinds is None and getattr(config, "sliding_window", None):
             return None
-        heads = int(config.num_attention_heads)
+        heads, layers = getattr(config, "num_attention_heads", None), getattr(config, "num_hidden_layers", None)
+        if not isinstance(heads, int) or not isinstance(layers, int):  # not attention layers at all
+            return None
         kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
         head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
-        return int(config.num_hidden_layers), kv_heads, head_dim
+        return layers, kv_heads, head_dim
 
     def forward_with_past(
         self,
