@@ -145,6 +145,23 @@ def test_cli_generate_json_and_stream(lm, tmp_path, capsys, root, monkeypatch):
     assert "exceeds the model's context" in capsys.readouterr().err
 
 
+def test_no_tokenizer_means_bytes_only_for_the_byte_vocabulary(lm, tmp_path, capsys):
+    """A byte-vocabulary model with no tokenizer reads and writes bytes as always; one with a
+    larger vocabulary is refused (not decoded as bytes) unless --tokenizer names one."""
+    zoo.save(lm, tmp_path / "bytes")  # vocab 256, no tokenizer recorded
+    assert main(["generate", str(tmp_path / "bytes"), "--prompt", "ab", "--max-new-tokens", "3"]) == 0
+    capsys.readouterr()
+    wide = zoo.build_model({**zoo.spec_of(lm).model_dump(), "vocab_size": 300})
+    zoo.save(wide, tmp_path / "wide")
+    args = ["generate", str(tmp_path / "wide"), "--prompt", "ab", "--max-new-tokens", "3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "300-token vocabulary but no tokenizer" in err and "zoo.save(model, PATH, tokenizer=" in err
+    assert main([*args, "--tokenizer", "byte"]) == 0
+    with pytest.raises(zoo.ZooError, match="MiniGPT: the model has a 300-token vocabulary"):
+        generate(wide, None, ["ab"], max_new_tokens=2)
+
+
 @pytest.mark.parametrize("prompts", [["def main():"], ["a", "The quick brown fox", "x = 1"]])
 def test_static_decoding_equals_dynamic(lm, prompts):
     for sampler in ("greedy", {"type": "top-p", "p": 0.8}):

@@ -16,6 +16,7 @@ from zoo.config import Config, config_from_args, load_config, registry_files, sp
 from zoo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PluginError, UnknownNameError, ZooError
 from zoo.files import shorten
 from zoo.hookspecs import CORE_COMMANDS
+from zoo.lm.tokenizers import named_tokenizer, tokenizer_argument
 from zoo.model_folders import reference_scheme
 from zoo.registry import CommandEntry
 from zoo.specs import KINDS, Kind, Spec, field_table
@@ -272,6 +273,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             force=args.force,
             init_from=args.init_from,
             lora=args.lora,
+            tokenizer=named_tokenizer(args.tokenizer, config=cfg) if args.tokenizer else None,
         )
     finally:
         distributed.shutdown()
@@ -340,6 +342,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, model)")
     p.add_argument("--data", help="data file or folder (default: the trainer's)")
+    tokenizer_argument(p)
     p.add_argument(
         "--resume",
         nargs="?",

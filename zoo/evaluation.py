@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.api import spec_of, tokenizer_of
+from zoo.api import spec_of
 from zoo.config import Config, config_from_args, spec_ref
 from zoo.data.sources import open_data
 from zoo.errors import DataError, ZooError
 from zoo.lm.text_data import iter_texts
+from zoo.lm.tokenizers import named_tokenizer, text_tokenizer, tokenizer_argument
 from zoo.protocols import CausalLM, ClassifierSpec, RecordSource, Tokenizer
 from zoo.runtime import Runtime
 from zoo.trainers.classifier import classification_scores
@@ -51,8 +52,11 @@ def evaluate(
     context: int | None = None,
     batch_size: int = 8,
     data_format: str | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> list[Score]:
-    """``zoo.evaluate(["runs/a", "runs/b"], "text.txt")``: what ``zoo eval`` prints, as `Score` rows."""
+    """``zoo.evaluate(["runs/a", "runs/b"], "text.txt")``: what ``zoo eval`` prints, as `Score` rows.
+    Causal LMs read the text through their own tokenizer, or ``tokenizer`` when given (`zoo eval
+    --tokenizer`); one with neither and a vocabulary other than bytes is refused."""
     from zoo.api import default_config
     from zoo.finetune import open_model
 
@@ -68,7 +72,8 @@ def evaluate(
         with runtime.inference():
             if spec.protocol == "causal-lm":
                 text = text if text is not None else read_text(cfg, data, data_format, max_bytes)
-                row.metrics = score_lm(model, tokenizer_for(model), text, runtime, context, batch_size)
+                tok = tokenizer or text_tokenizer(model, target)
+                row.metrics = score_lm(model, tok, text, runtime, context, batch_size)
             else:
                 row.metrics = score_classifier(model, cfg, data, data_format, runtime)
         model.to("cpu")
@@ -93,15 +98,6 @@ def read_text(cfg: Config, data: str | Path, data_format: str | None, max_bytes:
     if max_bytes is not None and len(raw) > max_bytes:
         text = raw[:max_bytes].decode("utf-8", errors="ignore")
     return text
-
-
-def tokenizer_for(model: nn.Module) -> Tokenizer:
-    tokenizer = tokenizer_of(model)
-    if tokenizer is None:
-        from zoo.lm.tokenizers import ByteTokenizer
-
-        return ByteTokenizer()  # what a model without a recorded tokenizer was trained on
-    return tokenizer
 
 
 def score_lm(
@@ -220,6 +216,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         context=args.context,
         batch_size=args.batch_size,
         data_format=args.data_format,
+        tokenizer=named_tokenizer(args.tokenizer, config=cfg) if args.tokenizer else None,
     )
     if args.json:
         print(json.dumps([asdict(s) for s in scores], indent=2))
@@ -239,6 +236,7 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bytes", type=int, help="causal LMs: evaluate the first N bytes of the text only")
     p.add_argument("--context", type=int, help="causal LMs: window length in tokens (default: each model's maximum)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    tokenizer_argument(p)
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--plot", metavar="PNG", help="write a bar chart: bits per byte (LMs), accuracy (classifiers)")
     p.add_argument("--device")

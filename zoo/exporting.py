@@ -4,6 +4,7 @@ zoo itself registers ``onnx`` (`zoo.onnx_export`), zoo-hf registers ``hf``."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,16 +13,16 @@ from zoo.errors import ZooError
 
 
 def export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="a saved model: an artifact or a run folder")
+    p.add_argument("path", help="an artifact, a run folder, a local model folder (e.g. Hugging Face) or a preset")
     p.add_argument("--format", default="hf", help="an export format (zoo plugins lists them; default: hf)")
     p.add_argument("--out", required=True, help="the folder to write (never replaced)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from zoo.artifacts import atomic_dir, load
-    from zoo.config import config_from_args
+    from zoo.artifacts import atomic_dir
+    from zoo.config import config_from_args, spec_ref
     from zoo.errors import UnknownNameError
-    from zoo.finetune import artifact_folder
+    from zoo.finetune import open_model
     from zoo.rundir import check_out_path
 
     cfg = config_from_args(args)
@@ -32,7 +33,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     out = Path(args.out)
     check_out_path(out, [("the model", args.path)])
-    model = load(artifact_folder(Path(args.path)) or args.path, config=cfg).eval()
+    model = open_model(spec_ref(args.path), cfg).eval()  # whatever `zoo generate` takes, resolved the same way
     with atomic_dir(out) as tmp:
         entry.export(model, tmp, {})
     print(f"wrote {out} ({args.format}, by {entry.distribution})")
@@ -48,4 +49,6 @@ def export_onnx(model: Any, folder: Path, options: Mapping[str, Any]) -> None:
         raise ZooError("ONNX export needs onnx and onnxscript: pip install 'zoo[onnx]'") from None
     from zoo.onnx_export import export
 
-    export(model, folder)
+    note = export(model, folder)
+    if note is not None:
+        print(f"note: {note} (onnx.json says so too)", file=sys.stderr)

@@ -24,7 +24,9 @@ from zoo.artifacts import MANIFEST_FILE, Manifest, check_tensors, load, sha256_f
 from zoo.config import Config
 from zoo.errors import ArtifactError, ZooError
 from zoo.files import read_model, shorten
+from zoo.lm.tokenizers import text_tokenizer
 from zoo.model_folders import folder_spec, hub_source, resolve_reference
+from zoo.protocols import CausalLM, Tokenizer
 from zoo.specs import ModelSpec
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # peft's base_model_name_or_path for a hub model
@@ -170,27 +172,30 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def starting_point(source: str | Path, config: Config, model: Any = None) -> Start:
-    """Load ``source`` as the starting weights; with ``model`` (a name, dict or spec) train that
-    spec instead, provided every tensor matches in name, shape and dtype."""
+def starting_point(source: str | Path, config: Config, model: Any = None, tokenizer: Tokenizer | None = None) -> Start:
+    """Load ``source`` (a folder, or a hub reference) as the starting weights; with ``model`` (a
+    name, dict or spec) train that spec instead, provided every tensor matches in name, shape and
+    dtype. The tokenizer is ``tokenizer``, else the source's; a causal LM with neither is refused
+    unless its vocabulary is bytes (`text_tokenizer`)."""
     hub_folder = resolve_reference(str(source), config.registry)
     path = hub_folder or Path(source).expanduser()
     if not path.exists():
         raise ArtifactError(f"--init-from {path}: no such file or folder")
     loaded, where = open_folder(path, config, hub=hub_folder is not None)
+    tokenizer = tokenizer or tokenizer_of(loaded)
+    if tokenizer is None and isinstance(loaded, CausalLM):
+        text_tokenizer(loaded, where)  # trained weights need the tokenizer they were trained with
     is_artifact = (where / MANIFEST_FILE).is_file()
     digest = read_model(where / MANIFEST_FILE, Manifest).weights_sha256 if is_artifact else weights_digest(where)
     parent: dict[str, Any] = {"path": str(where.resolve()), "sha256": digest}
     source_info = hub_source(str(source), where, config.registry) if hub_folder is not None else source_of(loaded)
-    if (
-        source_info is not None
-    ):  # a hub's folder: the pinned reference (what a resume resolves again), each file's sha256
+    if source_info is not None:  # from a hub: the pinned reference (what a resume resolves), each file's sha256
         parent = {**parent, **source_info, "path": source_info["reference"]}
     if model is None:
-        return Start(loaded, parent)
+        return Start(attach(loaded, spec_of(loaded), tokenizer=tokenizer), parent)
     target_spec = config.spec("models", model)
     assert isinstance(target_spec, ModelSpec)
-    target = attach(target_spec.build(), target_spec, tokenizer=tokenizer_of(loaded))
+    target = attach(target_spec.build(), target_spec, tokenizer=tokenizer)
     state = loaded.state_dict()
     check_tensors(tensor_info(target.state_dict()), tensor_info(state), f"--init-from {where} as --model")
     target.load_state_dict(state, strict=True)

@@ -14,6 +14,7 @@ Object side (what ``spec.build()`` returns):
 * `Classifier`         ``model(x) -> logits (B, num_classes)``; x is (B, *input_shape) float.
 * `CausalLM`           ``model(input_ids, cache=None, ...) -> (logits, cache)`` + ``new_cache``.
 * `StaticDecoding`     optional on a causal LM: ``decode_step`` with static shapes.
+* `PastTensors`        optional on a causal LM: its KV cache as tensors (ONNX export with past).
 * `ShardUnit`          optional on a submodule: FSDP wraps it on its own.
 * `HFExportable`       optional on a model: its weights under Hugging Face names, and back.
 * `LoraTarget`         optional on a model: LoRA adapters its own way (else zoo's wrapper), saved in peft's layout.
@@ -105,6 +106,29 @@ class CausalLM(Protocol):
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype | None = None) -> Any: ...
 
     def __call__(self, input_ids: torch.Tensor, cache: Any = None, **kwargs: Any) -> tuple[torch.Tensor, Any]: ...
+
+
+@runtime_checkable
+class PastTensors(Protocol):
+    """A causal LM that runs with its KV cache given and returned as plain tensors: what ONNX
+    export with past needs (``decoder_with_past.onnx``) when its cache is not a `zoo.KVCache`.
+    ``past`` is ``[key_0, value_0, key_1, value_1, ...]``, each (B, kv heads, T, head dim), T >= 0."""
+
+    def past_layout(self) -> tuple[int, int, int] | None:
+        """(layers, kv heads, head dim) of that list; None when the cache is not one plain
+        (key, value) pair per layer (sliding windows, recurrent states): no export with past."""
+        ...
+
+    def forward_with_past(
+        self,
+        input_ids: torch.Tensor,
+        past: Sequence[torch.Tensor],
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(logits (B, T, V), ``past`` grown by the new positions, same order)."""
+        ...
 
 
 @runtime_checkable

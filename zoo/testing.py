@@ -7,7 +7,8 @@
         zoo.testing.check_plugin("my-zoo-plugin")     # every model, sampler and trainer it registers
 
 or one component at a time: `check_model("my-type")`, `check_sampler(...)`, `check_trainer(...)`,
-`check_spec_class(MySpec)`, `check_hook_module("my_plugin.hooks")`. Each raises
+`check_spec_class(MySpec)`, `check_hook_module("my_plugin.hooks")`; `check_onnx_decoding(model, folder,
+prompt)` after ``zoo export --format onnx``. Each raises
 ``AssertionError`` saying what broke and how to fix it. zoo runs `check_plugin` over every
 installed distribution in its own test suite.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config import Config
-from zoo.protocols import CausalLM, ClassifierSpec, HFExportable, Sampler, StaticDecoding, Trainer
+from zoo.protocols import CausalLM, ClassifierSpec, HFExportable, PastTensors, Sampler, StaticDecoding, Trainer
 from zoo.specs import BASES, ModelSpec, SamplerSpec, Spec, TrainerSpec
 
 Ref = str | Mapping[str, Any] | Spec
@@ -242,6 +243,71 @@ def check_causal_lm(model: Any, *, atol: float = 1e-4) -> None:
             assert torch.allclose(torch.cat(static, 1), full[:, half:], atol=atol), (
                 f"{name}: decode_step disagrees with forward through the cache"
             )
+        if isinstance(model, PastTensors):
+            _check_past_tensors(model, ids, full, atol)
+
+
+def _check_past_tensors(model: Any, ids: Any, full: Any, atol: float) -> None:
+    """``forward_with_past`` from no past, then one token at a time, equals a full forward."""
+    import torch
+
+    name, layout = type(model).__name__, model.past_layout()
+    if layout is None:
+        return
+    layers, heads, head_dim = layout
+    past = [ids.new_zeros((ids.shape[0], heads, 0, head_dim), dtype=full.dtype)] * (2 * layers)
+    half = ids.shape[1] // 2
+    first, past = model.forward_with_past(ids[:, :half], past)
+    parts = [first]
+    for t in range(half, ids.shape[1]):
+        logits, past = model.forward_with_past(ids[:, t : t + 1], past)
+        parts.append(logits)
+    want = (ids.shape[0], heads, ids.shape[1], head_dim)
+    assert len(past) == 2 * layers and all(tuple(p.shape) == want for p in past), (
+        f"{name}: forward_with_past must return 2 x {layers} tensors shaped {want} (past_layout())"
+    )
+    assert torch.allclose(torch.cat(parts, 1), full, atol=atol), f"{name}: forward_with_past disagrees with forward"
+
+
+def check_onnx_decoding(model: Any, folder: str | Path, prompt: Any, steps: int = 8, *, atol: float = 1e-4) -> None:
+    """What ``zoo export --format onnx`` wrote to ``folder`` decodes in onnxruntime as ``model``
+    does in torch: model.onnx's prefill logits, then ``steps`` greedy tokens through
+    decoder_with_past.onnx (each step's logits against a full forward), the very tokens
+    `zoo.generate` picks greedily. ``prompt``: token ids (B, T)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from zoo.api import tokenizer_of
+    from zoo.lm.generation import generate
+    from zoo.lm.tokenizers import ByteTokenizer
+
+    folder = Path(folder)
+    meta = json.loads((folder / "onnx.json").read_text())
+    assert set(meta["files"]) == {"model.onnx", "decoder_with_past.onnx"}, f"no decoder with past: {meta}"
+    prefill = ort.InferenceSession(str(folder / "model.onnx"))
+    step = ort.InferenceSession(str(folder / "decoder_with_past.onnx"))
+    names = list(meta["files"]["decoder_with_past.onnx"]["inputs"])[2:]  # past_key_0, past_value_0, ...
+    ids = torch.as_tensor(prompt)
+    model.eval()
+    with torch.no_grad():
+        logits, *kv = prefill.run(None, {"input_ids": ids.numpy()})
+        np.testing.assert_allclose(logits, model(ids)[0].numpy(), atol=atol, err_msg="model.onnx (prefill)")
+        mask, tokens = np.ones(tuple(ids.shape), dtype=np.int64), []
+        token = logits[:, -1].argmax(-1)[:, None]
+        for n in range(steps):
+            tokens.append(token[:, 0])
+            mask = np.concatenate([mask, np.ones((len(mask), 1), dtype=np.int64)], axis=1)
+            feed = {"input_ids": token, "attention_mask": mask, **dict(zip(names, kv, strict=True))}
+            logits, *kv = step.run(None, feed)
+            so_far = torch.cat([ids, torch.from_numpy(np.stack(tokens, 1))], dim=1)
+            want = model(so_far)[0][:, -1:].numpy()
+            np.testing.assert_allclose(logits, want, atol=atol, err_msg=f"decoder_with_past.onnx, step {n + 1}")
+            token = logits[:, -1].argmax(-1)[:, None]
+    assert kv[0].shape[2] == ids.shape[1] + steps, "the presents must grow by one position per step"
+    tokenizer = tokenizer_of(model) or ByteTokenizer()  # prompts are ids: only its pad id is used
+    want_ids = generate(model, tokenizer, ids.tolist(), "greedy", max_new_tokens=steps, eos_ids=[]).ids
+    assert np.stack(tokens, 1).tolist() == want_ids, "onnxruntime's greedy tokens differ from zoo.generate's"
 
 
 # --------------------------------------------------------------------------- samplers

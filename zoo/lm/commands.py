@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from zoo.config import config_from_args, spec_ref
 from zoo.errors import DataError, ZooError
 from zoo.files import parse_json, read_text, shorten, validate_file_model
+from zoo.lm.tokenizers import named_tokenizer, text_tokenizer, tokenizer_argument
 from zoo.specs import MAX_SEED
 
 
@@ -30,9 +31,7 @@ class Session:
 
 def open_session(args: argparse.Namespace) -> Session:
     cfg = config_from_args(args, ("device", "precision"))
-    from zoo.api import tokenizer_of
     from zoo.finetune import open_model
-    from zoo.lm.tokenizers import ByteTokenizer
     from zoo.runtime import Runtime
 
     seed = args.seed if args.seed is not None else cfg.runtime.seed
@@ -50,10 +49,11 @@ def open_session(args: argparse.Namespace) -> Session:
         "static": args.static,
         "compile": args.compile,
     }
+    named = named_tokenizer(args.tokenizer, config=cfg) if args.tokenizer else None
     return Session(
         cfg,
         model,
-        tokenizer_of(model) or ByteTokenizer(),
+        named or text_tokenizer(model, args.path),
         spec_ref(args.sampler) if args.sampler is not None else None,
         options,
     )
@@ -195,5 +195,6 @@ def decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stream", action="store_true", help="print text as it is generated (zoo chat always does)")
     p.add_argument("--static", action="store_true", help="decode with static shapes (the model's decode_step)")
     p.add_argument("--compile", action="store_true", help="torch.compile the static decode step (slow first call)")
+    tokenizer_argument(p)
     p.add_argument("--device")
     p.add_argument("--precision")

@@ -20,6 +20,7 @@ from torch import nn
 
 from zoo.errors import ProtocolError, ZooError
 from zoo.lm.kv_cache import KVCache
+from zoo.lm.tokenizers import text_tokenizer
 from zoo.protocols import CausalLM, ChatTemplate, Sampler, SamplingDefaults, StaticDecoding, StopTokens, Tokenizer
 from zoo.runtime import Runtime
 
@@ -228,16 +229,14 @@ def _decoder(
     """What `generate` and `stream` share: resolve the model, tokenizer and sampler, encode, and
     set up the loop; returns the tokenizer used."""
     owned = isinstance(model, (str, Path))
+    where = str(model) if owned else type(model).__name__
     if isinstance(model, (str, Path)):  # an artifact, run folder, model folder or preset name
         from zoo.api import default_config
         from zoo.finetune import open_model
 
         model = open_model(model, config or default_config())
     if tokenizer is None:
-        from zoo.api import tokenizer_of
-        from zoo.lm.tokenizers import ByteTokenizer
-
-        tokenizer = tokenizer_of(model) or ByteTokenizer()
+        tokenizer = text_tokenizer(model, where)
     if not isinstance(tokenizer, Tokenizer):
         raise ProtocolError(f"{type(tokenizer).__name__} is not a tokenizer (zoo.protocols.Tokenizer)")
     _check_model(model)  # before anything touches it, with the message that names the protocol

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from zoo.errors import ArtifactError, DataError
+from zoo.api import default_config, tokenizer_of
+from zoo.errors import ArtifactError, DataError, ZooError
 from zoo.files import read_text, shorten
-from zoo.protocols import Tokenizer
+from zoo.protocols import CausalLM, Tokenizer
 from zoo.specs import STRICT
 
 
@@ -156,8 +158,6 @@ def build_tokenizer(spec: ByteTokenizerSpec | BPETokenizerSpec, texts: Iterator[
 def load_tokenizer(folder: Path, desc: dict[str, Any], *, config: Any = None) -> Tokenizer:
     """Restore the tokenizer an artifact recorded in its manifest, through the plugin that
     registered its ``type`` (`zoo_register_tokenizers`: zoo's own are byte and bpe)."""
-    from zoo.api import default_config
-
     kind = desc.get("type")
     known = (config or default_config()).registry.tokenizers
     entry = known.get(kind) if isinstance(kind, str) else None
@@ -171,6 +171,65 @@ def load_tokenizer(folder: Path, desc: dict[str, Any], *, config: Any = None) ->
     if not isinstance(tokenizer, Tokenizer):
         raise ArtifactError(f"tokenizer type {kind!r} ({entry.distribution}) did not return a zoo.Tokenizer")
     return tokenizer
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # what transformers' save_pretrained writes
+
+
+class MissingTokenizer(ZooError):
+    """A model with a vocabulary other than bytes and no tokenizer, opened to read or write text."""
+
+
+def text_tokenizer(model: Any, where: str | Path) -> Tokenizer:
+    """The tokenizer that turns text into ``model``'s ids: the one it was saved or loaded with;
+    with none, bytes when its vocabulary is the byte vocabulary (what zoo trains by default).
+    A larger vocabulary without a tokenizer is refused: byte ids in a BPE model's vocabulary
+    would give nonsense text, silently. ``where`` names the model in the message."""
+    tokenizer = tokenizer_of(model)
+    if tokenizer is not None:
+        return tokenizer
+    if not isinstance(model, CausalLM) or int(model.vocab_size) == ByteTokenizer.vocab_size:
+        return ByteTokenizer()
+    raise MissingTokenizer(
+        f"{where}: the model has a {int(model.vocab_size):,}-token vocabulary but no tokenizer "
+        f"({' and '.join(TOKENIZER_FILES)} are missing), so zoo cannot turn text into its ids (bytes cover "
+        f"only {ByteTokenizer.vocab_size}). {_how_to_add(Path(where))}; or name one: --tokenizer PATH (a folder "
+        "holding those files) or --tokenizer byte (in Python: pass the tokenizer)"
+    )
+
+
+def _how_to_add(folder: Path) -> str:
+    if (folder / "manifest.json").is_file() or (folder / "model" / "manifest.json").is_file():
+        # an artifact's tokenizer is the one its manifest records, never loose files beside it
+        return "Save the artifact again with its tokenizer: zoo.save(model, PATH, tokenizer=...)"
+    files = " and ".join(TOKENIZER_FILES)
+    target = repr(str(folder)) if folder.is_dir() else "FOLDER"
+    return (
+        f"Put the tokenizer it was trained with beside its weights: copy {files} from the model's source, "
+        f"or run AutoTokenizer.from_pretrained(SOURCE).save_pretrained({target})"
+    )
+
+
+def named_tokenizer(name: str | Path, *, config: Any = None) -> Tokenizer:
+    """``--tokenizer``: ``byte``, or a folder with a tokenizer as transformers saves it (read by the
+    ``hf`` kind when zoo-hf is installed, else as a plain tokenizer.json)."""
+    if str(name) == "byte":
+        return ByteTokenizer()
+    folder = Path(name).expanduser()
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise MissingTokenizer(f"--tokenizer {name}: not 'byte' nor a folder with {' or '.join(TOKENIZER_FILES)}")
+    kind = "hf" if "hf" in (config or default_config()).registry.tokenizers else "bpe"
+    return load_tokenizer(folder, {"type": kind, "file": "tokenizer.json"}, config=config)
+
+
+def tokenizer_argument(p: argparse.ArgumentParser) -> None:
+    """``--tokenizer``, the same on every command that reads or writes a causal LM's text."""
+    p.add_argument(
+        "--tokenizer",
+        metavar="PATH|byte",
+        help="encode text with this tokenizer instead of the model's own: a folder with tokenizer.json "
+        "(e.g. the model's source) or 'byte' (needed for a model with no tokenizer and a vocabulary other than bytes)",
+    )
 
 
 def load_byte(folder: Path, desc: dict[str, Any]) -> Tokenizer:

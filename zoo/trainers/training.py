@@ -8,7 +8,7 @@ from typing import Any
 from zoo.api import attach, check_protocol, spec_of
 from zoo.config import Config
 from zoo.errors import DataMismatch, PluginError, RunDirError, SpecError
-from zoo.protocols import Trainer
+from zoo.protocols import Tokenizer, Trainer
 from zoo.trainers.engine import FitResult
 from zoo.trainers.specs import EngineSpec, LoraSpec
 
@@ -24,6 +24,7 @@ def train_from_config(
     force: bool = False,
     init_from: str | Path | None = None,
     lora: bool = False,
+    tokenizer: Tokenizer | None = None,
 ) -> FitResult:
     """Build model and trainer from names/dicts/specs, train, and save the model in ``out/model``.
 
@@ -34,6 +35,9 @@ def train_from_config(
     ``init_from`` (a zoo artifact, a run folder, a LoRA adapter folder or a local model folder) starts from trained
     weights; ``model`` may then be None (the source's spec) or a spec whose tensors match. A
     resumed fine-tune reuses the parent its run.json records (another ``init_from`` is refused).
+
+    ``tokenizer`` replaces the model's own (and the trainer's); trained weights without one are
+    refused unless their vocabulary is bytes.
     """
     from zoo.artifacts import save
     from zoo.runtime import Runtime
@@ -55,12 +59,12 @@ def train_from_config(
     if init_from is not None:
         from zoo.finetune import starting_point
 
-        start = starting_point(init_from, cfg, model)
+        start = starting_point(init_from, cfg, model, tokenizer)
         module, parent = start.model, start.parent
         mspec = spec_of(module)
     else:
         mspec = cfg.spec("models", model)  # type: ignore[assignment]
-        module = attach(mspec.build(), mspec)
+        module = attach(mspec.build(), mspec, tokenizer=tokenizer)
     check_protocol(tspec, mspec)  # type: ignore[arg-type]
     if adapters is not None:
         if runtime.dist.mode == "fsdp":
@@ -153,16 +157,27 @@ def train(
     resume: bool | str | Path = False,
     force: bool = False,
     config: Config | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> FitResult:
     """``zoo.train("lm", "runs/x", model="minigpt-small")`` or ``init_from="runs/parent"``: what
     ``zoo train`` does, from Python (the default configuration unless ``config`` is given).
 
     ``data`` is a file or folder, or a dataset object: ``(x, y)`` items for a classifier (any
     ``torch.utils.data.Dataset``), texts or ``{"text"}`` / ``{"messages"}`` items for a causal LM.
+    ``tokenizer`` (a `zoo.Tokenizer`) replaces the model's own, as ``zoo train --tokenizer`` does.
     """
     from zoo.api import default_config
 
     cfg = config or default_config()
     return train_from_config(
-        cfg, model, trainer, out, data=data, resume=resume, force=force, init_from=init_from, lora=lora
+        cfg,
+        model,
+        trainer,
+        out,
+        data=data,
+        resume=resume,
+        force=force,
+        init_from=init_from,
+        lora=lora,
+        tokenizer=tokenizer,
     )

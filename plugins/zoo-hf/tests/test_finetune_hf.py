@@ -8,14 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-)
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import zoo
 from zoo.cli import main
@@ -25,45 +18,13 @@ from zoo.lm.trainer import CausalLMTask, lm_loss
 CHILD = {"type": "causal-lm", "max_steps": 3, "batch_size": 4, "context": 16, "log_every": 1, "progress": False}
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("c") / "c.txt"
-    path.write_text("".join(f"{i}: how vexingly quick daft zebras jump!\n" for i in range(300)))
-    return path
-
-
-def llama_folder(folder: Path, corpus: Path) -> Path:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "</s>"], show_progress=False)
-    tok.train([str(corpus)], trainer)
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>")
-    hf_tok.save_pretrained(folder)
-    config = LlamaConfig(
-        vocab_size=len(hf_tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=hf_tok.pad_token_id,
-        eos_token_id=hf_tok.eos_token_id,
-        bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
-
-
 def first_logged_loss(run: Path) -> float:
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return next(r["loss"] for r in rows if r["split"] == "train" and r["step"] == 1)
 
 
-def test_a_tiny_llama_folder_fine_tunes_with_its_own_tokenizer(tmp_path, corpus):
-    folder = llama_folder(tmp_path / "llama", corpus)
+def test_a_tiny_llama_folder_fine_tunes_with_its_own_tokenizer(tmp_path, corpus, make_llama):
+    folder = make_llama(tmp_path / "llama")
     run = tmp_path / "run"
     args = ["train", "--init-from", str(folder), "--trainer", json.dumps(CHILD), "--data", str(corpus)]
     assert main([*args, "--out", str(run), "--device", "cpu"]) == 0

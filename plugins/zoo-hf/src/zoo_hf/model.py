@@ -12,7 +12,7 @@ import contextlib
 import difflib
 import inspect
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -247,6 +247,41 @@ class HFCausalLM(HFAdapter):
             cache.hf = getattr(out, "cache", None) or out.past_key_values
         return out.logits, cache
 
+    def past_layout(self) -> tuple[int, int, int] | None:
+        """(layers, kv heads, head dim) when transformers keeps one plain (key, value) pair per
+        layer (`zoo.PastTensors`); None for sliding-window or other layer kinds."""
+        config = self.hf.config.get_text_config(decoder=True)
+        kinds = getattr(config, "layer_types", None)
+        if kinds is not None and set(kinds) != {"full_attention"}:
+            return None
+        if kinds is None and getattr(config, "sliding_window", None):
+            return None
+        heads, layers = getattr(config, "num_attention_heads", None), getattr(config, "num_hidden_layers", None)
+        if not isinstance(heads, int) or not isinstance(layers, int):  # not attention layers at all
+            return None
+        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+        return layers, kv_heads, head_dim
+
+    def forward_with_past(
+        self,
+        input_ids: torch.Tensor,
+        past: Sequence[torch.Tensor],
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The forward pass on a transformers `DynamicCache` filled from ``past`` (what ONNX export
+        with past traces); returns the logits and every layer's grown keys and values."""
+        from transformers import DynamicCache
+
+        cache = HFCache()
+        cache.hf = DynamicCache()
+        for layer in range(len(past) // 2):
+            cache.hf.update(past[2 * layer], past[2 * layer + 1], layer)
+        logits, _ = self(input_ids, cache, attention_mask=attention_mask, position_ids=position_ids)
+        return logits, [t for layer in cache.hf.layers for t in (layer.keys, layer.values)]
+
 
 def _jsonable(value: Any) -> Any:
     """peft's config as its ``save_pretrained`` writes it: sets as lists, enums as their values."""
@@ -381,8 +416,16 @@ if TYPE_CHECKING:  # mypy checks the adapters against zoo's protocols
 
     def _causal_lm(
         model: HFCausalLM, tokenizer: HFTokenizer
-    ) -> tuple[zoo.CausalLM, zoo.StopTokens, zoo.SamplingDefaults, zoo.LoraTarget, zoo.Tokenizer, zoo.ChatTemplate]:
-        return model, model, model, model, tokenizer, tokenizer
+    ) -> tuple[
+        zoo.CausalLM,
+        zoo.StopTokens,
+        zoo.SamplingDefaults,
+        zoo.LoraTarget,
+        zoo.PastTensors,
+        zoo.Tokenizer,
+        zoo.ChatTemplate,
+    ]:
+        return model, model, model, model, model, tokenizer, tokenizer
 
     def _classifier(model: HFClassifier) -> zoo.Classifier:
         return model
