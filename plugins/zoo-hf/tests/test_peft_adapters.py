@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from test_finetune_hf import llama_folder
 from transformers import AutoModelForCausalLM
 
 import zoo
@@ -19,14 +18,14 @@ TRAINER = {"type": "causal-lm", "max_steps": 3, "batch_size": 4, "context": 16, 
 
 
 @pytest.fixture(scope="module")
-def bases(tmp_path_factory):
+def bases(tmp_path_factory, make_llama):
     """A Hugging Face Llama folder with its tokenizer, and a zoo artifact of a GPT-2 (byte-level)."""
     root = tmp_path_factory.mktemp("peft")
     corpus = root / "c.txt"
     corpus.write_text("".join(f"{i}: how vexingly quick daft zebras jump!\n" for i in range(200)))
     torch.manual_seed(0)
     zoo.save(zoo.build_model("hf-gpt2-tiny"), root / "gpt2")  # transformers reads it too
-    return {"llama": llama_folder(root / "llama", corpus), "gpt2": root / "gpt2", "corpus": corpus}
+    return {"llama": make_llama(root / "llama"), "gpt2": root / "gpt2", "corpus": corpus}
 
 
 def hf_logits(model, ids):
