@@ -264,6 +264,9 @@ def test_a_preset_path_and_eval_take_references(hub, versions, tmp_path, capsys)
     code, out, err = run(capsys, "eval", f"hf:{REPO}", "--data", str(corpus), "--json")
     assert code == 0, err
     assert json.loads(out)
+    code, _, err = run(capsys, "export", f"hf:{REPO}", "--format", "hf", "--out", str(tmp_path / "exported"))
+    assert code == 0, err
+    assert (tmp_path / "exported" / "model.safetensors").is_file()
     bad = tmp_path / "bad.toml"
     bad.write_text('[models.x]\ntype = "hf-causal-lm"\npath = "hf:not a repo"\n')
     code, _, err = run(capsys, "show", "x", "--registry", str(bad))
