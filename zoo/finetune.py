@@ -150,7 +150,9 @@ def adapter_base(reference: str | None, folder: Path, *, hub: bool = False) -> s
             return candidate
     looked = " or ".join(shorten(str(c), 100) for c in candidates)
     hint = f"; for the Hugging Face hub repo, write 'hf:{reference}' there" if HUB_ID.fullmatch(reference) else ""
-    raise ArtifactError(f"{where}: base_model_name_or_path {shorten(reference, 100)!r}: no such folder ({looked}){hint}")
+    raise ArtifactError(
+        f"{where}: base_model_name_or_path {shorten(reference, 100)!r}: no such folder ({looked}){hint}"
+    )
 
 
 def _expand(path: Path) -> Path:
