@@ -108,6 +108,15 @@ class CausalLM(Protocol):
 
 
 @runtime_checkable
+class DecodingLimit(Protocol):
+    """A causal LM whose decoding limit is not its training window: ``decode_limit`` is the longest
+    sequence (prompt + new tokens) it can decode, None for no limit (a recurrent model). Without
+    it, ``max_seq_len`` is both the default training window and the decoding limit."""
+
+    decode_limit: int | None
+
+
+@runtime_checkable
 class StaticDecoding(Protocol):
     """One decoding step with static shapes (a full-length mask, position tensors), which the
     decoding loop may compile or capture as a CUDA graph (``zoo generate --static``)."""
