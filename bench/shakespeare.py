@@ -107,9 +107,9 @@ def step_times(names: list[str], rounds: int = 7, steps: int = 20) -> dict[str, 
 
     import torch
 
-    from zoo.trainers.engine import clip_gradients
     from zoo.trainers.optim import build_optimizer
     from zoo.trainers.specs import OptimizerSpec
+    from zoo.trainers.telemetry import clip_gradients
 
     x = torch.randint(0, 256, (TRAINER["batch_size"], TRAINER["context"]))
     steppers = {}

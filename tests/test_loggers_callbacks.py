@@ -16,8 +16,9 @@ import zoo
 from zoo.cli import main
 from zoo.runtime import Runtime
 from zoo.trainers.classifier import ClassificationTask
-from zoo.trainers.engine import LogWindow, _postfix, flops_per_unit, peak_for
 from zoo.trainers.specs import ClassifierTrainerSpec
+from zoo.trainers.telemetry import LogWindow, flops_per_unit, peak_for
+from zoo.trainers.telemetry import postfix as _postfix
 
 MODEL = {"type": "simplenet", "in_features": 8, "hidden": [32], "num_classes": 3, "dropout": 0.1}
 BASE = {"batch_size": 16, "eval_every": 10, "log_every": 5, "checkpoint_every": 10, "progress": False, "lr": 1e-2}

@@ -22,3 +22,28 @@ def test_every_model_preset_builds_on_meta(preset, config):
 def test_every_sampler_and_trainer_preset_builds(kind, config):
     for name in config.presets[kind]:
         assert config.spec(kind, name).build() is not None
+
+
+def test_a_plugins_preset_derives_with_base(make_config):
+    from helpers import make_module
+
+    import zoo.hookspecs
+
+    @zoo.hookspecs.hookimpl
+    def zoo_register_presets(register):
+        register("trainers", "lm-long", {"base": "lm", "max_steps": 5000, "schedule": {"warmup_steps": 7}})
+        register("trainers", "lm-longer", {"base": "lm-long", "lr": 0.5})
+        register("trainers", "loop-a", {"base": "loop-b"})
+        register("trainers", "loop-b", {"base": "loop-a"})
+        register("trainers", "orphan", {"base": "no-such-preset"})
+
+    config = make_config({}, make_module("long_presets", zoo_register_presets=zoo_register_presets))
+    lm, long, longer = (config.spec("trainers", n) for n in ("lm", "lm-long", "lm-longer"))
+    assert long.max_steps == 5000 and long.batch_size == lm.batch_size and long.lr == lm.lr
+    assert long.schedule.warmup_steps == 7 and long.schedule.name == lm.schedule.name  # tables merge key by key
+    assert longer.max_steps == 5000 and longer.lr == 0.5
+    assert "(base lm from zoo" in config.origins[("trainers", "lm-long")]
+    for name, why in (("loop-a", "derives from itself"), ("orphan", "'no-such-preset' is not a trainer preset")):
+        assert (
+            why in config.unavailable[("trainers", name)] and "long_presets" in config.unavailable[("trainers", name)]
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class CheckpointMeta(BaseModel):
 
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
+CALLBACK_TENSORS = "callbacks.safetensors"
 SET_ASIDE = "set-aside"
 
 
@@ -69,6 +70,7 @@ class TrainState:
     scaler: torch.amp.GradScaler
     data_rng: torch.Generator
     extra: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # callbacks' tensors: callbacks.safetensors
 
 
 def clean_stale(out: Path) -> None:
@@ -90,6 +92,12 @@ def checkpoint_dirs(root: Path) -> list[Path]:
 def latest(root: Path) -> Path | None:
     dirs = checkpoint_dirs(root)
     return dirs[-1] if dirs else None
+
+
+def last_good(root: Path) -> str:
+    """What a failed run leaves to resume from, for its error message."""
+    last = latest(root)
+    return f"last good checkpoint kept: {last}" if last else "no checkpoint was written yet"
 
 
 def set_aside_after(root: Path, step: int) -> list[str]:
@@ -139,6 +147,8 @@ def _write_rest(folder: Path, state: TrainState, opt_meta: dict[str, Any], **met
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng.update({f"torch_cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     write_tensors(folder / "rng.safetensors", rng)
+    if state.tensors:
+        write_tensors(folder / CALLBACK_TENSORS, state.tensors)
     scaler = state.scaler.state_dict()
     write_json(
         folder / "state.json",
@@ -247,6 +257,8 @@ def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None)
         state.scaler.load_state_dict(meta.scaler)
     state.step = meta.step
     state.extra = dict(meta.extra)
+    tensors = path / CALLBACK_TENSORS
+    state.tensors = read_tensors(tensors) if tensors.exists() else {}
     torch.set_rng_state(rng["torch_cpu"])
     state.data_rng.set_state(rng["data"])
     cuda = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]

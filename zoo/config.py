@@ -373,6 +373,9 @@ def _merge_presets(layers: Sequence[Layer], registry: Registry, config: Config, 
         merged[entry.kind][name] = (entry.fields, entry.origin, None)
         if entry.description:
             config.descriptions[(entry.kind, name)] = entry.description
+    for kind in KINDS:
+        for name in [n for n, (fields, _, _) in merged[kind].items() if "base" in fields]:
+            _derive_shipped(merged[kind], kind, name, (), config)
     for layer in layers:
         for kind in KINDS:
             table = layer.raw.get(kind, {})
@@ -386,6 +389,37 @@ def _merge_presets(layers: Sequence[Layer], registry: Registry, config: Config, 
                     merged[kind][name] = result
                     config.unavailable.pop((kind, name), None)
     return merged
+
+
+def _derive_shipped(
+    presets: dict[str, tuple[dict[str, Any], str, Layer | None]],
+    kind: Kind,
+    name: str,
+    chain: tuple[str, ...],
+    config: Config,
+) -> bool:
+    """A plugin's preset with ``base``: the base preset (any plugin's) with its fields changed;
+    one that cannot be derived is unavailable, blamed on the plugin that shipped it."""
+    if name not in presets:
+        return False
+    fields, origin, home = presets[name]
+    if "base" not in fields:
+        return True
+    base = fields["base"]
+    if name in chain or not isinstance(base, str) or base == name:
+        why = f"its base {base!r} is not a preset name" if not isinstance(base, str) else "derives from itself"
+        config.unavailable[(kind, name)] = f"preset from {origin}: {why} ({' -> '.join((*chain, name))})"
+        presets.pop(name)
+        return False
+    if not _derive_shipped(presets, kind, base, (*chain, name), config):
+        if (kind, name) not in config.unavailable:
+            config.unavailable[(kind, name)] = f"preset from {origin}: its base {base!r} is not a {kind[:-1]} preset"
+        presets.pop(name, None)
+        return False
+    parent = presets[base]
+    rest = {k: v for k, v in fields.items() if k != "base"}
+    presets[name] = (_deep_merge(parent[0], rest), f"{origin} (base {base} from {parent[1]})", home)
+    return True
 
 
 class _TableMerge:

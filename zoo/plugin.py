@@ -37,10 +37,11 @@ def zoo_register_loggers(register: Register) -> None:
 
 @hookimpl
 def zoo_register_callbacks(register: Register) -> None:
-    from zoo.trainers.specs import BestCheckpointSpec, EarlyStoppingSpec
+    from zoo.trainers.specs import BestCheckpointSpec, EarlyStoppingSpec, EMASpec
 
     register(EarlyStoppingSpec)
     register(BestCheckpointSpec)
+    register(EMASpec)
 
 
 @hookimpl

@@ -132,6 +132,15 @@ class PastTensors(Protocol):
 
 
 @runtime_checkable
+class DecodingLimit(Protocol):
+    """A causal LM whose decoding limit is not its training window: ``decode_limit`` is the longest
+    sequence (prompt + new tokens) it can decode, None for no limit (a recurrent model). Without
+    it, ``max_seq_len`` is both the default training window and the decoding limit."""
+
+    decode_limit: int | None
+
+
+@runtime_checkable
 class StaticDecoding(Protocol):
     """One decoding step with static shapes (a full-length mask, position tensors), which the
     decoding loop may compile or capture as a CUDA graph (``zoo generate --static``)."""
@@ -349,9 +358,24 @@ class TrainingRun(Protocol):
     metrics: dict[str, float]  # the latest figures: train_loss, val_loss, ...
     is_main: bool
 
+    @property
+    def model(self) -> nn.Module:
+        """The model being trained, not wrapped for DDP or compilation: read its weights, or (at
+        ``on_train_end``) replace them with what should be saved as ``RUN/model``."""
+        ...
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer, with its parameter groups (``lr`` is this step's learning rate)."""
+        ...
+
     def save_checkpoint(self, name: str) -> None:
         """Ask for the full training state as ``checkpoints/NAME`` (replacing one of that name),
         written once every callback has seen the current event. Every process asks alike."""
+        ...
+
+    def add_model(self, name: str, model: nn.Module) -> None:
+        """At ``on_train_end``: save ``model`` as the artifact ``RUN/NAME`` too."""
         ...
 
 
@@ -360,8 +384,9 @@ class Callback(Protocol):
     """Code the engine runs on every process (a `zoo.CallbackSpec` builds one; subclass the
     `zoo.Callback` base, whose methods do nothing, and override what you need).
 
-    Its state goes into every checkpoint (``state_dict`` returns JSON-able values), so a resumed
-    run continues exactly, patience counters and best scores included.
+    Its state goes into every checkpoint (``state_dict`` returns JSON-able values and tensors,
+    which are stored as safetensors beside the JSON), so a resumed run continues exactly, patience
+    counters, best scores and averaged weights included.
     """
 
     def on_step_end(self, run: TrainingRun) -> None: ...
@@ -372,6 +397,11 @@ class Callback(Protocol):
 
     def should_stop(self, run: TrainingRun) -> str | None:
         """Why the run should stop now (ends it after this step, with a checkpoint), or None."""
+        ...
+
+    def on_train_end(self, run: TrainingRun) -> None:
+        """After the last step, before ``RUN/model`` is saved: change ``run.model``'s weights to
+        choose what is saved, or ``run.add_model(NAME, module)`` to save more."""
         ...
 
     def state_dict(self) -> dict[str, Any]: ...

@@ -443,20 +443,41 @@ def check_logger(ref: Ref, *, config: Config | None = None) -> None:
 
 
 class _Run:
-    """A stand-in `zoo.TrainingRun` for the callback check."""
+    """A stand-in `zoo.TrainingRun` for the callback check: a tiny model that really trains."""
 
     def __init__(self, out: Path) -> None:
+        import torch
+
         self.out, self.step, self.max_steps, self.loss, self.is_main = out, 0, 10, 1.0, True
         self.metrics: dict[str, float] = {}
         self.asked: list[str] = []
+        self.added: dict[str, Any] = {}
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+
+    def train_step(self) -> None:
+        import torch
+
+        x = torch.randn(16, 4, generator=torch.Generator().manual_seed(self.step))
+        loss = self.model(x).square().mean()
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.step, self.loss = self.step + 1, float(loss)
 
     def save_checkpoint(self, name: str) -> None:
         self.asked.append(name)
 
+    def add_model(self, name: str, model: Any) -> None:
+        self.added[name] = model
+
 
 def check_callback(ref: Ref, *, config: Config | None = None) -> None:
-    """Build; see steps and evaluations (val_loss, val_accuracy, val_ppl); its state survives JSON."""
+    """Build; see steps (of a model that really trains) and evaluations (val_loss, val_accuracy,
+    val_ppl); its state, tensors included, survives a checkpoint's round trip; it hears the end."""
     from zoo.protocols import Callback
+    from zoo.trainers.run import join_tensors, split_tensors
 
     spec = _config(config).spec("callbacks", ref)
     check_spec_class(type(spec))
@@ -465,21 +486,29 @@ def check_callback(ref: Ref, *, config: Config | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = _Run(Path(tmp))
         for step in range(1, 5):
-            run.step, run.loss = step, 1.0 / step
+            run.train_step()
             callback.on_step_end(run)
             figures = {"val_loss": 1.0 + step % 2, "val_accuracy": 0.5, "val_ppl": 2.7}
             run.metrics.update(figures)
             callback.on_eval(run, figures)
             why = callback.should_stop(run)
             assert why is None or isinstance(why, str), f"{spec.type}: should_stop returns a reason (str) or None"
-    state = callback.state_dict()
-    try:
-        saved = json.loads(json.dumps(state))
-    except (TypeError, ValueError) as err:
-        raise AssertionError(f"{spec.type}: state_dict() must hold JSON values (checkpoints keep it): {err}") from None
-    fresh = spec.build()
-    fresh.load_state_dict(saved)
-    assert fresh.state_dict() == saved, f"{spec.type}: load_state_dict(state_dict()) must restore the same state"
+        tensors: dict[str, Any] = {}
+        try:
+            saved = json.loads(json.dumps(split_tensors(callback.state_dict(), "0", tensors)))
+        except (TypeError, ValueError) as err:
+            raise AssertionError(
+                f"{spec.type}: state_dict() must hold JSON values and tensors (checkpoints keep it): {err}"
+            ) from None
+        fresh = spec.build()
+        fresh.load_state_dict(join_tensors(saved, tensors, spec.type))
+        again: dict[str, Any] = {}
+        assert split_tensors(fresh.state_dict(), "0", again) == saved and all(
+            again[k].equal(v) for k, v in tensors.items()
+        ), f"{spec.type}: load_state_dict(state_dict()) must restore the same state"
+        callback.on_train_end(run)
+        for name, model in run.added.items():
+            assert hasattr(model, "state_dict"), f"{spec.type}: add_model({name!r}, ...) takes a torch module"
 
 
 # --------------------------------------------------------------------------- plugins

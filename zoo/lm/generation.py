@@ -21,7 +21,16 @@ from torch import nn
 from zoo.errors import ProtocolError, ZooError
 from zoo.lm.kv_cache import KVCache
 from zoo.lm.tokenizers import text_tokenizer
-from zoo.protocols import CausalLM, ChatTemplate, Sampler, SamplingDefaults, StaticDecoding, StopTokens, Tokenizer
+from zoo.protocols import (
+    CausalLM,
+    ChatTemplate,
+    DecodingLimit,
+    Sampler,
+    SamplingDefaults,
+    StaticDecoding,
+    StopTokens,
+    Tokenizer,
+)
 from zoo.runtime import Runtime
 
 
@@ -65,6 +74,13 @@ def resolve_sampler(sampler: Any, model: nn.Module, config: Any = None) -> Sampl
     return built
 
 
+def decode_limit(model: nn.Module) -> int | None:
+    """The longest sequence a causal LM decodes (`zoo.DecodingLimit`; else its ``max_seq_len``); None: no limit."""
+    if isinstance(model, DecodingLimit):
+        return model.decode_limit
+    return int(model.max_seq_len)  # type: ignore[arg-type]
+
+
 def _check_model(model: nn.Module) -> None:
     if not isinstance(model, CausalLM):
         spec = vars(model).get("zoo_spec")
@@ -106,8 +122,8 @@ class Decoder:
         if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
             raise ZooError(f"need 0 <= min_new_tokens ({min_new_tokens}) <= max_new_tokens ({max_new_tokens}), >= 1")
         longest = max(len(p) for p in prompt_ids)
-        limit = int(model.max_seq_len)  # type: ignore[arg-type]
-        if longest + max_new_tokens > limit:
+        limit = decode_limit(model)
+        if limit is not None and longest + max_new_tokens > limit:
             raise ZooError(
                 f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the model's context "
                 f"of {limit} tokens; shorten the prompt or lower --max-new-tokens"
@@ -119,7 +135,7 @@ class Decoder:
             room = cache.max_len if isinstance(cache, KVCache) else limit
             if len(prompt_ids) != 1 or static or not 0 <= cache.length < len(prompt_ids[0]):
                 raise ZooError("a reused cache takes one prompt, dynamic decoding, and new tokens after what it holds")
-            if longest + max_new_tokens > room:
+            if room is not None and longest + max_new_tokens > room:
                 raise ZooError(f"the cache holds {room} positions; {longest + max_new_tokens} are needed")
         self.given_cache = cache
         self.model, self.sampler, self.runtime = model, sampler, runtime
@@ -439,7 +455,8 @@ class History:
                 self.cache = None
         if self.cache is None:
             dtype = cache_dtype(self.model, self.runtime)
-            self.cache = self.model.new_cache(1, int(self.model.max_seq_len), dtype=dtype)
+            room = decode_limit(self.model) or int(self.model.max_seq_len)  # no limit: the cache grows as it needs
+            self.cache = self.model.new_cache(1, room, dtype=dtype)
         return self.cache
 
     def record(self, prompt: Sequence[int], generated: Sequence[int]) -> None:

@@ -135,6 +135,23 @@ class BestCheckpointSpec(WatchSpec):
         return BestCheckpoint(self.metric, self.mode)
 
 
+class EMASpec(CallbackSpec):
+    """An exponential moving average of the weights, saved as the run's model (or beside it)."""
+
+    type: Literal["ema"] = "ema"
+    decay: float = Field(0.999, gt=0.0, lt=1.0, description="ema = decay * ema + (1 - decay) * weights")
+    every: int = Field(1, ge=1, description="update the average every N optimizer steps")
+    start_step: int = Field(0, ge=0, description="the first step the average takes in")
+    final: Literal["ema", "raw"] = Field(
+        "ema", description="ema: RUN/model is the average (RUN/model-raw the trained weights); raw: the reverse"
+    )
+
+    def build(self) -> Any:
+        from zoo.trainers.callbacks import EMA
+
+        return EMA(self.decay, self.every, self.start_step, self.final)
+
+
 Ref = str | dict[str, Any]  # a preset or type name, or an inline spec table
 
 

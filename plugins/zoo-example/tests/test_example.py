@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import zoo
 from zoo.cli import main
 from zoo.registry import Registry
 
@@ -90,3 +91,13 @@ def test_typical_sampler_keeps_the_typical_set(mass):
     logits = torch.tensor([[5.0, 4.0, 0.0, -5.0]])
     picks = {int(Typical(mass, 1.0).select(logits, None, torch.Generator().manual_seed(s))) for s in range(200)}
     assert picks <= {0, 1, 2} and 3 not in picks
+
+
+def test_a_recurrent_model_decodes_past_its_training_window_a_transformer_does_not():
+    gru = zoo.build_model({"type": "gru-lm", "max_seq_len": 8, "d_model": 16})
+    assert isinstance(gru, zoo.DecodingLimit) and gru.decode_limit is None
+    out = zoo.generate(gru, None, [[1, 2, 3]], "greedy", max_new_tokens=20)
+    assert len(out.ids[0]) == 20  # 23 tokens through a model trained on windows of 8
+    minigpt = zoo.build_model({"type": "minigpt", "max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2})
+    with pytest.raises(zoo.ZooError, match="exceeds the model's context of 8 tokens"):
+        zoo.generate(minigpt, None, [[1, 2, 3]], "greedy", max_new_tokens=20)

@@ -19,7 +19,7 @@ class GRULMSpec(zoo.ModelSpec):
     vocab_size: int = Field(256, gt=0, description="vocabulary size")
     d_model: int = Field(64, gt=0, description="embedding and hidden width")
     n_layers: int = Field(1, ge=1, le=8, description="stacked GRU layers")
-    max_seq_len: int = Field(1024, gt=0, description="longest sequence accepted")
+    max_seq_len: int = Field(1024, gt=0, description="training window (decoding has no limit)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout between GRU layers")
 
     def build(self) -> Any:

@@ -20,9 +20,11 @@ class GRUState:
 
 
 class GRULM(nn.Module):
+    decode_limit: int | None = None  # a recurrent state has no positions to run out of: it decodes as long as asked
+
     def __init__(self, spec: GRULMSpec) -> None:
         super().__init__()
-        self.vocab_size, self.max_seq_len = spec.vocab_size, spec.max_seq_len
+        self.vocab_size, self.max_seq_len = spec.vocab_size, spec.max_seq_len  # max_seq_len: the training window
         self.n_layers, self.d_model = spec.n_layers, spec.d_model
         self.emb = nn.Embedding(spec.vocab_size, spec.d_model)
         self.gru = nn.GRU(
@@ -48,8 +50,6 @@ class GRULM(nn.Module):
     ) -> tuple[torch.Tensor, GRUState | None]:
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
-        if past + T > self.max_seq_len:
-            raise ValueError(f"sequence of {past + T} tokens exceeds max_seq_len={self.max_seq_len}")
         h = cache.hidden if cache is not None else self.new_cache(B).hidden
         x = self.emb(input_ids)  # (B, T, C)
         if attention_mask is None:
@@ -70,5 +70,5 @@ class GRULM(nn.Module):
 
 if TYPE_CHECKING:  # mypy checks the GRU against zoo's causal-LM protocol
 
-    def _model(model: GRULM) -> zoo.CausalLM:
-        return model
+    def _model(model: GRULM) -> tuple[zoo.CausalLM, zoo.DecodingLimit]:
+        return model, model
