@@ -95,3 +95,107 @@ def test_no_arrow_points_back(low, high):
         if dep.startswith(high) and not dep.startswith(low)
     ]
     assert not back, f"{low} must not import {high}: " + "; ".join(back)
+
+
+def every_import(path: Path) -> set[str]:
+    """The zoo modules a file imports, anywhere (inside functions and under TYPE_CHECKING too);
+    ``from zoo import checkpoints`` imports the module ``zoo.checkpoints``, not the facade."""
+    modules = {module_name(p) for p in (ROOT / "zoo").rglob("*.py")}
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            subs = {f"{node.module}.{a.name}" for a in node.names} & modules
+            found |= subs or {node.module}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {m for m in found if m in modules and m != module_name(path)}
+
+
+# A spec's build() imports what it builds lazily (torch stays out of `zoo list`), and what it
+# builds is typed with its spec: the two pairs that still form a circle through that one arrow.
+SPEC_AND_BUILDER = [("zoo.lm.specs", "zoo.lm.trainer"), ("zoo.trainers.specs", "zoo.trainers.classifier")]
+
+
+def circles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for dep in graph.get(node, ()):
+            if dep not in index:
+                visit(dep)
+                low[node] = min(low[node], low[dep])
+            elif dep in stack:
+                low[node] = min(low[node], index[dep])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                top = stack.pop()
+                group.add(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                found.append(group)
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_core_has_no_import_circle():
+    graph = {module_name(p): every_import(p) for p in (ROOT / "zoo").rglob("*.py") if p.name != "__init__.py"}
+    # a spec's lazy build() arrow is the one allowed to point up; without it nothing may loop
+    for spec, builder in SPEC_AND_BUILDER:
+        graph[spec] = graph[spec] - {builder}
+    found = circles(graph)
+    assert not found, "import circles in zoo/: " + "; ".join(" <-> ".join(sorted(c)) for c in found)
+
+
+def test_nothing_below_the_facade_imports_it():
+    top = {"zoo", "zoo.__main__", "zoo.cli", "zoo.api"}
+    up = [
+        f"{module_name(p)} imports {m}"
+        for p in (ROOT / "zoo").rglob("*.py")
+        if module_name(p) not in top
+        for m in every_import(p)
+        if m in ("zoo", "zoo.api")
+    ]
+    assert not up, "the facade (zoo, zoo.api) is the top floor, never a foundation: " + "; ".join(up)
+
+
+# The only imports inside functions: each keeps torch (or another heavy import) out of a command
+# that does not need it. A new one needs a reason here, not a circle to dodge.
+LAZY = {
+    "zoo.__main__": {"zoo.cli", "zoo.interrupts"},  # the Ctrl-C guard first, then the command line
+    "zoo.cli": {"zoo.distributed", "zoo.trainers.training"},  # `zoo list` imports no torch
+    "zoo.exporting": {"zoo.artifacts", "zoo.finetune", "zoo.onnx_export"},
+    "zoo.lm.commands": {"zoo.finetune", "zoo.lm.generation", "zoo.runtime"},
+    "zoo.lm.specs": {"zoo.lm.samplers", "zoo.lm.trainer"},  # build() imports what it builds
+    "zoo.trainers.specs": {"zoo.trainers.callbacks", "zoo.trainers.classifier", "zoo.trainers.loggers"},
+    "zoo.plugin": {"zoo.lm.specs", "zoo.trainers.specs"},  # hooks register specs when called
+    "zoo.testing": {"zoo.artifacts", "zoo.lm.generation", "zoo.lm.tokenizers", "zoo.runtime", "zoo.trainers.run"},
+}
+
+
+def test_imports_inside_functions_are_the_listed_lazy_ones():
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / "zoo").rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for fn in ast.walk(tree):
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.ImportFrom) and node.module == "zoo":  # from zoo import checkpoints
+                        names = [f"zoo.{a.name}" for a in node.names]
+                    elif isinstance(node, ast.ImportFrom) and node.module:
+                        names = [node.module]
+                    else:
+                        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                    found.setdefault(module_name(path), set()).update(n for n in names if n.startswith("zoo"))
+    extra = {m: sorted(deps - LAZY.get(m, set())) for m, deps in found.items() if deps - LAZY.get(m, set())}
+    assert not extra, f"imports inside functions that are not in LAZY (move them to the top): {extra}"

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from zoo.api import attach
 from zoo.cli import main
 from zoo.lm.tokenizers import BPETokenizerSpec, build_tokenizer
+from zoo.tags import attach
 
 TEXT = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog, naïvely.\n" for i in range(60))
 LM = {"type": "minigpt", "vocab_size": 300, "d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 32}

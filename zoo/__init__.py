@@ -180,7 +180,7 @@ if TYPE_CHECKING:
         train,
     )
 
-__version__ = "0.2.0"
+from zoo.version import __version__  # noqa: E402
 
 _HOME = {
     "load_tokenizer": "zoo.lm.tokenizers",

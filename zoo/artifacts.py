@@ -23,10 +23,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from zoo.config import default_config
 from zoo.errors import ArtifactError, SpecError, UnknownNameError, ZooError
-from zoo.files import LENIENT, read_json, read_model, regular_file, shorten
+from zoo.files import LENIENT, parse_json, read_json, read_model, regular_file, shorten
+from zoo.lm.tokenizers import load_tokenizer
 from zoo.model_folders import resolve_reference
 from zoo.specs import ModelSpec
+from zoo.tags import attach, source_of, spec_of, tokenizer_of
+from zoo.version import __version__
 
 FORMAT_VERSION = 1
 SPEC_FILE, WEIGHTS_FILE, MANIFEST_FILE = "spec.json", "model.safetensors", "manifest.json"
@@ -230,7 +234,6 @@ class Weights:
         n = int.from_bytes(self.data[:8], "little")
         if n > min(self.HEADER_LIMIT, len(self.data) - 8):
             raise self._bad(f"header of {n} bytes in a file of {len(self.data)}")
-        from zoo.files import parse_json
 
         try:
             header = parse_json(bytes(self.data[8 : 8 + n]).decode("utf-8", "replace"), "header", ArtifactError)
@@ -355,8 +358,6 @@ def save(
     """Save a model built by zoo as an artifact directory; returns the path. ``parent``
     (``{"path", "sha256"}``) records the artifact a fine-tuned model started from; without one, a
     model opened from a hub reference records that (`zoo.source_of`)."""
-    from zoo import __version__
-    from zoo.api import default_config, source_of, spec_of, tokenizer_of
 
     spec = spec or spec_of(model)
     config = config or default_config()
@@ -399,7 +400,6 @@ def load(path: str | Path, *, config: Any = None) -> nn.Module:
     the meta device (names, shapes, dtypes), and only then is memory spent on the weights. A hub
     reference (``hf:ORG/NAME``) loads the zoo artifact stored in that repo.
     """
-    from zoo.api import attach, default_config
 
     config = config or default_config()
     path = resolve_reference(path, config.registry) or Path(path)
@@ -439,8 +439,6 @@ def load(path: str | Path, *, config: Any = None) -> nn.Module:
     model = fill(spec, empty, data.tensors(), aliases, str(weights))
     tokenizer = None
     if manifest.tokenizer is not None:
-        from zoo.lm.tokenizers import load_tokenizer
-
         folder = path / manifest.tokenizer.dir
         try:
             tokenizer = load_tokenizer(folder, manifest.tokenizer.model_dump(), config=config)

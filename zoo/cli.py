@@ -12,14 +12,19 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from zoo.config import Config, config_from_args, load_config, registry_files, spec_ref
+from zoo.api import list_names
+from zoo.build import parameter_estimate
+from zoo.config import Config, config_from_args, load_config, plugin_settings, registry_files, spec_ref
 from zoo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PluginError, UnknownNameError, ZooError
 from zoo.files import shorten
 from zoo.hookspecs import CORE_COMMANDS
+from zoo.interrupts import held
+from zoo.launch import relaunch_with_torchrun
 from zoo.lm.tokenizers import named_tokenizer, tokenizer_argument
 from zoo.model_folders import reference_scheme
-from zoo.registry import CommandEntry
+from zoo.registry import CommandEntry, Registry, conflict_message
 from zoo.specs import KINDS, Kind, Spec, field_table
+from zoo.version import __version__
 
 EXIT_OK = 0
 EXIT_CODES = """exit codes:
@@ -53,8 +58,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     if len(words) > 1:
         raise ZooError(f"zoo list takes at most a kind and a pattern, got {' '.join(args.words)}")
     pattern = words[0] if words else "*"
-
-    from zoo.api import list_names
 
     wanted = {kind: set(list_names(kind, pattern, protocol=args.protocol, config=cfg)) for kind in kinds}
     # presets exactly as a plugin shipped them (not overridden by a registry file) name their distribution
@@ -91,7 +94,6 @@ def cmd_list(args: argparse.Namespace) -> int:
                 if k == kind and fnmatch.fnmatchcase(name, pattern)
             },
         }
-    from zoo.registry import conflict_message
 
     conflicts = [conflict_message(c) for c in cfg.registry.conflicts()]
     for message in conflicts:
@@ -166,7 +168,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.params:
         if kind != "models":
             raise ZooError(f"--params applies to models; {args.name!r} is a {kind[:-1]}")
-        from zoo.api import parameter_estimate
 
         spec = preset or cfg.spec("models", entry.type)
         data["params"] = parameter_estimate(spec)  # type: ignore[arg-type]
@@ -227,7 +228,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from zoo.registry import conflict_message
 
     cfg = load_config(args.file or args.registry, args.set or ())
     problems = [f"{k}.{n}: {why}" for (k, n), why in cfg.unavailable.items()]
@@ -253,8 +253,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc and args.nproc > 1:
-        from zoo.launch import relaunch_with_torchrun
-
         return relaunch_with_torchrun(args.nproc, args.argv)
     if args.compile:
         args.set = [*(args.set or []), "runtime.compile=true"]
@@ -299,7 +297,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from zoo import __version__
 
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -381,8 +378,6 @@ def plugin_commands(argv: Sequence[str]) -> dict[str, CommandEntry]:
             registry_arg = argv[i + 1]
         elif arg.startswith("--registry="):
             registry_arg = arg.split("=", 1)[1]
-    from zoo.config import plugin_settings
-    from zoo.registry import Registry
 
     return Registry(plugin_settings(registry_arg)).commands
 
@@ -405,8 +400,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command not in LISTING:
             import importlib
-
-            from zoo.interrupts import held
 
             with held():
                 for module in HEAVY:

@@ -7,6 +7,7 @@ can only be validated once their types are registered.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from zoo.errors import SpecError, UnknownNameError, ZooError
+from zoo.files import parse_json, read_text, shorten
 from zoo.model_folders import folder_spec, resolve_reference
 from zoo.registry import Registry
 from zoo.specs import (
@@ -26,8 +28,11 @@ from zoo.specs import (
     PluginsSpec,
     RuntimeSpec,
     Spec,
+    TrainerSpec,
     apply_overrides,
     parse_override,
+    parse_toml,
+    toml_file_error,
     validate,
 )
 
@@ -182,8 +187,6 @@ def load_config(
 ) -> Config:
     """Plugin presets, then every registry file (`registry_files`), then ``--set`` overrides,
     merged and validated; every problem is reported at once."""
-    from zoo.files import read_text
-    from zoo.specs import parse_toml, toml_file_error
 
     layers = []
     for file in registry_files(path, env):
@@ -198,9 +201,6 @@ def plugin_settings(path: str | Path | None = None, env: Mapping[str, str] | Non
     """The ``[plugins]`` settings of the registry files alone (which plugins load), merged as
     `config_from_layers` merges them; a file that does not parse counts as empty here (the
     command that reads it reports it)."""
-    from zoo.errors import ZooError
-    from zoo.files import read_text
-    from zoo.specs import parse_toml, toml_file_error
 
     disable: list[str] = []
     prefer: dict[str, str] = {}
@@ -323,20 +323,13 @@ def config_from_layers(
 
 
 def _check_references(config: Config, merged: Merged, issue: Any) -> None:
-    """Each trainer's loggers and callbacks name ones that exist and validate (as ``zoo check`` reports)."""
-    from zoo.trainers.specs import EngineSpec
-
+    """The entries each trainer names (its loggers, callbacks, ...) exist and validate (as ``zoo check`` reports)."""
     for name, spec in list(config.presets["trainers"].items()):
-        if not isinstance(spec, EngineSpec):
+        if not isinstance(spec, TrainerSpec):
             continue
-        refs = [
-            (kind, i, ref)
-            for kind, all_ in (("loggers", spec.loggers), ("callbacks", spec.callbacks))
-            for i, ref in enumerate(all_)
-        ]
-        for kind, i, ref in refs:
+        for kind, i, ref in spec.references():
             try:
-                config.spec(kind, ref)  # type: ignore[arg-type]
+                config.spec(kind, ref)
             except ZooError as err:
                 home = merged["trainers"][name][2]
                 if home is not None:
@@ -488,8 +481,6 @@ def _line_of(text: str, kind: str, name: str) -> int:
 def spec_ref(text: str) -> str | dict[str, Any]:
     """A command-line spec argument: a preset or type name, or an inline JSON spec such as
     '{"type": "minigpt", "d_model": 64}' (for `zoo.build_model`, `zoo.train`, ...)."""
-    from zoo.errors import ZooError
-    from zoo.files import parse_json, shorten
 
     if not text.lstrip().startswith("{"):
         return text
@@ -507,3 +498,20 @@ def config_from_args(args: Any, runtime_flags: Sequence[str] = ()) -> Config:
         if getattr(args, flag) is not None:
             overrides.append(f"runtime.{flag}={json.dumps(getattr(args, flag))}")
     return load_config(args.registry, overrides)
+
+
+def default_config() -> Config:
+    """The configuration of this process: the installed plugins and their presets, then the
+    user's, the project's and ``$ZOO_REGISTRY``'s registry files (see `zoo.config.registry_files`).
+
+    Cached per set of files and their modification times, so repeated calls are cheap and edits
+    are seen.
+    """
+    files = tuple((str(f.resolve()), f.stat().st_mtime_ns if f.exists() else 0) for f in registry_files())
+    switches = (os.environ.get("ZOO_DISABLE_PLUGINS", ""), os.environ.get("ZOO_ENABLE_PLUGINS", ""))
+    return _cached_config(files, switches, os.getcwd())
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_config(files: tuple[tuple[str, int], ...], switches: tuple[str, str], cwd: str) -> Config:
+    return load_config()

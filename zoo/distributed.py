@@ -17,6 +17,7 @@ from torch import nn
 
 from zoo.errors import RuntimeConfigError
 from zoo.protocols import ShardUnit
+from zoo.tags import attach, spec_of, tokenizer_of
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,6 @@ class DistInfo:
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self.rank != 0:
             return None
-        from zoo.api import attach, spec_of, tokenizer_of
 
         spec = spec_of(model)  # FSDP's model is rebuilt from its spec to save
         plain: nn.Module = spec.build()

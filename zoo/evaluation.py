@@ -18,14 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.api import spec_of
-from zoo.config import Config, config_from_args, spec_ref
+from zoo.config import Config, config_from_args, default_config, spec_ref
 from zoo.data.sources import open_data
 from zoo.errors import DataError, ZooError
+from zoo.finetune import open_model
 from zoo.lm.text_data import iter_texts
 from zoo.lm.tokenizers import named_tokenizer, text_tokenizer, tokenizer_argument
 from zoo.protocols import CausalLM, ClassifierSpec, RecordSource, Tokenizer
 from zoo.runtime import Runtime
+from zoo.tags import spec_of
 from zoo.trainers.classifier import classification_scores
 
 METRICS = {"causal-lm": "bits_per_byte", "classifier": "accuracy"}  # what the bar chart shows
@@ -57,8 +58,6 @@ def evaluate(
     """``zoo.evaluate(["runs/a", "runs/b"], "text.txt")``: what ``zoo eval`` prints, as `Score` rows.
     Causal LMs read the text through their own tokenizer, or ``tokenizer`` when given (`zoo eval
     --tokenizer`); one with neither and a vocabulary other than bytes is refused."""
-    from zoo.api import default_config
-    from zoo.finetune import open_model
 
     cfg = config or default_config()
     runtime = runtime or Runtime(cfg.runtime)

@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ZooError
+from zoo.config import config_from_args, spec_ref
+from zoo.errors import UnknownNameError, ZooError
+from zoo.rundir import check_out_path
 
 
 def export_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,10 +22,7 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from zoo.artifacts import atomic_dir
-    from zoo.config import config_from_args, spec_ref
-    from zoo.errors import UnknownNameError
     from zoo.finetune import open_model
-    from zoo.rundir import check_out_path
 
     cfg = config_from_args(args)
     entry = cfg.registry.exporters.get(args.format)

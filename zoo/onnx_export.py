@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.api import spec_of, tokenizer_of
 from zoo.errors import ZooError
 from zoo.files import shorten
 from zoo.lm.kv_cache import KVCache
 from zoo.protocols import CausalLM, ClassifierSpec, PastTensors
+from zoo.tags import spec_of, tokenizer_of
 
 OPSET = 18
 Layout = tuple[int, int, int]  # layers, kv heads, head dim

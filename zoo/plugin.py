@@ -16,12 +16,20 @@ from zoo.hookspecs import (
     hookimpl,
     lazy,
 )
+from zoo.lm.specs import ALL, CausalLMTrainerSpec
+from zoo.trainers.specs import (
+    BestCheckpointSpec,
+    ClassifierTrainerSpec,
+    CsvLoggerSpec,
+    EarlyStoppingSpec,
+    EMASpec,
+    JsonlLoggerSpec,
+    TensorBoardLoggerSpec,
+)
 
 
 @hookimpl
 def zoo_register_trainers(register: Register) -> None:
-    from zoo.lm.specs import CausalLMTrainerSpec
-    from zoo.trainers.specs import ClassifierTrainerSpec
 
     register(ClassifierTrainerSpec)
     register(CausalLMTrainerSpec)
@@ -29,7 +37,6 @@ def zoo_register_trainers(register: Register) -> None:
 
 @hookimpl
 def zoo_register_loggers(register: Register) -> None:
-    from zoo.trainers.specs import CsvLoggerSpec, JsonlLoggerSpec, TensorBoardLoggerSpec
 
     for spec in (JsonlLoggerSpec, TensorBoardLoggerSpec, CsvLoggerSpec):
         register(spec)
@@ -37,7 +44,6 @@ def zoo_register_loggers(register: Register) -> None:
 
 @hookimpl
 def zoo_register_callbacks(register: Register) -> None:
-    from zoo.trainers.specs import BestCheckpointSpec, EarlyStoppingSpec, EMASpec
 
     register(EarlyStoppingSpec)
     register(BestCheckpointSpec)
@@ -46,7 +52,6 @@ def zoo_register_callbacks(register: Register) -> None:
 
 @hookimpl
 def zoo_register_samplers(register: Register) -> None:
-    from zoo.lm.specs import ALL
 
     for spec in ALL:
         register(spec)

@@ -35,6 +35,7 @@ Object side (what ``spec.build()`` returns):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -42,11 +43,24 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from zoo.config import Config
-    from zoo.runtime import Runtime
-    from zoo.trainers.engine import FitResult
 
 Batch = tuple["torch.Tensor", ...]
+# The ground floor names the runtime and the configuration without importing them (they sit
+# above): a `zoo.Runtime` and a `zoo.Config` wherever these appear.
+Runtime = Any
+Config = Any
+
+
+@dataclass
+class FitResult:
+    """What `Trainer.fit` returns: the run folder, the steps trained, the last figures, the artifact."""
+
+    out: Path
+    steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifact: Path | None = None
+
+
 InputKind = Literal["features", "images", "tokens"]
 
 

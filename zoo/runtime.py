@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo import distributed
 from zoo.errors import RuntimeConfigError
 from zoo.specs import RuntimeSpec, validate
 
@@ -74,7 +75,6 @@ class Runtime:
         self.device = resolve_device(spec.device)
         self.precision = resolve_precision(spec.precision, self.device)
         self.seed = spec.seed
-        from zoo import distributed
 
         self.dist = distributed.setup(spec.distributed, self.device)
 

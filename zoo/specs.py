@@ -84,6 +84,11 @@ class TrainerSpec(Spec):
     protocol: ClassVar[Protocol] = "classifier"
     input_kinds: ClassVar[tuple[InputKind, ...]] = ("features",)  # what its classifiers may take
 
+    def references(self) -> list[tuple[Kind, int, str | dict[str, Any]]]:
+        """The named entries of other kinds this recipe uses, ``(kind, index, name or table)``:
+        checked to exist when a registry is read (loggers, callbacks, ...)."""
+        return []
+
 
 class LoggerSpec(Spec):
     """Where a run's metrics go: ``build()`` returns a `zoo.protocols.Logger`."""

@@ -25,15 +25,28 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zoo.config import Config
-from zoo.protocols import CausalLM, ClassifierSpec, HFExportable, PastTensors, Sampler, StaticDecoding, Trainer
+from zoo.build import check_protocol, model_spec
+from zoo.config import Config, default_config
+from zoo.errors import ZooError
+from zoo.protocols import (
+    Callback,
+    CausalLM,
+    ClassifierSpec,
+    HFExportable,
+    Logger,
+    PastTensors,
+    Sampler,
+    StaticDecoding,
+    Trainer,
+)
+from zoo.registry import normalize
 from zoo.specs import BASES, ModelSpec, SamplerSpec, Spec, TrainerSpec
+from zoo.tags import attach, tokenizer_of
 
 Ref = str | Mapping[str, Any] | Spec
 
 
 def _config(config: Config | None) -> Config:
-    from zoo.api import default_config
 
     return config or default_config()
 
@@ -123,7 +136,6 @@ def check_model(ref: Ref, *, config: Config | None = None, precisions: list[str]
     and for causal LMs the protocol and KV-cache agreement."""
     import torch
 
-    from zoo.api import attach, model_spec
     from zoo.artifacts import load, save
     from zoo.runtime import Runtime
 
@@ -182,8 +194,6 @@ def check_model(ref: Ref, *, config: Config | None = None, precisions: list[str]
 def check_hf_mapping(model: Any) -> None:
     """`zoo.HFExportable`: ``hf_import(hf_export()[1])`` gives back every tensor of the state dict."""
     import torch
-
-    from zoo.errors import ZooError
 
     name = type(model).__name__
     try:
@@ -278,7 +288,6 @@ def check_onnx_decoding(model: Any, folder: str | Path, prompt: Any, steps: int 
     import onnxruntime as ort
     import torch
 
-    from zoo.api import tokenizer_of
     from zoo.lm.generation import generate
     from zoo.lm.tokenizers import ByteTokenizer
 
@@ -370,7 +379,6 @@ def _shrunk(spec: TrainerSpec, model: Any) -> TrainerSpec:
 def trainable_models(spec: TrainerSpec, config: Config, distribution: str | None = None) -> list[type[ModelSpec]]:
     """Model spec classes this trainer can train: ``distribution``'s own first (sorted by type),
     then every other installed one, so a plugin is checked with its own models when it has any."""
-    from zoo.registry import normalize
 
     entries = sorted(config.registry.types("models").values(), key=lambda e: e.type)
     fits = [
@@ -388,7 +396,6 @@ def check_trainer(
 ) -> None:
     """Build, run two steps on a small model of the trainer's protocol (``model``, else one of
     ``distribution``'s own models, else any installed one), and load the saved model."""
-    from zoo.api import attach, check_protocol, model_spec
     from zoo.artifacts import load, save
     from zoo.runtime import Runtime
 
@@ -426,7 +433,6 @@ def check_trainer(
 
 def check_logger(ref: Ref, *, config: Config | None = None) -> None:
     """Build; start a run, log training and validation records, close; start again as a resumed run."""
-    from zoo.protocols import Logger
 
     spec = _config(config).spec("loggers", ref)
     check_spec_class(type(spec))
@@ -476,7 +482,6 @@ class _Run:
 def check_callback(ref: Ref, *, config: Config | None = None) -> None:
     """Build; see steps (of a model that really trains) and evaluations (val_loss, val_accuracy,
     val_ppl); its state, tensors included, survives a checkpoint's round trip; it hears the end."""
-    from zoo.protocols import Callback
     from zoo.trainers.run import join_tensors, split_tensors
 
     spec = _config(config).spec("callbacks", ref)
@@ -516,7 +521,6 @@ def check_callback(ref: Ref, *, config: Config | None = None) -> None:
 
 def check_plugin(distribution: str, *, config: Config | None = None) -> None:
     """Everything a distribution registers passes its checks; its hook modules import no torch."""
-    from zoo.registry import normalize
 
     cfg = _config(config)
     plugins = [p for p in cfg.registry.plugins.values() if normalize(p.distribution) == normalize(distribution)]

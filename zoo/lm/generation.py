@@ -18,7 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.build import build_sampler
+from zoo.config import default_config
 from zoo.errors import ProtocolError, ZooError
+from zoo.finetune import open_model
 from zoo.lm.kv_cache import KVCache
 from zoo.lm.tokenizers import text_tokenizer
 from zoo.protocols import (
@@ -32,6 +35,7 @@ from zoo.protocols import (
     Tokenizer,
 )
 from zoo.runtime import Runtime
+from zoo.specs import Spec
 
 
 @dataclass
@@ -59,8 +63,6 @@ def resolve_sampler(sampler: Any, model: nn.Module, config: Any = None) -> Sampl
     """A sampler object from a name, dict or spec, or a sampler object as is."""
     if isinstance(sampler, Sampler):
         return sampler
-    from zoo.api import build_sampler
-    from zoo.specs import Spec
 
     if not isinstance(sampler, str | Mapping | Spec):
         raise ProtocolError(
@@ -247,9 +249,6 @@ def _decoder(
     owned = isinstance(model, (str, Path))
     where = str(model) if owned else type(model).__name__
     if isinstance(model, (str, Path)):  # an artifact, run folder, model folder or preset name
-        from zoo.api import default_config
-        from zoo.finetune import open_model
-
         model = open_model(model, config or default_config())
     if tokenizer is None:
         tokenizer = text_tokenizer(model, where)

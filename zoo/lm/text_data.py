@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from zoo.errors import DataError, ZooError
 from zoo.files import LENIENT, read_model, regular_file
+from zoo.lm.records import encode_record
 from zoo.protocols import RecordSource, TextSource, Tokenizer
 
 CHUNK_BYTES = 8 << 20
@@ -207,7 +208,6 @@ def tokenize_to_file(parts: Sequence[TextSource], tokenizer: Tokenizer, folder: 
 
 def _encoded(parts: Sequence[TextSource], tokenizer: Tokenizer) -> Iterator[tuple[list[int], list[bool] | None]]:
     """Token ids of every part in order; records also say which ids are scored."""
-    from zoo.lm.records import encode_record
 
     for part in parts:
         if isinstance(part, RecordSource):

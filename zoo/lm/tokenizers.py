@@ -12,11 +12,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from zoo.api import default_config, tokenizer_of
+from zoo.config import default_config
 from zoo.errors import ArtifactError, DataError, ZooError
 from zoo.files import read_text, shorten
 from zoo.protocols import CausalLM, Tokenizer
 from zoo.specs import STRICT
+from zoo.tags import tokenizer_of
 
 
 class ByteTokenizerSpec(BaseModel):

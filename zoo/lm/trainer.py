@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from zoo.api import attach, spec_of, tokenizer_of
 from zoo.data.sources import open_data
 from zoo.errors import DataError
 from zoo.lm.records import from_sequence
@@ -21,6 +20,7 @@ from zoo.lm.text_data import IGNORE, DefaultCorpus, TokenData, Tokens, iter_text
 from zoo.lm.tokenizers import build_tokenizer, load_tokenizer
 from zoo.protocols import CausalLM, TextSource, Tokenizer
 from zoo.runtime import Runtime
+from zoo.tags import attach, spec_of, tokenizer_of
 from zoo.trainers.engine import Batch, EngineTrainer, as_path, data_key
 
 EVAL_SEED = 1234  # the same validation windows at every evaluation, independent of training RNG

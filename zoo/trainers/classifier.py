@@ -14,6 +14,7 @@ from zoo.data.sources import open_data
 from zoo.errors import DataError, DataMismatch
 from zoo.protocols import ClassifierSpec
 from zoo.runtime import Runtime
+from zoo.tags import spec_of
 from zoo.trainers.engine import Batch, EngineTrainer, as_path, data_key
 from zoo.trainers.specs import ClassifierTrainerSpec
 
@@ -79,7 +80,6 @@ class ClassifierTrainer(EngineTrainer):
 
     @staticmethod
     def model_spec(model: nn.Module) -> Any:
-        from zoo.api import spec_of
 
         return spec_of(model)
 

@@ -14,7 +14,6 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,9 @@ import torch
 from torch import nn
 
 from zoo import checkpoints
-from zoo.config import Config
+from zoo.config import Config, default_config
 from zoo.errors import PluginError, RunDirError, SpecError, TrainingError, ZooError
-from zoo.protocols import Batch, Callback, Logger, Task
+from zoo.protocols import Batch, Callback, FitResult, Logger, Task
 from zoo.registry import Registry
 from zoo.rundir import RUN_FILE, run_directory
 from zoo.runtime import Runtime
@@ -47,14 +46,6 @@ from zoo.trainers.telemetry import (
 )
 
 __all__ = ["EngineTrainer", "FitResult", "Resume", "RunInfo", "train"]
-
-
-@dataclass
-class FitResult:
-    out: Path
-    steps: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    artifact: Path | None = None
 
 
 Resume = bool | str | Path  # False: a new run; True or "last": the latest checkpoint; "best"; a checkpoint folder
@@ -298,7 +289,6 @@ class EngineTrainer:
     def registry(self) -> Registry:
         """The registry whose data sources read ``data`` (the default configuration's, unless
         ``fit`` was given a configuration)."""
-        from zoo.api import default_config
 
         return (self.config or default_config()).registry
 
@@ -359,7 +349,6 @@ class EngineTrainer:
         return [self._build("callbacks", i, ref, Callback) for i, ref in enumerate(self.spec.callbacks)]
 
     def _build(self, kind: Kind, index: int, ref: str | dict[str, Any], protocol: type) -> Any:
-        from zoo.api import default_config
 
         try:
             spec = (self.config or default_config()).spec(kind, ref)

@@ -6,8 +6,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from zoo.errors import PluginError
 from zoo.protocols import InputKind
-from zoo.specs import MAX_SEED, STRICT, CallbackSpec, LoggerSpec, TrainerSpec
+from zoo.specs import MAX_SEED, STRICT, CallbackSpec, Kind, LoggerSpec, TrainerSpec
 
 
 class OptimizerSpec(BaseModel):
@@ -85,8 +86,6 @@ class TensorBoardLoggerSpec(LoggerSpec):
         import importlib.util
 
         if importlib.util.find_spec("tensorboard") is None:
-            from zoo.errors import PluginError
-
             raise PluginError("the tensorboard logger needs the tensorboard package: pip install 'zoo[tensorboard]'")
         from zoo.trainers.loggers import TensorBoardLogger
 
@@ -189,6 +188,10 @@ class EngineSpec(TrainerSpec):
     data_options: dict[str, str | int | float | bool | list[int]] = Field(
         default_factory=dict, description="options for the data source, e.g. {label_column = 'species'}"
     )
+
+    def references(self) -> list[tuple[Kind, int, str | dict[str, Any]]]:
+        loggers: list[tuple[Kind, int, str | dict[str, Any]]] = [("loggers", i, r) for i, r in enumerate(self.loggers)]
+        return loggers + [("callbacks", i, r) for i, r in enumerate(self.callbacks)]
 
     @model_validator(mode="after")
     def _consistent(self) -> Any:

@@ -5,11 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zoo.api import attach, check_protocol, spec_of
-from zoo.config import Config
+from zoo.adapters import write_adapter
+from zoo.artifacts import atomic_dir, save
+from zoo.build import check_protocol
+from zoo.config import Config, default_config
 from zoo.errors import DataMismatch, PluginError, RunDirError, SpecError
+from zoo.files import read_model
+from zoo.finetune import artifact_folder, starting_point
+from zoo.model_folders import reference_scheme
 from zoo.protocols import Tokenizer, Trainer
-from zoo.trainers.engine import FitResult
+from zoo.runtime import Runtime
+from zoo.tags import attach, spec_of
+from zoo.trainers.engine import FitResult, RunInfo
+from zoo.trainers.lora import add_adapters, merged
 from zoo.trainers.specs import EngineSpec, LoraSpec
 
 
@@ -39,8 +47,6 @@ def train_from_config(
     ``tokenizer`` replaces the model's own (and the trainer's); trained weights without one are
     refused unless their vocabulary is bytes.
     """
-    from zoo.artifacts import save
-    from zoo.runtime import Runtime
 
     tspec = cfg.spec("trainers", trainer)
     if lora and isinstance(tspec, EngineSpec) and tspec.lora is None:
@@ -57,8 +63,6 @@ def train_from_config(
     runtime.seed_everything()
     parent = None
     if init_from is not None:
-        from zoo.finetune import starting_point
-
         start = starting_point(init_from, cfg, model, tokenizer)
         module, parent = start.model, start.parent
         mspec = spec_of(module)
@@ -69,7 +73,6 @@ def train_from_config(
     if adapters is not None:
         if runtime.dist.mode == "fsdp":
             raise SpecError([("lora", "LoRA runs on one process or under DDP, not FSDP; set runtime.distributed")])
-        from zoo.trainers.lora import add_adapters
 
         add_adapters(module, adapters)
     run_info = {
@@ -82,10 +85,6 @@ def train_from_config(
 
     def save_artifact(path: Path, trained: Any) -> Path:
         if adapters is not None:  # the adapters on their own, then the model with them merged
-            from zoo.adapters import write_adapter
-            from zoo.artifacts import atomic_dir
-            from zoo.trainers.lora import merged
-
             with atomic_dir(path.parent / "adapter", overwrite=True) as tmp:  # in peft's layout
                 write_adapter(tmp, trained, adapters, parent)
             trained = merged(trained)
@@ -117,8 +116,6 @@ def train_from_config(
 
 def _parent_for(out: Path, init_from: str | Path | None, resume: bool) -> str | Path | None:
     """On resume, the parent the run recorded; a different ``init_from`` is refused."""
-    from zoo.files import read_model
-    from zoo.trainers.engine import RunInfo
 
     if not (resume and (out / "run.json").is_file()):
         return init_from
@@ -138,8 +135,6 @@ def _parent_for(out: Path, init_from: str | Path | None, resume: bool) -> str | 
 def _same_parent(given: str | Path, recorded: str) -> bool:
     """A resume's ``init_from`` names the recorded parent: the same folder, or the same hub repo
     (unpinned, or at the recorded revision)."""
-    from zoo.finetune import artifact_folder
-    from zoo.model_folders import reference_scheme
 
     if reference_scheme(recorded) is not None:
         return str(given) == recorded or recorded.startswith(f"{given}@")
@@ -166,7 +161,6 @@ def train(
     ``torch.utils.data.Dataset``), texts or ``{"text"}`` / ``{"messages"}`` items for a causal LM.
     ``tokenizer`` (a `zoo.Tokenizer`) replaces the model's own, as ``zoo train --tokenizer`` does.
     """
-    from zoo.api import default_config
 
     cfg = config or default_config()
     return train_from_config(
