@@ -108,3 +108,24 @@ def test_a_callback_reaches_the_model_and_optimizer(tmp_path, make_config):
 def test_ema_is_listed(capsys):
     assert main(["list", "callbacks"]) == 0
     assert "ema" in capsys.readouterr().out
+
+
+def test_with_lora_the_adapter_is_the_one_merged_into_the_model(tmp_path):
+    from safetensors.torch import load_file as read
+
+    lm = {"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 32}
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the zoo has models and more models\n" * 40)
+    spec = {"type": "causal-lm", "max_steps": 6, "batch_size": 4, "context": 16, "lr": 0.05, "progress": False,
+            "lora": {"rank": 2}, "callbacks": [{"type": "ema", "decay": 0.5}]}  # fmt: skip
+    torch.manual_seed(0)
+    zoo.save(zoo.build_model(lm), tmp_path / "base", tokenizer=zoo.ByteTokenizer())
+    zoo.train(spec, tmp_path / "run", init_from=tmp_path / "base", data=corpus, lora=True)
+    run = tmp_path / "run"
+    merged_from_adapter = zoo.open_model(run / "adapter")  # the base with RUN/adapter merged in
+    model = zoo.load(run / "model")
+    for name, value in model.state_dict().items():
+        assert torch.allclose(merged_from_adapter.state_dict()[name], value, atol=1e-6), name
+    assert not all(
+        torch.equal(read(run / "model-raw" / "model.safetensors")[k], v) for k, v in model.state_dict().items()
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +49,7 @@ def train_from_config(
     refused unless their vocabulary is bytes.
     """
 
-    tspec = cfg.spec("trainers", trainer)
-    if lora and isinstance(tspec, EngineSpec) and tspec.lora is None:
-        tspec = tspec.model_copy(update={"lora": LoraSpec()})
-    adapters = tspec.lora if isinstance(tspec, EngineSpec) else None
-    if lora and adapters is None:
-        raise SpecError(
-            [("--lora", f"trainer type {tspec.type!r} does not train on the engine; LoRA needs one that does")]
-        )
+    tspec, adapters = _with_lora(cfg.spec("trainers", trainer), lora)
     init_from = _parent_for(Path(out), init_from, bool(resume))
     if model is None and init_from is None:
         raise SpecError([("--model", "give a model (a preset, a type or an inline spec), or --init-from PATH")])
@@ -69,11 +63,10 @@ def train_from_config(
     else:
         mspec = cfg.spec("models", model)  # type: ignore[assignment]
         module = attach(mspec.build(), mspec, tokenizer=tokenizer)
-    check_protocol(tspec, mspec)  # type: ignore[arg-type]
+    check_protocol(tspec, mspec)
     if adapters is not None:
         if runtime.dist.mode == "fsdp":
             raise SpecError([("lora", "LoRA runs on one process or under DDP, not FSDP; set runtime.distributed")])
-
         add_adapters(module, adapters)
     run_info = {
         "model": mspec.model_dump(mode="json"),
@@ -82,14 +75,6 @@ def train_from_config(
         "data": str(data) if isinstance(data, str | Path) else (type(data).__name__ if data is not None else None),
         "init_from": parent,
     }
-
-    def save_artifact(path: Path, trained: Any) -> Path:
-        if adapters is not None:  # the adapters on their own, then the model with them merged
-            with atomic_dir(path.parent / "adapter", overwrite=True) as tmp:  # in peft's layout
-                write_adapter(tmp, trained, adapters, parent)
-            trained = merged(trained)
-        return save(trained, path, overwrite=True, config=cfg, parent=parent)
-
     trainer_obj = tspec.build()
     if not isinstance(trainer_obj, Trainer):
         raise PluginError(
@@ -104,7 +89,7 @@ def train_from_config(
             resume=resume,
             force=force,
             run_info=run_info,
-            save_artifact=save_artifact,
+            save_artifact=_artifact_writer(cfg, adapters, parent),
             inputs=[("--registry", cfg.source), ("--init-from", init_from)],
             config=cfg,
         )
@@ -112,6 +97,35 @@ def train_from_config(
         preset = model if isinstance(model, str) and model in cfg.presets["models"] else None
         raise err.for_model(preset, inline=model is not None and preset is None) from None
     return result
+
+
+def _with_lora(tspec: Any, lora: bool) -> tuple[Any, LoraSpec | None]:
+    """The trainer spec (with the default LoRA settings when ``--lora`` asks and it has none) and its adapters."""
+    if lora and isinstance(tspec, EngineSpec) and tspec.lora is None:
+        tspec = tspec.model_copy(update={"lora": LoraSpec()})
+    adapters = tspec.lora if isinstance(tspec, EngineSpec) else None
+    if lora and adapters is None:
+        raise SpecError(
+            [("--lora", f"trainer type {tspec.type!r} does not train on the engine; LoRA needs one that does")]
+        )
+    return tspec, adapters
+
+
+def _artifact_writer(
+    cfg: Config, adapters: LoraSpec | None, parent: dict[str, Any] | None
+) -> Callable[[Path, Any], Path]:
+    """How the engine saves ``RUN/model`` (and the models callbacks add): with LoRA, the adapters
+    of ``RUN/model`` in peft's layout as ``RUN/adapter``, and every model with them merged."""
+
+    def save_artifact(path: Path, trained: Any) -> Path:
+        if adapters is not None:
+            if path.name == "model":  # RUN/adapter holds what RUN/model was merged from, nothing else
+                with atomic_dir(path.parent / "adapter", overwrite=True) as tmp:
+                    write_adapter(tmp, trained, adapters, parent)
+            trained = merged(trained)
+        return save(trained, path, overwrite=True, config=cfg, parent=parent)
+
+    return save_artifact
 
 
 def _parent_for(out: Path, init_from: str | Path | None, resume: bool) -> str | Path | None:
