@@ -142,6 +142,7 @@ if TYPE_CHECKING:
         Trainer,
         TrainingRun,
     )
+    from zoo.quantization import quantize
     from zoo.registry import (
         Registry,
     )
@@ -256,6 +257,7 @@ _HOME = {
     "TextSource": "zoo.protocols",
     "Tokenizer": "zoo.protocols",
     "Trainer": "zoo.protocols",
+    "quantize": "zoo.quantization",
     "Registry": "zoo.registry",
     "Runtime": "zoo.runtime",
     "ModelSpec": "zoo.specs",
@@ -381,6 +383,7 @@ __all__ = [
     "model_spec",
     "open_model",
     "parameter_estimate",
+    "quantize",
     "read_data",
     "read_json",
     "read_tensors",

@@ -25,6 +25,7 @@ from torch import nn
 
 from zoo.errors import ArtifactError, SpecError, UnknownNameError, ZooError
 from zoo.files import LENIENT, read_json, read_model, regular_file, shorten
+from zoo.quantization import refuse_quantized
 from zoo.specs import ModelSpec
 
 FORMAT_VERSION = 1
@@ -356,6 +357,7 @@ def save(
     from zoo import __version__
     from zoo.api import default_config, spec_of, tokenizer_of
 
+    refuse_quantized(model, "saving")  # int8 packed weights are not the spec's tensors
     spec = spec or spec_of(model)
     config = config or default_config()
     entry = config.registry.entry("models", spec.type)

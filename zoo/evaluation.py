@@ -24,7 +24,10 @@ from zoo.data.sources import open_data
 from zoo.errors import DataError, ZooError
 from zoo.lm.text_data import iter_texts
 from zoo.protocols import CausalLM, ClassifierSpec, RecordSource, Tokenizer
+from zoo.quantization import quantize as quantize_model
+from zoo.quantization import weight_bytes
 from zoo.runtime import Runtime
+from zoo.specs import QUANTIZE_METHODS
 from zoo.trainers.classifier import classification_scores
 
 METRICS = {"causal-lm": "bits_per_byte", "classifier": "accuracy"}  # what the bar chart shows
@@ -39,6 +42,7 @@ class Score:
     protocol: str
     parameters: int
     metrics: dict[str, float] = field(default_factory=dict)
+    quantize: str = "none"  # "int8": the same model with int8 linear layers (`zoo.quantize`)
 
 
 def evaluate(
@@ -51,28 +55,39 @@ def evaluate(
     context: int | None = None,
     batch_size: int = 8,
     data_format: str | None = None,
+    quantize: str | None = None,
 ) -> list[Score]:
-    """``zoo.evaluate(["runs/a", "runs/b"], "text.txt")``: what ``zoo eval`` prints, as `Score` rows."""
+    """``zoo.evaluate(["runs/a", "runs/b"], "text.txt")``: what ``zoo eval`` prints, as `Score` rows.
+    ``quantize="int8"``: each model twice, as it is (fp32) and then with int8 linear layers, with
+    the weights' memory of each (``weights_mb``)."""
     from zoo.api import default_config
     from zoo.finetune import open_model
 
     cfg = config or default_config()
     runtime = runtime or Runtime(cfg.runtime)
+    method = runtime.check_quantize(quantize)
     text: str | None = None  # read once, for every causal LM
     scores = []
     for target in targets:
         model = open_model(spec_ref(str(target)), cfg).eval()
         spec = spec_of(model)
-        row = Score(str(target), spec.type, spec.protocol, sum(p.numel() for p in model.parameters()))
-        model.to(runtime.device)
-        with runtime.inference():
-            if spec.protocol == "causal-lm":
-                text = text if text is not None else read_text(cfg, data, data_format, max_bytes)
-                row.metrics = score_lm(model, tokenizer_for(model), text, runtime, context, batch_size)
-            else:
-                row.metrics = score_classifier(model, cfg, data, data_format, runtime)
-        model.to("cpu")
-        scores.append(row)
+        count = sum(p.numel() for p in model.parameters())
+        for variant in ("none", method) if method is not None else ("none",):
+            if variant != "none":
+                quantize_model(model, variant)  # in place, after the fp32 row: one copy of the weights
+            name = str(target) if variant == "none" else f"{target} ({variant})"
+            row = Score(name, spec.type, spec.protocol, count, quantize=variant)
+            model.to(runtime.device)
+            with runtime.inference():
+                if spec.protocol == "causal-lm":
+                    text = text if text is not None else read_text(cfg, data, data_format, max_bytes)
+                    row.metrics = score_lm(model, tokenizer_for(model), text, runtime, context, batch_size)
+                else:
+                    row.metrics = score_classifier(model, cfg, data, data_format, runtime)
+            model.to("cpu")
+            if method is not None:
+                row.metrics["weights_mb"] = weight_bytes(model) / 1e6
+            scores.append(row)
     return scores
 
 
@@ -160,6 +175,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (  # (metric, title, format)
     ("accuracy", "accuracy", ".4f"),
     ("tokens", "tokens", ",.0f"),
     ("examples", "examples", ",.0f"),
+    ("weights_mb", "weights MB", ".1f"),
 )
 
 
@@ -220,6 +236,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         context=args.context,
         batch_size=args.batch_size,
         data_format=args.data_format,
+        quantize=args.quantize,
     )
     if args.json:
         print(json.dumps([asdict(s) for s in scores], indent=2))
@@ -241,5 +258,11 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--plot", metavar="PNG", help="write a bar chart: bits per byte (LMs), accuracy (classifiers)")
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZE_METHODS,
+        default="none",
+        help="int8: also score each model with int8 linear layers (CPU), beside its fp32 row",
+    )
     p.add_argument("--device")
     p.add_argument("--precision")

@@ -26,6 +26,7 @@ from zoo.config import Config
 from zoo.errors import ArtifactError, PluginError, RunDirError, SpecError, TrainingError, ZooError
 from zoo.files import LENIENT, read_model
 from zoo.protocols import Batch, Callback, Logger, Task
+from zoo.quantization import refuse_quantized
 from zoo.registry import Registry
 from zoo.rundir import RUN_FILE, run_directory
 from zoo.runtime import Runtime
@@ -473,6 +474,7 @@ class EngineTrainer:
         config: Config | None = None,
     ) -> FitResult:
         """Train ``model`` into the run folder ``out`` (see `zoo.protocols.Trainer`)."""
+        refuse_quantized(model, "training")  # before the run folder is touched
         out = Path(out)
         self.config = config
         data = data if data is not None else self.spec.data
