@@ -138,6 +138,9 @@ def test_what_cannot_be_quantized_is_one_message(lm, artifact, capsys):
     args = ["generate", str(artifact), "--prompt", "x", "--max-new-tokens", "2", "--quantize", "int8"]
     assert main([*args, "--precision", "bf16-mixed"]) == 2
     assert "runs on the CPU in fp32" in capsys.readouterr().err
+    assert main([*args, "--compile"]) == 2
+    assert "--compile does not run int8 layers" in capsys.readouterr().err
+    assert main([*args, "--static"]) == 0  # MiniGPT's static decode step runs int8 layers eagerly
     with pytest.raises(SystemExit) as exit_:
         main(["generate", str(artifact), "--prompt", "x", "--quantize", "int4"])
     assert exit_.value.code == 2

@@ -21,7 +21,7 @@ from torch import nn
 from zoo.errors import ProtocolError, ZooError
 from zoo.lm.kv_cache import KVCache
 from zoo.protocols import CausalLM, ChatTemplate, Sampler, SamplingDefaults, StaticDecoding, StopTokens, Tokenizer
-from zoo.quantization import check_method
+from zoo.quantization import check_method, is_quantized
 from zoo.runtime import Runtime
 
 
@@ -97,6 +97,8 @@ class Decoder:
         only the rest is computed, and the cache keeps growing (a chat's history)."""
         _check_model(model)
         static = static or compile
+        if compile and is_quantized(model):  # torch.compile cannot trace torch's packed int8 weights
+            raise ZooError("--compile does not run int8 layers (--quantize int8); use one of the two (--static works)")
         if static and not isinstance(model, StaticDecoding):
             raise ZooError(f"{type(model).__name__} has no decode_step for static decoding; use static=False")
         self.static, self.compile = static, compile
