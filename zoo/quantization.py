@@ -2,20 +2,28 @@
 
 Every ``nn.Linear`` becomes torch's dynamically quantized linear layer (int8 weights, one scale
 per output channel; activations quantized per call; fbgemm/x86 kernels). Chosen by measurement
-on the 2-core development CPU, batch-1 greedy decoding of a 135M Llama (SmolLM2-135M's shape,
-bench/quantize_speed.py): see BACKEND_NOTE below and bench/README.md for the figures.
+on the 2-core development CPU, one cached decoding step of a 135M Llama (SmolLM2-135M's shape,
+bench/quantize_backends.py): 2.4x fp32's speed, where torchao 0.18's Int8WeightOnly and
+Int8DynamicActivationInt8Weight ran at 0.58x and 0.38x of fp32 (bench/README.md).
 
 The output projection counts: at a 49,152-token vocabulary it is a fifth of a 135M model's
 weights, read at every step. A head tied to the input embedding is quantized too: the layer gets
 its own int8 copy and the embedding keeps the fp32 table (a lookup reads one row per token).
 
-A quantized model is for inference only: training it, saving it or exporting it is refused
-(`refuse_quantized`); quantize the fp32 model again when you load it.
+Weights transformers memory-maps from a ``.safetensors`` file are read once to quantize; each
+layer's fp32 pages go back to the page cache as soon as its int8 copy exists (`_page_out`), so
+the peak stays below fp32 decoding's, which keeps the whole file resident.
+
+A quantized model is for inference only: training or saving it is refused (`refuse_quantized`;
+export reads the fp32 artifact from disk); quantize the fp32 model again when you load it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -91,12 +99,50 @@ def quantize(model: nn.Module, method: str = "int8") -> nn.Module:
         # torch marks its eager quantization as moving to torchao; at 2.13 its kernels are the faster
         # CPU path here (see BACKEND_NOTE), so the notice is not the user's business
         warnings.simplefilter("ignore")
+        mapped = _mapped_weight_files()
         for name in linears:  # one layer at a time: its fp32 weight is freed once replaced
             layer = model.get_submodule(name)
+            assert isinstance(layer, nn.Linear)  # collected above
             layer.qconfig = per_channel_dynamic_qconfig  # type: ignore[assignment]
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, kind.from_float(layer))
+            _page_out(layer.weight, mapped)
     return model
+
+
+MADV_PAGEOUT = 21  # Linux >= 5.4: reclaim these pages now (clean file pages are dropped, never lost)
+
+
+def _mapped_weight_files() -> list[tuple[int, int]]:
+    """Address ranges of memory-mapped ``.safetensors`` files (transformers maps the weights it
+    loads); empty where /proc/self/maps does not exist."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    ranges = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[-1].endswith(".safetensors"):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+def _page_out(weight: torch.Tensor, mapped: list[tuple[int, int]]) -> None:
+    """Hand the pages of a quantized layer's fp32 weight back to the page cache when they are a
+    mapped weights file: reading every byte to quantize made the whole file resident, beside the
+    int8 copies, above fp32's own peak. MADV_PAGEOUT only drops clean file pages (a page some
+    tensor changed stays), so nothing is lost; a later read faults the page in again."""
+    start = weight.data_ptr()
+    end = start + weight.numel() * weight.element_size()
+    if not any(lo <= start and end <= hi for lo, hi in mapped):
+        return
+    page = mmap.PAGESIZE
+    first, last = -(-start // page) * page, end // page * page  # whole pages inside the tensor
+    if last > first:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), MADV_PAGEOUT)  # a hint: errors ignored
 
 
 def weight_bytes(model: nn.Module) -> int:
