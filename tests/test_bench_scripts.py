@@ -43,7 +43,7 @@ def test_every_figure_table_in_the_docs_is_the_latest_results_file():
     report = _bench_module("report")
     assert report.stale() == [], "run python bench/report.py after a benchmark"
     blocks = [m.group("name") for p in report.DOCS for m in report.BLOCK.finditer(p.read_text())]
-    assert {"suite", "eval_swap", "shakespeare-17", "generate_speed"} <= set(blocks)
+    assert {"suite", "eval_swap", "shakespeare-17", "generate_speed", "quantize_speed"} <= set(blocks)
 
 
 def test_a_changed_result_makes_its_table_stale(tmp_path, monkeypatch):

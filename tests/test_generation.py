@@ -195,8 +195,8 @@ def test_a_model_zoo_loads_decodes_with_its_weights_in_the_inference_dtype(tmp_p
     seen: list[tuple[torch.dtype, bool]] = []
     prepare = Runtime.prepare_for_inference
 
-    def watched(self, model):
-        model = prepare(self, model)
+    def watched(self, model, quantize=None):
+        model = prepare(self, model, quantize)
         model.register_forward_pre_hook(
             lambda m, a: seen.append((next(m.parameters()).dtype, torch.is_autocast_enabled("cpu")))
         )

@@ -146,6 +146,7 @@ if TYPE_CHECKING:
         Trainer,
         TrainingRun,
     )
+    from zoo.quantization import quantize
     from zoo.registry import (
         Registry,
     )

@@ -28,6 +28,7 @@ from zoo.errors import ArtifactError, SpecError, UnknownNameError, ZooError
 from zoo.files import LENIENT, parse_json, read_json, read_model, regular_file, shorten
 from zoo.lm.tokenizers import load_tokenizer
 from zoo.model_folders import resolve_reference
+from zoo.quantization import refuse_quantized
 from zoo.specs import ModelSpec
 from zoo.tags import attach, source_of, spec_of, tokenizer_of
 from zoo.version import __version__
@@ -359,6 +360,7 @@ def save(
     (``{"path", "sha256"}``) records the artifact a fine-tuned model started from; without one, a
     model opened from a hub reference records that (`zoo.source_of`)."""
 
+    refuse_quantized(model, "saving")  # int8 packed weights are not the spec's tensors
     spec = spec or spec_of(model)
     config = config or default_config()
     entry = config.registry.entry("models", spec.type)

@@ -25,7 +25,10 @@ from zoo.finetune import open_model
 from zoo.lm.text_data import iter_texts
 from zoo.lm.tokenizers import named_tokenizer, text_tokenizer, tokenizer_argument
 from zoo.protocols import CausalLM, ClassifierSpec, RecordSource, Tokenizer
+from zoo.quantization import quantize as quantize_model
+from zoo.quantization import weight_bytes
 from zoo.runtime import Runtime
+from zoo.specs import QUANTIZE_METHODS
 from zoo.tags import spec_of
 from zoo.trainers.classifier import classification_scores
 
@@ -41,6 +44,7 @@ class Score:
     protocol: str
     parameters: int
     metrics: dict[str, float] = field(default_factory=dict)
+    quantize: str = "none"  # "int8": the same model with int8 linear layers (`zoo.quantize`)
 
 
 def evaluate(
@@ -54,29 +58,40 @@ def evaluate(
     batch_size: int = 8,
     data_format: str | None = None,
     tokenizer: Tokenizer | None = None,
+    quantize: str | None = None,
 ) -> list[Score]:
     """``zoo.evaluate(["runs/a", "runs/b"], "text.txt")``: what ``zoo eval`` prints, as `Score` rows.
     Causal LMs read the text through their own tokenizer, or ``tokenizer`` when given (`zoo eval
-    --tokenizer`); one with neither and a vocabulary other than bytes is refused."""
+    --tokenizer`); one with neither and a vocabulary other than bytes is refused.
+    ``quantize="int8"``: each model twice, as it is (fp32) and then with int8 linear layers, with
+    the weights' memory of each (``weights_mb``)."""
 
     cfg = config or default_config()
     runtime = runtime or Runtime(cfg.runtime)
+    method = runtime.check_quantize(quantize)
     text: str | None = None  # read once, for every causal LM
     scores = []
     for target in targets:
         model = open_model(spec_ref(str(target)), cfg).eval()
         spec = spec_of(model)
-        row = Score(str(target), spec.type, spec.protocol, sum(p.numel() for p in model.parameters()))
-        model.to(runtime.device)
-        with runtime.inference():
-            if spec.protocol == "causal-lm":
-                text = text if text is not None else read_text(cfg, data, data_format, max_bytes)
-                tok = tokenizer or text_tokenizer(model, target)
-                row.metrics = score_lm(model, tok, text, runtime, context, batch_size)
-            else:
-                row.metrics = score_classifier(model, cfg, data, data_format, runtime)
-        model.to("cpu")
-        scores.append(row)
+        count = sum(p.numel() for p in model.parameters())
+        for variant in ("none", method) if method is not None else ("none",):
+            if variant != "none":
+                quantize_model(model, variant)  # in place, after the fp32 row: one copy of the weights
+            name = str(target) if variant == "none" else f"{target} ({variant})"
+            row = Score(name, spec.type, spec.protocol, count, quantize=variant)
+            model.to(runtime.device)
+            with runtime.inference():
+                if spec.protocol == "causal-lm":
+                    text = text if text is not None else read_text(cfg, data, data_format, max_bytes)
+                    tok = tokenizer or text_tokenizer(model, target)
+                    row.metrics = score_lm(model, tok, text, runtime, context, batch_size)
+                else:
+                    row.metrics = score_classifier(model, cfg, data, data_format, runtime)
+            model.to("cpu")
+            if method is not None:
+                row.metrics["weights_mb"] = weight_bytes(model) / 1e6
+            scores.append(row)
     return scores
 
 
@@ -155,6 +170,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (  # (metric, title, format)
     ("accuracy", "accuracy", ".4f"),
     ("tokens", "tokens", ",.0f"),
     ("examples", "examples", ",.0f"),
+    ("weights_mb", "weights MB", ".1f"),
 )
 
 
@@ -216,6 +232,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         data_format=args.data_format,
         tokenizer=named_tokenizer(args.tokenizer, config=cfg) if args.tokenizer else None,
+        quantize=args.quantize,
     )
     if args.json:
         print(json.dumps([asdict(s) for s in scores], indent=2))
@@ -238,5 +255,11 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     tokenizer_argument(p)
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--plot", metavar="PNG", help="write a bar chart: bits per byte (LMs), accuracy (classifiers)")
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZE_METHODS,
+        default="none",
+        help="int8: also score each model with int8 linear layers (CPU), beside its fp32 row",
+    )
     p.add_argument("--device")
     p.add_argument("--precision")

@@ -18,6 +18,8 @@ from torch import nn
 
 from zoo import distributed
 from zoo.errors import RuntimeConfigError
+from zoo.quantization import check_method
+from zoo.quantization import quantize as quantize_model
 from zoo.specs import RuntimeSpec, validate
 
 DTYPES = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}
@@ -140,11 +142,24 @@ class Runtime:
             wrapped = torch.compile(wrapped)  # type: ignore[assignment]
         return wrapped
 
-    def prepare_for_inference(self, model: nn.Module) -> nn.Module:
+    def prepare_for_inference(self, model: nn.Module, quantize: str | None = None) -> nn.Module:
         """Move ``model`` to the device with its floating-point weights in `inference_dtype`, in
         place, in eval mode; returns it. For models the caller owns: zoo does this to a model it
-        loads itself for `generate`, never to one it is handed."""
-        return model.to(self.device, dtype=self.inference_dtype).eval()
+        loads itself for `generate`, never to one it is handed. ``quantize="int8"``: int8 linear
+        layers (`zoo.quantize`), which run on the CPU in fp32."""
+        method = self.check_quantize(quantize)
+        model.to(self.device, dtype=self.inference_dtype).eval()
+        return quantize_model(model, method) if method is not None else model
+
+    def check_quantize(self, quantize: str | None) -> str | None:
+        """The quantization to apply (None for none), if this runtime can run it."""
+        method = check_method(quantize)
+        if method is not None and (self.device.type != "cpu" or self.precision != "fp32"):
+            raise RuntimeConfigError(
+                f"--quantize {method} runs on the CPU in fp32 (int8 kernels are CPU-only); this runtime is "
+                f"{self.device} {self.precision}: use --device cpu --precision fp32"
+            )
+        return method
 
     @contextlib.contextmanager
     def inference(self, model: nn.Module | None = None) -> Iterator[None]:

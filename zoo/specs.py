@@ -23,6 +23,7 @@ Kind = Literal["models", "samplers", "trainers", "loggers", "callbacks"]
 KINDS: tuple[Kind, ...] = ("models", "samplers", "trainers", "loggers", "callbacks")
 Protocol = Literal["classifier", "causal-lm", "any"]  # "any": loggers and callbacks serve every trainer
 MAX_SEED = 2**32 - 1  # what every generator zoo seeds (Python, torch, numpy) accepts
+QUANTIZE_METHODS = ("none", "int8")  # --quantize: what `zoo.quantize` can do (zoo/quantization.py)
 
 
 # Every spec and settings table: unknown keys are errors, values are immutable, and floats must be

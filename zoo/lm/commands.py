@@ -15,7 +15,7 @@ from zoo.config import config_from_args, spec_ref
 from zoo.errors import DataError, ZooError
 from zoo.files import parse_json, read_text, shorten, validate_file_model
 from zoo.lm.tokenizers import named_tokenizer, text_tokenizer, tokenizer_argument
-from zoo.specs import MAX_SEED
+from zoo.specs import MAX_SEED, QUANTIZE_METHODS
 
 
 @dataclass
@@ -38,7 +38,7 @@ def open_session(args: argparse.Namespace) -> Session:
     if not 0 <= seed <= MAX_SEED:
         raise ZooError(f"--seed {shorten(seed)}: must be between 0 and {MAX_SEED}")
     runtime = Runtime(cfg.runtime)
-    model = runtime.prepare_for_inference(open_model(spec_ref(args.path), cfg))  # ours: cast once
+    model = runtime.prepare_for_inference(open_model(spec_ref(args.path), cfg), args.quantize)  # ours: cast once
     options: dict[str, Any] = {
         "max_new_tokens": args.max_new_tokens,
         "min_new_tokens": args.min_new_tokens,
@@ -196,5 +196,15 @@ def decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--static", action="store_true", help="decode with static shapes (the model's decode_step)")
     p.add_argument("--compile", action="store_true", help="torch.compile the static decode step (slow first call)")
     tokenizer_argument(p)
+    quantize_argument(p)
     p.add_argument("--device")
     p.add_argument("--precision")
+
+
+def quantize_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZE_METHODS,
+        default="none",
+        help="int8: linear layers with int8 weights (CPU, fp32 activations; faster, smaller)",
+    )

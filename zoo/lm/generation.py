@@ -34,6 +34,7 @@ from zoo.protocols import (
     StopTokens,
     Tokenizer,
 )
+from zoo.quantization import check_method, is_quantized
 from zoo.runtime import Runtime
 from zoo.specs import Spec
 
@@ -115,6 +116,8 @@ class Decoder:
         only the rest is computed, and the cache keeps growing (a chat's history)."""
         _check_model(model)
         static = static or compile
+        if compile and is_quantized(model):  # torch.compile cannot trace torch's packed int8 weights
+            raise ZooError("--compile does not run int8 layers (--quantize int8); use one of the two (--static works)")
         if static and not isinstance(model, StaticDecoding):
             raise ZooError(f"{type(model).__name__} has no decode_step for static decoding; use static=False")
         self.static, self.compile = static, compile
@@ -243,6 +246,7 @@ def _decoder(
     static: bool,
     compile: bool,
     cache: Any = None,
+    quantize: str | None = None,
 ) -> tuple[Decoder, list[list[int]], list[int], Any]:
     """What `generate` and `stream` share: resolve the model, tokenizer and sampler, encode, and
     set up the loop; returns the tokenizer used."""
@@ -257,7 +261,12 @@ def _decoder(
     _check_model(model)  # before anything touches it, with the message that names the protocol
     runtime = runtime or Runtime(device=str(next(model.parameters()).device))
     if owned:  # loaded here: its weights go straight to the inference dtype (no autocast per step)
-        runtime.prepare_for_inference(model)
+        runtime.prepare_for_inference(model, quantize)
+    elif check_method(quantize) is not None:
+        raise ZooError(
+            f"quantize={quantize!r} applies to a model zoo opens (a path or name); zoo never changes the model "
+            "it is handed: call zoo.quantize(model) on your own"
+        )
     else:  # the caller's model keeps its dtype
         model.to(runtime.device).eval()
     prompt_ids = _encode(tokenizer, [prompts] if isinstance(prompts, str) else prompts)
@@ -298,6 +307,7 @@ def stream(
     static: bool = False,
     compile: bool = False,
     cache: Any = None,
+    quantize: str | None = None,
 ) -> Iterator[StreamChunk]:
     """Yield the text each sequence adds at every step (a Python iterator over the decode loop).
     ``cache``: see `Decoder` (a chat reuses one across turns)."""
@@ -315,6 +325,7 @@ def stream(
         static,
         compile,
         cache,
+        quantize,
     )
     B = len(prompt_ids)
     new: list[list[int]] = [[] for _ in range(B)]
@@ -359,12 +370,14 @@ def generate(
     config: Any = None,
     static: bool = False,
     compile: bool = False,
+    quantize: str | None = None,
 ) -> Generation:
     """Generate for a prompt or a batch of prompts; returns text and ids per prompt.
 
     ``model`` is a module, or what `zoo generate` takes (an artifact, a run folder, a local model
     folder, a preset name); ``tokenizer`` None means the model's own (byte-level if it has none);
     ``sampler`` None means the model's own recipe (`zoo.SamplingDefaults`), else greedy.
+    ``quantize="int8"`` (a model zoo opens, on the CPU): int8 linear layers (`zoo.quantize`).
     """
     decoder, prompt_ids, eos, tokenizer = _decoder(
         model,
@@ -379,6 +392,7 @@ def generate(
         seed,
         static,
         compile,
+        quantize=quantize,
     )
     B = len(prompt_ids)
     steps: list[torch.Tensor] = []

@@ -24,6 +24,7 @@ from zoo import checkpoints
 from zoo.config import Config, default_config
 from zoo.errors import PluginError, RunDirError, SpecError, TrainingError, ZooError
 from zoo.protocols import Batch, Callback, FitResult, Logger, Task
+from zoo.quantization import refuse_quantized
 from zoo.registry import Registry
 from zoo.rundir import RUN_FILE, run_directory
 from zoo.runtime import Runtime
@@ -315,6 +316,7 @@ class EngineTrainer:
         config: Config | None = None,
     ) -> FitResult:
         """Train ``model`` into the run folder ``out`` (see `zoo.protocols.Trainer`)."""
+        refuse_quantized(model, "training")  # before the run folder is touched
         out = Path(out)
         self.config = config
         data = data if data is not None else self.spec.data

@@ -3,6 +3,7 @@ generation_config.json, JSONL conversations and `zoo chat`, against transformers
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -254,3 +255,29 @@ def test_chat_fine_tuning_scores_exactly_the_assistant_tokens_transformers_marks
     assert main([*args, "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
     scored = (tmp_path / "run" / "data" / "scored.bin").read_bytes()
     assert 0 < sum(scored) < len(scored)
+
+
+def test_int8_chat_from_a_llama_folder_replies_as_fp32_transformers(chat_folder, capsys, monkeypatch):
+    """`zoo chat FOLDER --quantize int8`: every linear layer of the Llama runs int8 weights, and the
+    greedy reply is transformers' fp32 one."""
+    folder, hf, tok = chat_folder
+    opened: list[torch.nn.Module] = []
+    prepare = zoo.Runtime.prepare_for_inference
+
+    def spy(self, model, quantize=None):
+        opened.append(prepare(self, model, quantize))
+        return opened[-1]
+
+    monkeypatch.setattr(zoo.Runtime, "prepare_for_inference", spy)
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello how are you\n"))
+    _, want = hf_reply(hf, tok, [{"role": "user", "content": "hello how are you"}], n=6)
+    assert main(["chat", str(folder), "--max-new-tokens", "6", "--quantize", "int8"]) == 0
+    assert capsys.readouterr().out.split("\n")[0].endswith(tok.decode(want, skip_special_tokens=True))
+    (model,) = opened
+    layers = [type(m) for m in model.modules() if type(m).__name__ == "Linear"]
+    assert torch.nn.Linear not in layers and len(layers) == 2 * 7 + 1  # q k v o gate up down per layer, and the head
+    assert all(t.__module__.startswith("torch.ao.nn.quantized") for t in layers)
+    ids = torch.tensor([[1, 5, 9, 12, 30, 40]])
+    with torch.inference_mode():
+        got, want_logits = model(ids)[0], hf(ids).logits
+    assert not torch.equal(got, want_logits) and float((got - want_logits).abs().mean() / want_logits.std()) < 0.05
