@@ -75,7 +75,7 @@ def artifact_rows(reps: int) -> list[dict]:
         art = zoo.save(model, Path(tmp) / "art")
         pt = Path(tmp) / "state.pt"
         torch.save(model.state_dict(), pt)
-        from zoo.artifacts import read_tensors
+        from zoo.storage import read_tensors
 
         # like with like: both map the file lazily; then both read every byte of every tensor
         def zoo_read() -> dict[str, torch.Tensor]:

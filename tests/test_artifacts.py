@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.artifacts import atomic_dir
+from zoo.storage import atomic_dir
 
 
 @pytest.fixture
@@ -95,7 +95,8 @@ def test_unknown_plugin_in_spec_names_the_distribution(saved, config):
 
 
 def test_tied_weights_are_stored_once(tmp_path, config):
-    from zoo.artifacts import load_into, read_tensors, unique_state, write_tensors
+    from zoo.artifacts import load_into
+    from zoo.storage import read_tensors, unique_state, write_tensors
 
     net = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False))
     net[1].weight = net[0].weight
@@ -212,7 +213,7 @@ def _safetensors(path, header: dict, body: bytes) -> None:
 
 def test_weights_are_read_once_and_checked_field_by_field(tmp_path):
     """zoo.load reads model.safetensors once: the checksum is of the bytes the tensors view."""
-    from zoo.artifacts import Weights, sha256_file
+    from zoo.storage import Weights, sha256_file
 
     zoo.save(zoo.build_model("minigpt-tiny"), tmp_path / "a")
     weights = Weights(tmp_path / "a" / "model.safetensors")

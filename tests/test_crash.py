@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.artifacts import read_tensors
 from zoo.checkpoints import latest
+from zoo.storage import read_tensors
 
 MODEL = {
     "type": "minigpt",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.artifacts import read_tensors
+from zoo.storage import read_tensors
 
 MODEL = {"type": "minigpt", "vocab_size": 256, "d_model": 64, "n_layers": 2, "n_heads": 2, "max_seq_len": 64}
 TRAINER = {

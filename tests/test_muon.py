@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import zoo
-from zoo.artifacts import read_tensors
 from zoo.cli import main
 from zoo.errors import PluginError
+from zoo.storage import read_tensors
 from zoo.trainers import optim
 from zoo.trainers.optim import (
     NS_COEFFS,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import zoo
-from zoo import artifacts, checkpoints
+from zoo import checkpoints, storage
 from zoo.files import read_json
 from zoo.runtime import Runtime
 from zoo.trainers.specs import ClassifierTrainerSpec
@@ -45,7 +45,7 @@ def fit(config, out, *, resume=False, **trainer):
 
 def fail_on_write(monkeypatch, nth: int, exc: BaseException) -> None:
     """Make the nth tensor-file write of the process fail (after writing a partial file)."""
-    real, calls = artifacts.write_tensors, {"n": 0}
+    real, calls = storage.write_tensors, {"n": 0}
 
     def flaky(path, tensors, metadata=None):
         calls["n"] += 1
@@ -161,7 +161,7 @@ def rewrite_weights(path, data: bytes) -> None:
     """Replace model.safetensors and fix the manifest's checksum (so the parser itself is tested)."""
     (path / "model.safetensors").write_bytes(data)
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["weights_sha256"] = artifacts.sha256_file(path / "model.safetensors")
+    manifest["weights_sha256"] = storage.sha256_file(path / "model.safetensors")
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -195,7 +195,7 @@ def test_bit_flip_near_the_end_of_a_large_file_is_caught_by_the_checksum(tmp_pat
 def test_a_weight_of_another_dtype_is_an_error_not_garbage(saved, config):
     from safetensors.torch import save_file
 
-    tensors = artifacts.read_tensors(saved / "model.safetensors")
+    tensors = storage.read_tensors(saved / "model.safetensors")
     tensors["head.weight"] = tensors["head.weight"].half()
     save_file(tensors, str(saved / "model.safetensors"))
     rewrite_weights(saved, (saved / "model.safetensors").read_bytes())

@@ -59,15 +59,7 @@ if TYPE_CHECKING:
         spec_of,
         tokenizer_of,
     )
-    from zoo.artifacts import (
-        atomic_dir,
-        check_tensors,
-        load,
-        read_tensors,
-        refuse_pickles,
-        save,
-        tensor_info,
-    )
+    from zoo.artifacts import load, save
     from zoo.config import (
         Config,
         config_from_args,
@@ -163,6 +155,7 @@ if TYPE_CHECKING:
         Spec,
         TrainerSpec,
     )
+    from zoo.storage import atomic_dir, check_tensors, read_tensors, refuse_pickles, tensor_info
     from zoo.trainers.callbacks import Callback
     from zoo.trainers.classifier import (
         ClassificationTask,

@@ -27,10 +27,10 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
-from zoo.artifacts import PICKLE_SUFFIXES, read_tensors, write_json, write_tensors
 from zoo.errors import ArtifactError
 from zoo.files import LENIENT, read_json, shorten, validate_file_model
 from zoo.protocols import CausalLM, LoraTarget
+from zoo.storage import PICKLE_SUFFIXES, read_tensors, write_json, write_tensors
 from zoo.trainers.lora import LoRALinear, linear_dims
 from zoo.trainers.specs import LoraSpec
 

@@ -18,7 +18,10 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
-from zoo.artifacts import (
+from zoo.distributed import DistInfo
+from zoo.errors import ArtifactError
+from zoo.files import LENIENT, read_model
+from zoo.storage import (
     atomic_dir,
     check_tensors,
     dedupe,
@@ -30,9 +33,6 @@ from zoo.artifacts import (
     write_json,
     write_tensors,
 )
-from zoo.distributed import DistInfo
-from zoo.errors import ArtifactError
-from zoo.files import LENIENT, read_model
 
 Scalar = float | int | bool | str | None
 
@@ -249,10 +249,15 @@ def load_checkpoint(path: Path, state: TrainState, dist: DistInfo | None = None)
     scaler_live = state.scaler.state_dict()
     if meta.scaler and (set(meta.scaler) != set(scaler_live) or not _same_types(meta.scaler, scaler_live)):
         raise ArtifactError(f"{path}: the loss-scaler state does not match this run's precision")
+    # the run's own hyperparameters (betas, eps, weight decay, ...: its spec, checked on resume)
+    # stay; only the tensors and step counts come from the file, so no value in state.json reaches the math
+    hyper = [{k: v for k, v in g.items() if k != "params"} for g in state.optimizer.param_groups]
     try:
         dist.load_state(state.model, state.optimizer, model_state, optim, frozen=frozen)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ArtifactError(f"{path}: checkpoint does not match this run ({type(err).__name__}: {err})") from None
+    for group, values in zip(state.optimizer.param_groups, hyper, strict=True):
+        group.update(values)
     if meta.scaler:
         state.scaler.load_state_dict(meta.scaler)
     state.step = meta.step

@@ -21,8 +21,8 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from zoo.artifacts import atomic_dir
     from zoo.finetune import open_model
+    from zoo.storage import atomic_dir
 
     cfg = config_from_args(args)
     entry = cfg.registry.exporters.get(args.format)

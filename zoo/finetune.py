@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from zoo.adapters import ADAPTER_CONFIG, is_adapter, merge_adapter, read_adapter
-from zoo.artifacts import MANIFEST_FILE, Manifest, check_tensors, load, sha256_file, tensor_info
+from zoo.artifacts import MANIFEST_FILE, Manifest, load
 from zoo.config import Config, default_config
 from zoo.errors import ArtifactError, ZooError
 from zoo.files import read_model, shorten
@@ -27,6 +27,7 @@ from zoo.lm.tokenizers import text_tokenizer
 from zoo.model_folders import folder_spec, hub_source, resolve_reference
 from zoo.protocols import CausalLM, Tokenizer
 from zoo.specs import ModelSpec
+from zoo.storage import check_tensors, sha256_file, tensor_info
 from zoo.tags import attach, source_of, spec_of, tokenizer_of
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # peft's base_model_name_or_path for a hub model

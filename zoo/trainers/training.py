@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.adapters import write_adapter
-from zoo.artifacts import atomic_dir, save
+from zoo.artifacts import save
 from zoo.build import check_protocol
 from zoo.config import Config, default_config
 from zoo.errors import DataMismatch, PluginError, RunDirError, SpecError
@@ -16,6 +16,7 @@ from zoo.finetune import artifact_folder, starting_point
 from zoo.model_folders import reference_scheme
 from zoo.protocols import Tokenizer, Trainer
 from zoo.runtime import Runtime
+from zoo.storage import atomic_dir
 from zoo.tags import attach, spec_of
 from zoo.trainers.engine import FitResult, RunInfo
 from zoo.trainers.lora import add_adapters, merged
