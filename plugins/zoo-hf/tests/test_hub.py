@@ -70,6 +70,15 @@ def versions(tmp_path_factory) -> list[dict[str, bytes]]:
     return [repo_files(tmp_path_factory.mktemp(f"v{seed}"), seed) for seed in (1, 2)]
 
 
+def as_local_folder(files: dict[str, bytes], folder: Path) -> Path:
+    """The repo's model as a local folder (what a user would have without the hub)."""
+    folder.mkdir()
+    for name, data in files.items():
+        if "/" not in name and not name.endswith(".bin"):
+            (folder / name).write_bytes(data)
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def fresh_resolutions():
     """Each test starts with no reference resolved in this process (`resolve` remembers them)."""
@@ -136,11 +145,7 @@ def test_pull_then_generate_in_real_processes_and_from_the_cache_with_the_hub_go
 def test_a_revision_pins_the_weights_and_a_fine_tune_records_it(hub, versions, tmp_path, capsys, monkeypatch):
     old = hub.add_repo(REPO, versions[0])
     new = hub.add_commit(REPO, versions[1])
-    local = tmp_path / "local-old"
-    local.mkdir()
-    for name, data in versions[0].items():
-        if "/" not in name and not name.endswith(".bin"):
-            (local / name).write_bytes(data)
+    local = as_local_folder(versions[0], tmp_path / "local-old")
     pinned = greedy_ids(capsys, f"hf:{REPO}@{old}")
     assert pinned == greedy_ids(capsys, str(local))
     assert pinned != greedy_ids(capsys, f"hf:{REPO}")  # main is the newer commit
@@ -330,11 +335,7 @@ def test_an_adapter_repo_names_its_base_on_the_hub(hub, versions, tmp_path, caps
     from transformers import AutoModelForCausalLM
 
     base_sha = hub.add_repo(REPO, versions[0])
-    local = tmp_path / "base"
-    local.mkdir()
-    for name, data in versions[0].items():
-        if "/" not in name and not name.endswith(".bin"):
-            (local / name).write_bytes(data)
+    local = as_local_folder(versions[0], tmp_path / "base")
     tuned = peft.get_peft_model(
         AutoModelForCausalLM.from_pretrained(local),
         peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
