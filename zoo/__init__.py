@@ -135,6 +135,7 @@ if TYPE_CHECKING:
         LoraTarget,
         Sampler,
         SamplingDefaults,
+        Schedule,
         ShardUnit,
         StaticDecoding,
         StopTokens,
@@ -155,8 +156,10 @@ if TYPE_CHECKING:
         CallbackSpec,
         LoggerSpec,
         ModelSpec,
+        OptimizerSpec,
         RuntimeSpec,
         SamplerSpec,
+        ScheduleSpec,
         Spec,
         TrainerSpec,
     )
@@ -170,6 +173,7 @@ if TYPE_CHECKING:
         FitResult,
     )
     from zoo.trainers.lora import lora_targets
+    from zoo.trainers.param_groups import param_groups
     from zoo.trainers.specs import (
         ClassifierTrainerSpec,
         EngineSpec,
@@ -278,6 +282,10 @@ _HOME = {
     "LoggerSpec": "zoo.specs",
     "CallbackSpec": "zoo.specs",
     "Callback": "zoo.trainers.callbacks",
+    "OptimizerSpec": "zoo.specs",
+    "ScheduleSpec": "zoo.specs",
+    "Schedule": "zoo.protocols",
+    "param_groups": "zoo.trainers.param_groups",
     "evaluate": "zoo.evaluation",
     "Score": "zoo.evaluation",
     "train": "zoo.trainers.training",
@@ -328,6 +336,7 @@ __all__ = [
     "LoggerSpec",
     "LoraTarget",
     "ModelSpec",
+    "OptimizerSpec",
     "PluginError",
     "ProtocolError",
     "Register",
@@ -345,6 +354,8 @@ __all__ = [
     "Sampler",
     "SamplerSpec",
     "SamplingDefaults",
+    "Schedule",
+    "ScheduleSpec",
     "Score",
     "ShardUnit",
     "Spec",
@@ -385,6 +396,7 @@ __all__ = [
     "lora_targets",
     "model_spec",
     "open_model",
+    "param_groups",
     "parameter_estimate",
     "read_data",
     "read_json",

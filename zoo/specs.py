@@ -19,9 +19,10 @@ from zoo.errors import SpecError
 from zoo.files import check_depth, shorten
 from zoo.protocols import InputKind
 
-Kind = Literal["models", "samplers", "trainers", "loggers", "callbacks"]
-KINDS: tuple[Kind, ...] = ("models", "samplers", "trainers", "loggers", "callbacks")
-Protocol = Literal["classifier", "causal-lm", "any"]  # "any": loggers and callbacks serve every trainer
+Kind = Literal["models", "samplers", "trainers", "loggers", "callbacks", "optimizers", "schedules"]
+KINDS: tuple[Kind, ...] = ("models", "samplers", "trainers", "loggers", "callbacks", "optimizers", "schedules")
+# "any": loggers, callbacks, optimizers and schedules serve every trainer
+Protocol = Literal["classifier", "causal-lm", "any"]
 MAX_SEED = 2**32 - 1  # what every generator zoo seeds (Python, torch, numpy) accepts
 
 
@@ -99,12 +100,38 @@ class CallbackSpec(Spec):
     protocol: ClassVar[Protocol] = "any"
 
 
+class OptimizerSpec(Spec):
+    """An optimizer: ``build(model, lr, device)`` returns a ``torch.optim.Optimizer`` over the
+    model's trainable parameters. A group may carry ``peak_lr`` (default: ``lr``); the engine sets
+    each group's ``lr`` to its ``peak_lr`` times the schedule's factor before every step."""
+
+    kind: ClassVar[Kind] = "optimizers"
+    protocol: ClassVar[Protocol] = "any"
+
+    def build(self, model: Any, lr: float, device: Any) -> Any:  # type: ignore[override]  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__}.build(model, lr, device) is not implemented")
+
+
+class ScheduleSpec(Spec):
+    """A learning-rate schedule: ``build()`` returns a `zoo.protocols.Schedule` (``factor(step,
+    max_steps)``, the multiplier of the peak lr at each step)."""
+
+    kind: ClassVar[Kind] = "schedules"
+    protocol: ClassVar[Protocol] = "any"
+
+    def check_steps(self, max_steps: int) -> None:
+        """Raise ``ValueError`` when this schedule cannot run ``max_steps`` steps (e.g. a warmup
+        longer than the run); called when a trainer names it."""
+
+
 BASES: dict[str, type[Spec]] = {
     "models": ModelSpec,
     "samplers": SamplerSpec,
     "trainers": TrainerSpec,
     "loggers": LoggerSpec,
     "callbacks": CallbackSpec,
+    "optimizers": OptimizerSpec,
+    "schedules": ScheduleSpec,
 }
 
 

@@ -25,13 +25,12 @@ from zoo import checkpoints
 from zoo.config import Config
 from zoo.errors import ArtifactError, PluginError, RunDirError, SpecError, TrainingError, ZooError
 from zoo.files import LENIENT, read_model
-from zoo.protocols import Batch, Callback, Logger, Task
+from zoo.protocols import Batch, Callback, Logger, Schedule, Task
 from zoo.registry import Registry
 from zoo.rundir import RUN_FILE, run_directory
 from zoo.runtime import Runtime
-from zoo.specs import Kind
+from zoo.specs import Kind, OptimizerSpec, ScheduleSpec, Spec
 from zoo.trainers.loggers import JsonlLogger, Loggers
-from zoo.trainers.optim import build_optimizer, lr_factor
 from zoo.trainers.specs import EngineSpec
 
 
@@ -269,13 +268,15 @@ def train(
     on_checkpoint: Callable[[], None] | None = None,
     loggers: Sequence[Logger] = (),
     callbacks: Sequence[Callback] = (),
+    optimizer: OptimizerSpec,
+    schedule: Schedule,
 ) -> FitResult:
     """Run ``spec.max_steps`` optimizer steps of ``task`` on ``model``, writing under ``out``.
 
     ``out`` was prepared by the trainer with `run_directory`; with ``resume`` a checkpoint there
     is restored first (see `Resume`). ``on_checkpoint`` runs after each checkpoint; ``loggers``
     get every record (``metrics.jsonl`` is always written); ``callbacks`` run on every process
-    and may stop the run early.
+    and may stop the run early. ``optimizer`` and ``schedule`` are what ``spec`` names, resolved.
     """
     out = Path(out)
     main = runtime.is_main
@@ -290,9 +291,9 @@ def train(
     data_rng = torch.Generator().manual_seed(runtime.seed)
     model.train()
     wrapped = runtime.prepare(model)
-    optimizer = build_optimizer(spec.optimizer, model, spec.lr, runtime.device)
+    optim = build_optimizer(optimizer, model, spec.lr, runtime.device)
     scaler = runtime.grad_scaler()
-    state = checkpoints.TrainState(0, model, optimizer, scaler, data_rng, {})
+    state = checkpoints.TrainState(0, model, optim, scaler, data_rng, {})
     run = Run(out, state, spec, runtime)
     run.callbacks = list(callbacks)
     if not any(isinstance(lg, JsonlLogger) for lg in loggers):
@@ -322,7 +323,7 @@ def train(
     window = LogWindow(flops_per_unit=flops_per_unit(model, task.unit), peak=peak_flops(runtime))
     shares = RankShares()
     names = {id(p): name for name, p in model.named_parameters()}
-    group_of = {id(p): g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
+    group_of = {id(p): g.get("name", str(i)) for i, g in enumerate(optim.param_groups) for p in g["params"]}
     figures = StepFigures(
         [names.get(id(p), "?") for p in params],
         [group_of.get(id(p), "?") for p in params],
@@ -335,9 +336,9 @@ def train(
     step = state.step
     try:
         while step < spec.max_steps:
-            factor = lr_factor(spec.schedule, step, spec.max_steps)
+            factor = schedule.factor(step, spec.max_steps)
             lr = spec.lr * factor
-            for group in optimizer.param_groups:
+            for group in optim.param_groups:
                 group["lr"] = group.get("peak_lr", spec.lr) * factor
             step_loss = torch.zeros((), device=runtime.device)  # on the device: no sync per micro-step
             for i in range(spec.grad_accum):
@@ -351,12 +352,12 @@ def train(
                         loss = task.loss(wrapped, batch)
                     scaler.scale(loss / spec.grad_accum).backward()
                 step_loss += loss.detach().float() / spec.grad_accum
-            scaler.unscale_(optimizer)
+            scaler.unscale_(optim)
             figures.add(step + 1, step_loss, clip_gradients(params, clip))
             scale_before = scaler.get_scale() if scaler.is_enabled() else 1.0
-            scaler.step(optimizer)
+            scaler.step(optim)
             scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            optim.zero_grad(set_to_none=True)
             step += 1
             state.step = step
             if scaler.is_enabled() and scaler.get_scale() < scale_before:
@@ -410,6 +411,17 @@ def train(
             artifact = save_artifact(out / "model", final_model)
     runtime.dist.barrier()
     return FitResult(out, step, metrics, artifact)
+
+
+def build_optimizer(spec: OptimizerSpec, model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """``spec.build(model, lr, device)``, checked: a plugin's optimizer must be a torch one."""
+    optimizer = spec.build(model, lr, device)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise PluginError(
+            f"optimizer type {spec.type!r}: build(model, lr, device) must return a torch.optim.Optimizer, "
+            f"not {type(optimizer).__name__}"
+        )
+    return optimizer
 
 
 def resume_point(root: Path, resume: Resume) -> Path | None:
@@ -476,7 +488,9 @@ class EngineTrainer:
         out = Path(out)
         self.config = config
         data = data if data is not None else self.spec.data
-        loggers, callbacks = self.build_loggers(), self.build_callbacks()  # bad names fail before ``out`` is touched
+        # bad names fail before ``out`` is touched
+        loggers, callbacks = self.build_loggers(), self.build_callbacks()
+        optimizer, schedule = self.optimizer_spec(), self.build_schedule()
         self.check_data(model, data)
         with run_directory(
             out, resume=bool(resume), force=force, runtime=runtime, inputs=[("--data", as_path(data)), *inputs]
@@ -494,6 +508,8 @@ class EngineTrainer:
                 on_checkpoint=rundir.commit,
                 loggers=loggers,
                 callbacks=callbacks,
+                optimizer=optimizer,
+                schedule=schedule,
             )
         result.metrics.update(task.summary)
         return result
@@ -506,13 +522,35 @@ class EngineTrainer:
         """The callbacks the spec names, built (each checked against `zoo.protocols.Callback`)."""
         return [self._build("callbacks", i, ref, Callback) for i, ref in enumerate(self.spec.callbacks)]
 
-    def _build(self, kind: Kind, index: int, ref: str | dict[str, Any], protocol: type) -> Any:
+    def optimizer_spec(self) -> OptimizerSpec:
+        """The optimizer the spec names (built later, on the prepared model)."""
+        spec = self._resolve("optimizers", "optimizer", self.spec.optimizer)
+        assert isinstance(spec, OptimizerSpec)
+        return spec
+
+    def build_schedule(self) -> Schedule:
+        """The schedule the spec names, checked against ``max_steps`` and built."""
+        spec = self._resolve("schedules", "schedule", self.spec.schedule)
+        assert isinstance(spec, ScheduleSpec)
+        try:
+            spec.check_steps(self.spec.max_steps)
+        except ValueError as err:
+            raise SpecError([("schedule", str(err))]) from None
+        built = spec.build()
+        if not isinstance(built, Schedule):
+            raise PluginError(f"schedule type {spec.type!r}: build() must return a zoo.Schedule (factor(step, max_steps))")
+        return built
+
+    def _resolve(self, kind: Kind, where: str, ref: str | dict[str, Any]) -> Spec:
         from zoo.api import default_config
 
         try:
-            spec = (self.config or default_config()).spec(kind, ref)
+            return (self.config or default_config()).spec(kind, ref)
         except ZooError as err:
-            raise SpecError([(f"{kind}[{index}]", str(err))]) from None
+            raise SpecError([(where, str(err))]) from None
+
+    def _build(self, kind: Kind, index: int, ref: str | dict[str, Any], protocol: type) -> Any:
+        spec = self._resolve(kind, f"{kind}[{index}]", ref)
         built = spec.build()
         if not isinstance(built, protocol):
             raise PluginError(
