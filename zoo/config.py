@@ -339,9 +339,13 @@ def reference_problems(config: Config, spec: Spec) -> list[tuple[str, str]]:
     problems = []
     for kind, where, ref in refs:
         try:
-            named = config.spec(kind, ref)
+            # a table's problems keep their paths (optimizer.betas), each naming the field
+            table = isinstance(ref, Mapping)
+            named = config.validate_entry(kind, ref, where, source=None) if table else config.spec(kind, ref)
             if isinstance(named, ScheduleSpec):
                 named.check_steps(spec.max_steps)
+        except SpecError as err:
+            problems.extend(err.issues if isinstance(ref, Mapping) else [(where, str(err))])
         except (ZooError, ValueError) as err:
             problems.append((where, str(err)))
     return problems
@@ -354,7 +358,7 @@ def _check_references(config: Config, merged: Merged, issue: Any) -> None:
         for where, message in reference_problems(config, spec):
             home = merged["trainers"][name][2]
             if home is not None:
-                issue(home, f"trainers.{name}.{where}", message)
+                issue(home, f"trainers.{name}.{where}" if where else f"trainers.{name}", message)
                 continue
             del config.presets["trainers"][name]  # a plugin's preset: the rest stays usable
             config.unavailable[("trainers", name)] = f"{where}: {message}"

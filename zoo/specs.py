@@ -192,7 +192,9 @@ def format_validation_error(
             msg = "unknown field"
             if close:
                 msg += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-            msg += "; fields: " + ", ".join(known)
+            type_name = spec_cls.model_fields["type"].default if "type" in spec_cls.model_fields else None
+            of = f" of {spec_cls.__name__ if not isinstance(type_name, str) else repr(type_name)}" if type_name else ""
+            msg += f"; fields{of}: " + ", ".join(known)
         elif e["type"] not in ("missing",) and "input" in e and not isinstance(e["input"], dict):
             msg += f" (got {shorten(e['input'])})"
         issues.append((path, msg))
