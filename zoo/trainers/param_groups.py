@@ -12,8 +12,9 @@ def param_groups(
     """``decay`` (matrices, and 1-D tensors such as norm gains and biases only with
     ``decay_norms_and_biases``) at ``weight_decay``, and ``no_decay`` at 0; each group carries its
     ``name`` and its ``peak_lr`` (``lr``), which the engine scales by the schedule every step.
-    Empty groups are left out (torch refuses them)."""
-    params = list(params)
+    Frozen parameters (``requires_grad=False``, e.g. around LoRA adapters) and empty groups are
+    left out (torch refuses empty groups)."""
+    params = [p for p in params if p.requires_grad]
     decayed = [p for p in params if p.ndim >= 2 or decay_norms_and_biases]
     kept = [p for p in params if not (p.ndim >= 2 or decay_norms_and_biases)]
     groups = [
