@@ -302,6 +302,13 @@ def test_torch_muon_takes_zoos_groups_and_steps_like_zoos_muon_on_plain_matrices
         assert moved > 0 and (ours - theirs).abs().max() <= 0.02 * moved  # bf16 Newton-Schulz on both sides
 
 
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "muon", "torch-muon", "adamw-lm", "muon-lm"])
+def test_zoos_optimizers_read_the_lr_survive_a_checkpoint_and_resume_exactly(config, name):
+    if name == "torch-muon" and not hasattr(torch.optim, "Muon"):
+        pytest.skip("this torch has no torch.optim.Muon")
+    zoo.testing.check_optimizer(name, config=config)
+
+
 def test_optimizer_and_schedule_hook_modules_import_no_torch():
     zoo.testing.check_hook_module("zoo.trainers.optimizers")
     zoo.testing.check_hook_module("zoo.trainers.schedules")
