@@ -302,6 +302,26 @@ def test_torch_muon_takes_zoos_groups_and_steps_like_zoos_muon_on_plain_matrices
         assert moved > 0 and (ours - theirs).abs().max() <= 0.02 * moved  # bf16 Newton-Schulz on both sides
 
 
+def test_the_parameter_groups_are_the_ones_zoo_always_had(config):
+    model = zoo.build_model({**MODEL, "hidden": [16, 16]}, config=config)
+    named = list(model.named_parameters())
+    names = {id(p): n for n, p in named}
+
+    def groups(spec: Any) -> dict[str, tuple[list[str], float, float]]:
+        opt = build_optimizer(spec, model, 1e-3, CPU)
+        return {g["name"]: ([names[id(p)] for p in g["params"]], g["weight_decay"], g["peak_lr"]) for g in opt.param_groups}
+
+    matrices = [n for n, p in named if p.ndim >= 2]
+    vectors = [n for n, p in named if p.ndim < 2]
+    for spec in (AdamWSpec(weight_decay=0.1), SGDSpec(weight_decay=0.1)):
+        assert groups(spec) == {"decay": (matrices, 0.1, 1e-3), "no_decay": (vectors, 0.0, 1e-3)}
+    assert groups(AdamWSpec(weight_decay=0.1, decay_norms_and_biases=True)) == {"decay": ([n for n, _ in named], 0.1, 1e-3)}
+    hidden = matrices[:-1]  # every Linear but the output layer, in parameter order
+    assert groups(MuonSpec(weight_decay=0.1)) == {
+        "muon": (hidden, 0.1, 0.02), "decay": (matrices[-1:], 0.1, 1e-3), "no_decay": (vectors, 0.0, 1e-3),
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "muon", "torch-muon", "adamw-lm", "muon-lm"])
 def test_zoos_optimizers_read_the_lr_survive_a_checkpoint_and_resume_exactly(config, name):
     if name == "torch-muon" and not hasattr(torch.optim, "Muon"):
