@@ -279,7 +279,9 @@ def test_check_schedule_catches_a_negative_factor(make_config):
 def test_torch_muon_takes_zoos_groups_and_steps_like_zoos_muon_on_plain_matrices():
     def mlp() -> torch.nn.Module:
         torch.manual_seed(0)
-        return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Linear(16, 3))
+        return torch.nn.Sequential(
+            torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Linear(16, 3)
+        )
 
     x, y = torch.randn(32, 8, generator=torch.Generator().manual_seed(1)), torch.randn(32, 3)
     params = {}
@@ -309,13 +311,17 @@ def test_the_parameter_groups_are_the_ones_zoo_always_had(config):
 
     def groups(spec: Any) -> dict[str, tuple[list[str], float, float]]:
         opt = build_optimizer(spec, model, 1e-3, CPU)
-        return {g["name"]: ([names[id(p)] for p in g["params"]], g["weight_decay"], g["peak_lr"]) for g in opt.param_groups}
+        return {
+            g["name"]: ([names[id(p)] for p in g["params"]], g["weight_decay"], g["peak_lr"]) for g in opt.param_groups
+        }
 
     matrices = [n for n, p in named if p.ndim >= 2]
     vectors = [n for n, p in named if p.ndim < 2]
     for spec in (AdamWSpec(weight_decay=0.1), SGDSpec(weight_decay=0.1)):
         assert groups(spec) == {"decay": (matrices, 0.1, 1e-3), "no_decay": (vectors, 0.0, 1e-3)}
-    assert groups(AdamWSpec(weight_decay=0.1, decay_norms_and_biases=True)) == {"decay": ([n for n, _ in named], 0.1, 1e-3)}
+    assert groups(AdamWSpec(weight_decay=0.1, decay_norms_and_biases=True)) == {
+        "decay": ([n for n, _ in named], 0.1, 1e-3)
+    }
     hidden = matrices[:-1]  # every Linear but the output layer, in parameter order
     assert groups(MuonSpec(weight_decay=0.1)) == {
         "muon": (hidden, 0.1, 0.02), "decay": (matrices[-1:], 0.1, 1e-3), "no_decay": (vectors, 0.0, 1e-3),

@@ -25,6 +25,7 @@ from zoo.specs import (
     Kind,
     PluginsSpec,
     RuntimeSpec,
+    ScheduleSpec,
     Spec,
     apply_overrides,
     parse_override,
@@ -325,17 +326,13 @@ def config_from_layers(
 def reference_problems(config: Config, spec: Spec) -> list[tuple[str, str]]:
     """``(field, message)`` for each logger, callback, optimizer or schedule a trainer names that
     does not exist or validate, or (a schedule) cannot serve its ``max_steps``."""
-    from zoo.specs import ScheduleSpec
     from zoo.trainers.specs import EngineSpec
 
     if not isinstance(spec, EngineSpec):
         return []
-    refs: list[tuple[Kind, str, Any]] = [
-        *((kind, f"{kind}[{i}]", ref) for kind, all_ in (("loggers", spec.loggers), ("callbacks", spec.callbacks))
-          for i, ref in enumerate(all_)),
-        ("optimizers", "optimizer", spec.optimizer),
-        ("schedules", "schedule", spec.schedule),
-    ]
+    listed: list[tuple[Kind, list[Any]]] = [("loggers", spec.loggers), ("callbacks", spec.callbacks)]
+    refs: list[tuple[Kind, str, Any]] = [(k, f"{k}[{i}]", ref) for k, named in listed for i, ref in enumerate(named)]
+    refs += [("optimizers", "optimizer", spec.optimizer), ("schedules", "schedule", spec.schedule)]
     problems = []
     for kind, where, ref in refs:
         try:

@@ -88,7 +88,9 @@ def zoo_register_presets(register: RegisterPreset) -> None:
     muon_optim = {**lm_optim, "type": "muon", "muon_lr": 0.02, "ns_steps": 4}
     # the trainers below hold these tables inline, so that a registry file deriving one changes a
     # field (optimizer = {ns_steps = 5}) without restating the rest
-    register("optimizers", "adamw-lm", lm_optim, description="the `lm` recipe's AdamW: weight decay 0.1, betas 0.9/0.99")
+    register(
+        "optimizers", "adamw-lm", lm_optim, description="the `lm` recipe's AdamW: weight decay 0.1, betas 0.9/0.99"
+    )
     register(
         "optimizers",
         "muon-lm",

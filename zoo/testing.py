@@ -7,8 +7,9 @@
         zoo.testing.check_plugin("my-zoo-plugin")     # every model, sampler and trainer it registers
 
 or one component at a time: `check_model("my-type")`, `check_sampler(...)`, `check_trainer(...)`,
-`check_optimizer(...)`, `check_schedule(...)`, `check_spec_class(MySpec)`, `check_hook_module("my_plugin.hooks")`. Each raises
-``AssertionError`` saying what broke and how to fix it. zoo runs `check_plugin` over every
+`check_optimizer(...)`, `check_schedule(...)`, `check_spec_class(MySpec)`,
+`check_hook_module("my_plugin.hooks")`. Each raises ``AssertionError`` saying what broke and how
+to fix it. zoo runs `check_plugin` over every
 installed distribution in its own test suite.
 """
 
@@ -465,7 +466,9 @@ def check_optimizer(ref: Ref, *, config: Config | None = None, steps: int = 4) -
     ((model(x) - y) ** 2).mean().backward()
     frozen.step()
     moved = [i for i, (b, p) in enumerate(zip(before, model.parameters(), strict=True)) if not torch.equal(b, p)]
-    assert not moved, f"{spec.type}: a step at lr 0 changed parameters; read group['lr'] in step() (the schedule sets it)"
+    assert not moved, (
+        f"{spec.type}: a step at lr 0 changed parameters; read group['lr'] in step() (the schedule sets it)"
+    )
 
     model, x, y = _toy_problem()
     whole = build_optimizer(spec, model, 1e-2, cpu)
@@ -489,7 +492,9 @@ def check_optimizer(ref: Ref, *, config: Config | None = None, steps: int = 4) -
     model, x, y = _toy_problem(seed=1)  # other weights: the loaded ones must replace them
     model.load_state_dict(weights)
     resumed = build_optimizer(spec, model, 1e-2, cpu)
-    resumed.load_state_dict(_unflatten_optimizer({k: v.clone() for k, v in tensors.items()}, OptimizerMeta.model_validate(meta)))
+    resumed.load_state_dict(
+        _unflatten_optimizer({k: v.clone() for k, v in tensors.items()}, OptimizerMeta.model_validate(meta))
+    )
     again, _ = _flatten_optimizer(resumed.state_dict())
     assert set(again) == set(tensors) and all(torch.equal(again[k], tensors[k]) for k in tensors), (
         f"{spec.type}: load_state_dict(state_dict()) did not restore the same state"

@@ -538,7 +538,9 @@ class EngineTrainer:
             raise SpecError([("schedule", str(err))]) from None
         built = spec.build()
         if not isinstance(built, Schedule):
-            raise PluginError(f"schedule type {spec.type!r}: build() must return a zoo.Schedule (factor(step, max_steps))")
+            raise PluginError(
+                f"schedule type {spec.type!r}: build() must return a zoo.Schedule (factor(step, max_steps))"
+            )
         return built
 
     def _resolve(self, kind: Kind, where: str, ref: str | dict[str, Any]) -> Spec:

@@ -116,14 +116,18 @@ class MuonSpec(_Adam):
         return groups
 
     def settings(self, lr: float) -> dict[str, Any]:
-        return {"lr": lr, "betas": self.betas, "eps": self.eps, "momentum": self.muon_momentum, "ns_steps": self.ns_steps}
+        return {
+            "lr": lr,
+            "betas": self.betas,
+            "eps": self.eps,
+            "momentum": self.muon_momentum,
+            "ns_steps": self.ns_steps,
+        }
 
     def build(self, model: Any, lr: float, device: Any) -> Any:
         from zoo.trainers import muon
 
-        return muon.MuonAdamW(
-            self.muon_groups(model, lr), **self.settings(lr), row_blocks=muon.fused_row_blocks(model)
-        )
+        return muon.MuonAdamW(self.muon_groups(model, lr), **self.settings(lr), row_blocks=muon.fused_row_blocks(model))
 
 
 class TorchMuonSpec(MuonSpec):
