@@ -43,17 +43,17 @@ def test_zoo_lists_and_shows_its_optimizers_schedules_and_their_presets(capsys):
 
 def test_each_type_takes_only_its_own_fields(make_config):
     cases = [
-        ({"type": "sgd", "betas": [0.9, 0.99]}, r"trainers\.t\.optimizer\.betas: unknown field; fields of 'sgd'"),
-        ({"type": "adamw", "muon_lr": 0.02}, r"optimizer\.muon_lr: unknown field; fields of 'adamw'"),
-        ({"type": "muon", "momentum": 0.9}, r"optimizer\.momentum: unknown field; did you mean 'muon_momentum'"),
-        ({"type": "sgd", "nesterov": True, "momentum": 0.0}, r"optimizer: nesterov needs momentum > 0"),
+        ({"type": "sgd", "betas": [0.9, 0.99]}, r"trainers\.t\.optimizer: sgd\.betas: unknown field; fields of 'sgd'"),
+        ({"type": "adamw", "muon_lr": 0.02}, r"optimizer: adamw\.muon_lr: unknown field; fields of 'adamw'"),
+        ({"type": "muon", "momentum": 0.9}, r"optimizer: muon\.momentum: unknown field; did you mean 'muon_momentum'"),
+        ({"type": "sgd", "nesterov": True, "momentum": 0.0}, r"optimizer: sgd: nesterov needs momentum > 0"),
     ]
     for optimizer, message in cases:
         with pytest.raises(zoo.SpecError, match=message):
             make_config({"trainers": {"t": {"type": "classifier", "optimizer": optimizer}}})
-    with pytest.raises(zoo.SpecError, match=r"schedule\.gamma: unknown field; fields of 'cosine'"):
+    with pytest.raises(zoo.SpecError, match=r"schedule: cosine\.gamma: unknown field; fields of 'cosine'"):
         make_config({"trainers": {"t": {"type": "classifier", "schedule": {"type": "cosine", "gamma": 0.5}}}})
-    with pytest.raises(zoo.SpecError, match=r"optimizer\.type: unknown optimizer type 'adamx'; did you mean"):
+    with pytest.raises(zoo.SpecError, match=r"optimizer: adamx\.type: unknown optimizer type 'adamx'; did you mean"):
         make_config({"trainers": {"t": {"type": "classifier", "optimizer": {"type": "adamx"}}}})
     with pytest.raises(zoo.SpecError, match=r"trainers\.t\.schedule: unknown schedule 'cosin'; did you mean 'cosine'"):
         make_config({"trainers": {"t": {"type": "classifier", "schedule": "cosin"}}})
