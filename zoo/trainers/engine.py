@@ -268,7 +268,7 @@ def train(
     on_checkpoint: Callable[[], None] | None = None,
     loggers: Sequence[Logger] = (),
     callbacks: Sequence[Callback] = (),
-    optimizer: OptimizerSpec,
+    optimizer_spec: OptimizerSpec,
     schedule: Schedule,
 ) -> FitResult:
     """Run ``spec.max_steps`` optimizer steps of ``task`` on ``model``, writing under ``out``.
@@ -276,7 +276,7 @@ def train(
     ``out`` was prepared by the trainer with `run_directory`; with ``resume`` a checkpoint there
     is restored first (see `Resume`). ``on_checkpoint`` runs after each checkpoint; ``loggers``
     get every record (``metrics.jsonl`` is always written); ``callbacks`` run on every process
-    and may stop the run early. ``optimizer`` and ``schedule`` are what ``spec`` names, resolved.
+    and may stop the run early. ``optimizer_spec`` and ``schedule`` are what ``spec`` names, resolved.
     """
     out = Path(out)
     main = runtime.is_main
@@ -291,9 +291,9 @@ def train(
     data_rng = torch.Generator().manual_seed(runtime.seed)
     model.train()
     wrapped = runtime.prepare(model)
-    optim = build_optimizer(optimizer, model, spec.lr, runtime.device)
+    optimizer = build_optimizer(optimizer_spec, model, spec.lr, runtime.device)
     scaler = runtime.grad_scaler()
-    state = checkpoints.TrainState(0, model, optim, scaler, data_rng, {})
+    state = checkpoints.TrainState(0, model, optimizer, scaler, data_rng, {})
     run = Run(out, state, spec, runtime)
     run.callbacks = list(callbacks)
     if not any(isinstance(lg, JsonlLogger) for lg in loggers):
@@ -323,7 +323,7 @@ def train(
     window = LogWindow(flops_per_unit=flops_per_unit(model, task.unit), peak=peak_flops(runtime))
     shares = RankShares()
     names = {id(p): name for name, p in model.named_parameters()}
-    group_of = {id(p): g.get("name", str(i)) for i, g in enumerate(optim.param_groups) for p in g["params"]}
+    group_of = {id(p): g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
     figures = StepFigures(
         [names.get(id(p), "?") for p in params],
         [group_of.get(id(p), "?") for p in params],
@@ -338,7 +338,7 @@ def train(
         while step < spec.max_steps:
             factor = schedule.factor(step, spec.max_steps)
             lr = spec.lr * factor
-            for group in optim.param_groups:
+            for group in optimizer.param_groups:
                 group["lr"] = group.get("peak_lr", spec.lr) * factor
             step_loss = torch.zeros((), device=runtime.device)  # on the device: no sync per micro-step
             for i in range(spec.grad_accum):
@@ -352,12 +352,12 @@ def train(
                         loss = task.loss(wrapped, batch)
                     scaler.scale(loss / spec.grad_accum).backward()
                 step_loss += loss.detach().float() / spec.grad_accum
-            scaler.unscale_(optim)
+            scaler.unscale_(optimizer)
             figures.add(step + 1, step_loss, clip_gradients(params, clip))
             scale_before = scaler.get_scale() if scaler.is_enabled() else 1.0
-            scaler.step(optim)
+            scaler.step(optimizer)
             scaler.update()
-            optim.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             step += 1
             state.step = step
             if scaler.is_enabled() and scaler.get_scale() < scale_before:
@@ -508,7 +508,7 @@ class EngineTrainer:
                 on_checkpoint=rundir.commit,
                 loggers=loggers,
                 callbacks=callbacks,
-                optimizer=optimizer,
+                optimizer_spec=optimizer,
                 schedule=schedule,
             )
         result.metrics.update(task.summary)
