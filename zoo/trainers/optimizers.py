@@ -90,8 +90,10 @@ class SGDSpec(_DecaySplit):
 
 
 class MuonSpec(_Adam):
-    """zoo's Muon for the hidden weight matrices (batched Newton-Schulz, each row block of a fused
-    projection its own matrix), AdamW for the rest (embeddings, output head, norms, biases)."""
+    """zoo's Muon for the hidden weight matrices, AdamW for the rest.
+
+    Newton-Schulz is batched over same-shape matrices and each row block of a fused projection is
+    a matrix of its own; embeddings, the output head, norms and biases get AdamW at ``lr``."""
 
     type: Literal["muon"] = "muon"
     weight_decay: float = Field(0.0, ge=0.0, description="decoupled weight decay (Muon and AdamW groups)")
@@ -131,8 +133,10 @@ class MuonSpec(_Adam):
 
 
 class TorchMuonSpec(MuonSpec):
-    """The installed torch's ``torch.optim.Muon`` on the same hidden matrices (each fused projection
-    orthogonalised whole, one matrix at a time), zoo's AdamW for the rest: for comparison."""
+    """torch.optim.Muon on the same hidden matrices, zoo's AdamW for the rest (for comparison).
+
+    torch's Muon orthogonalises one matrix at a time and a fused projection (q|k|v) whole; it
+    needs torch 2.9 or later."""
 
     type: Literal["torch-muon"] = "torch-muon"  # type: ignore[assignment]
 

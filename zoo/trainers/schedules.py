@@ -82,8 +82,10 @@ class LinearSchedule(WarmupSchedule):
 
 
 class WarmupStableDecaySchedule(WarmupSchedule):
-    """Warmup-stable-decay: the peak lr until the last ``decay_fraction`` of the steps, then a
-    straight line down to ``min_lr_ratio`` of it (a run can be extended from a stable checkpoint)."""
+    """Warmup-stable-decay: the peak lr, then a straight line down over the last decay_fraction.
+
+    The decay ends at ``min_lr_ratio`` of the peak; a run can be extended from a checkpoint taken
+    before the decay starts."""
 
     type: Literal["warmup-stable-decay"] = "warmup-stable-decay"
     decay_fraction: float = Field(0.2, gt=0.0, le=1.0, description="share of max_steps spent decaying, at the end")
