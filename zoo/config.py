@@ -351,7 +351,7 @@ def _check_references(config: Config, merged: Merged, issue: Any) -> None:
         for where, message in reference_problems(config, spec):
             home = merged["trainers"][name][2]
             if home is not None:
-                issue(home, f"trainers.{name}.{where}" if where else f"trainers.{name}", message)
+                issue(home, f"trainers.{name}.{where}", message)
                 continue
             del config.presets["trainers"][name]  # a plugin's preset: the rest stays usable
             config.unavailable[("trainers", name)] = f"{where}: {message}"
