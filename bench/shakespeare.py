@@ -33,8 +33,8 @@ TRAINER = {
     "batch_size": 12,
     "context": 64,
     "lr": 1e-3,
-    "optimizer": {"name": "adamw", "weight_decay": 0.1, "betas": [0.9, 0.99]},
-    "schedule": {"name": "cosine", "warmup_steps": 100, "min_lr_ratio": 0.1},
+    "optimizer": {"type": "adamw", "weight_decay": 0.1, "betas": [0.9, 0.99]},
+    "schedule": {"type": "cosine", "warmup_steps": 100, "min_lr_ratio": 0.1},
     "grad_clip": 1.0,
     "eval_every": 250,
     "eval_batches": 50,
@@ -43,7 +43,7 @@ TRAINER = {
 }
 
 
-MUON = {"name": "muon", "weight_decay": 0.1, "betas": [0.9, 0.99], "muon_lr": 0.02}
+MUON = {"type": "muon", "weight_decay": 0.1, "betas": [0.9, 0.99], "muon_lr": 0.02}
 MODERN = {"positions": "rope", "mlp": "swiglu", "norm": "rmsnorm", "qk_norm": True, "tie_weights": False}
 # The shipped recipe: the presets minigpt-rope-small + lm-muon, at this benchmark's shape and budget.
 SHIPPED = "presets minigpt-rope-small + lm-muon"
@@ -61,6 +61,7 @@ RECIPES: dict[str, tuple[dict, dict]] = {
 }
 # the shipped recipe with one of its ingredients taken back: name -> (model changes, trainer changes)
 ONE_QKV = "shipped, q|k|v as one matrix"  # Muon orthogonalises the fused projection whole
+TORCH_MUON = "shipped + torch muon"
 WITHOUT: dict[str, tuple[dict, dict]] = {
     ONE_QKV: ({}, {}),
     "shipped, gelu": ({"activation": "gelu"}, {}),
@@ -68,6 +69,8 @@ WITHOUT: dict[str, tuple[dict, dict]] = {
     "shipped, 5 newton-schulz steps": ({}, {"optimizer": {"ns_steps": 5}}),
     "shipped, cosine to 0.1": ({}, {"schedule": {"min_lr_ratio": 0.1}}),
     "shipped, clip 1.0": ({}, {"grad_clip": 1.0}),
+    # torch.optim.Muon (torch >= 2.9) on the same hidden matrices, q|k|v whole, one matrix at a time
+    TORCH_MUON: ({}, {"optimizer": {"type": "torch-muon"}}),
 }
 SHAPE = ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len")
 BUDGET = (  # the shipped recipe keeps its own optimizer, lr, schedule and clipping
@@ -107,8 +110,7 @@ def step_times(names: list[str], rounds: int = 7, steps: int = 20) -> dict[str, 
 
     import torch
 
-    from zoo.trainers.optim import build_optimizer
-    from zoo.trainers.specs import OptimizerSpec
+    from zoo.trainers.engine import build_optimizer
     from zoo.trainers.telemetry import clip_gradients
 
     x = torch.randint(0, 256, (TRAINER["batch_size"], TRAINER["context"]))
@@ -117,9 +119,8 @@ def step_times(names: list[str], rounds: int = 7, steps: int = 20) -> dict[str, 
         model_spec, trainer_spec = recipe(name)
         model = zoo.build_model(model_spec)
         with fused_as(name):
-            opt = build_optimizer(
-                OptimizerSpec(**trainer_spec["optimizer"]), model, trainer_spec["lr"], torch.device("cpu")
-            )
+            optimizer = zoo.default_config().spec("optimizers", trainer_spec["optimizer"])
+            opt = build_optimizer(optimizer, model, trainer_spec["lr"], torch.device("cpu"))  # type: ignore[arg-type]
 
         def step(model: Any = model, opt: Any = opt, clip: float = trainer_spec["grad_clip"] or math.inf) -> None:
             logits, _ = model(x)
@@ -144,15 +145,15 @@ def step_times(names: list[str], rounds: int = 7, steps: int = 20) -> dict[str, 
 @contextlib.contextmanager
 def fused_as(name: str) -> Iterator[None]:
     """For the ONE_QKV row, Muon sees no fused projections (MiniGPT's q|k|v is one tall matrix)."""
-    from zoo.trainers import optim
+    from zoo.trainers import muon
 
-    declared = optim.fused_row_blocks
+    declared = muon.fused_row_blocks
     if name == ONE_QKV:
-        optim.fused_row_blocks = lambda model: {}
+        muon.fused_row_blocks = lambda model: {}
     try:
         yield
     finally:
-        optim.fused_row_blocks = declared
+        muon.fused_row_blocks = declared
 
 
 def run(name: str, data: str, steps: int) -> dict:

@@ -174,12 +174,21 @@ def test_nothing_below_the_facade_imports_it():
 LAZY = {
     "zoo.__main__": {"zoo.cli", "zoo.interrupts"},  # the Ctrl-C guard first, then the command line
     "zoo.cli": {"zoo.distributed", "zoo.trainers.training"},  # `zoo list` imports no torch
-    "zoo.exporting": {"zoo.artifacts", "zoo.finetune", "zoo.onnx_export"},
+    "zoo.exporting": {"zoo.artifacts", "zoo.finetune", "zoo.onnx_export", "zoo.storage"},
     "zoo.lm.commands": {"zoo.finetune", "zoo.lm.generation", "zoo.runtime"},
     "zoo.lm.specs": {"zoo.lm.samplers", "zoo.lm.trainer"},  # build() imports what it builds
     "zoo.trainers.specs": {"zoo.trainers.callbacks", "zoo.trainers.classifier", "zoo.trainers.loggers"},
-    "zoo.plugin": {"zoo.lm.specs", "zoo.trainers.specs"},  # hooks register specs when called
-    "zoo.testing": {"zoo.artifacts", "zoo.lm.generation", "zoo.lm.tokenizers", "zoo.runtime", "zoo.trainers.run"},
+    "zoo.plugin": {"zoo.lm.specs", "zoo.trainers.specs", "zoo.trainers.optimizers", "zoo.trainers.schedules"},
+    "zoo.trainers.optimizers": {"zoo.trainers", "zoo.trainers.muon", "zoo.trainers.param_groups"},  # build()
+    "zoo.testing": {
+        "zoo.artifacts",
+        "zoo.checkpoints",
+        "zoo.lm.generation",
+        "zoo.lm.tokenizers",
+        "zoo.runtime",
+        "zoo.trainers.engine",
+        "zoo.trainers.run",
+    },
 }
 
 

@@ -94,10 +94,10 @@ def assert_latest_checkpoint_loads(out: Path) -> None:
     model = zoo.build_model(MODEL)
     opt = torch.optim.AdamW(model.parameters())
     state = TrainState(0, model, opt, torch.amp.GradScaler("cpu", enabled=False), torch.Generator(), {})
-    from zoo.trainers.optim import build_optimizer
-    from zoo.trainers.specs import OptimizerSpec
+    from zoo.trainers.engine import build_optimizer
+    from zoo.trainers.optimizers import AdamWSpec
 
-    state.optimizer = build_optimizer(OptimizerSpec(), model, 1e-3, torch.device("cpu"))
+    state.optimizer = build_optimizer(AdamWSpec(), model, 1e-3, torch.device("cpu"))
     load_checkpoint(last, state)
     assert state.step == int(last.name.split("-")[1])
 

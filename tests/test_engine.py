@@ -12,8 +12,8 @@ from helpers import crash_sampling_at
 import zoo
 from zoo.runtime import Runtime
 from zoo.trainers.classifier import ClassificationTask
-from zoo.trainers.optim import lr_factor
-from zoo.trainers.specs import ClassifierTrainerSpec, ScheduleSpec
+from zoo.trainers.schedules import CosineSchedule, StepSchedule
+from zoo.trainers.specs import ClassifierTrainerSpec
 
 MODEL = {"type": "simplenet", "in_features": 8, "hidden": [32], "num_classes": 3, "dropout": 0.1}
 
@@ -81,13 +81,13 @@ def test_gradient_accumulation_matches_large_batch(config, tmp_path):
 
 
 def test_schedules():
-    cos = ScheduleSpec(name="cosine", warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_factor(cos, 0, 110) == pytest.approx(0.1)
-    assert lr_factor(cos, 9, 110) == pytest.approx(1.0)
-    assert lr_factor(cos, 60, 110) == pytest.approx(0.55)
-    assert lr_factor(cos, 110, 110) == pytest.approx(0.1)
-    step = ScheduleSpec(name="step", step_size=10, gamma=0.5)
-    assert [lr_factor(step, s, 100) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
+    cos = CosineSchedule(warmup_steps=10, min_lr_ratio=0.1)
+    assert cos.factor(0, 110) == pytest.approx(0.1)
+    assert cos.factor(9, 110) == pytest.approx(1.0)
+    assert cos.factor(60, 110) == pytest.approx(0.55)
+    assert cos.factor(110, 110) == pytest.approx(0.1)
+    step = StepSchedule(step_size=10, gamma=0.5)
+    assert [step.factor(s, 100) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
@@ -210,13 +210,13 @@ def test_wrong_protocol_fails_at_build_time(config):
 
 
 def test_fused_adamw_when_asked_and_on_cuda_by_default(config):
-    from zoo.trainers.optim import build_optimizer
-    from zoo.trainers.specs import OptimizerSpec
+    from zoo.trainers.engine import build_optimizer
+    from zoo.trainers.optimizers import AdamWSpec
 
     model = zoo.build_model(MODEL, config=config)
     cpu = torch.device("cpu")
-    assert not build_optimizer(OptimizerSpec(), model, 1e-3, cpu).defaults["fused"]  # auto: CUDA only
-    fused = build_optimizer(OptimizerSpec(fused=True), model, 1e-3, cpu)  # torch has a fused CPU AdamW too
+    assert not build_optimizer(AdamWSpec(), model, 1e-3, cpu).defaults["fused"]  # auto: CUDA only
+    fused = build_optimizer(AdamWSpec(fused=True), model, 1e-3, cpu)  # torch has a fused CPU AdamW too
     assert fused.defaults["fused"] is True
 
 

@@ -50,7 +50,8 @@ def test_each_layer_adds_to_the_one_below(layers):
     assert wide.max_seq_len == 128  # the rest from the shipped minigpt-small
     long = cfg.presets["trainers"]["long"]
     assert long.max_steps == 3000 and long.lr == 5e-4  # project derives from the user's derived `lm`
-    assert long.schedule.warmup_steps == 7 and long.schedule.name == "cosine"  # nested tables merge
+    schedule = cfg.spec("schedules", long.schedule)
+    assert schedule.warmup_steps == 7 and schedule.type == "cosine"  # nested tables merge
     assert cfg.presets["samplers"]["creative"].type == "greedy"  # a plain entry replaces the shipped one
     assert cfg.presets["samplers"]["precise"].type == "sample"  # untouched shipped presets stay
 

@@ -13,17 +13,17 @@ import zoo
 from zoo.cli import main
 from zoo.errors import PluginError
 from zoo.storage import read_tensors
-from zoo.trainers import optim
-from zoo.trainers.optim import (
+from zoo.trainers import muon as optim
+from zoo.trainers.engine import build_optimizer
+from zoo.trainers.muon import (
     NS_COEFFS,
     MuonAdamW,
     _gram_newton_schulz,
-    build_optimizer,
     fused_row_blocks,
     muon_matrices,
     orthogonalize,
 )
-from zoo.trainers.specs import OptimizerSpec
+from zoo.trainers.optimizers import MuonSpec
 
 MODEL = {"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 32}
 TRAINER = {
@@ -148,10 +148,10 @@ def test_minigpt_declares_its_query_key_value_blocks_and_a_wrong_declaration_is_
     assert len(blocks) == 2  # only the fused projections
     model.blocks[1].attn.qkv.zoo_fused_outputs = (32, 16)
     with pytest.raises(PluginError, match=r"blocks\.1\.attn\.qkv: zoo_fused_outputs \(32, 16\) .* 64 output rows"):
-        build_optimizer(OptimizerSpec(name="muon"), model, 3e-3, torch.device("cpu"))
+        build_optimizer(MuonSpec(), model, 3e-3, torch.device("cpu"))
     model.blocks[1].attn.qkv.zoo_fused_outputs = 64  # not a tuple of sizes: the same one message
     with pytest.raises(PluginError, match=r"zoo_fused_outputs 64 must be positive integers"):
-        build_optimizer(OptimizerSpec(name="muon"), model, 3e-3, torch.device("cpu"))
+        build_optimizer(MuonSpec(), model, 3e-3, torch.device("cpu"))
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
@@ -162,7 +162,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
         assert names == {
             f"blocks.{i}.{m}.weight" for i in range(2) for m in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")
         }
-        opt = build_optimizer(OptimizerSpec(name="muon", muon_lr=0.05), model, 3e-3, torch.device("cpu"))
+        opt = build_optimizer(MuonSpec(muon_lr=0.05), model, 3e-3, torch.device("cpu"))
         assert isinstance(opt, MuonAdamW)
         by_name = {g["name"]: g for g in opt.param_groups}
         assert by_name["muon"]["algo"] == "muon" and by_name["muon"]["peak_lr"] == 0.05

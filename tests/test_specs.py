@@ -8,7 +8,7 @@ import pytest
 
 import zoo
 from zoo.config import load_config
-from zoo.specs import apply_overrides, parse_override
+from zoo.specs import KINDS, apply_overrides, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,10 +96,11 @@ def test_overrides_are_validated(tmp_path):
 def test_schema_covers_every_registered_type(config):
     schema = config.schema()
     text = str(schema)
-    for kind in ("models", "trainers"):
+    for kind in ("models", "trainers", "optimizers", "schedules"):
         for type_name in config.registry.types(kind):
             assert f"'{type_name}'" in text
-    assert set(schema["properties"]) == {"runtime", "plugins", "models", "samplers", "trainers", "loggers", "callbacks"}
+    assert set(schema["properties"]) == {"runtime", "plugins", *KINDS}
+    assert set(KINDS) == {"models", "samplers", "trainers", "loggers", "callbacks", "optimizers", "schedules"}
 
 
 def test_schema_validates_the_repo_registry(config):

@@ -129,6 +129,7 @@ if TYPE_CHECKING:
         PastTensors,
         Sampler,
         SamplingDefaults,
+        Schedule,
         ShardUnit,
         StaticDecoding,
         StopTokens,
@@ -150,8 +151,10 @@ if TYPE_CHECKING:
         CallbackSpec,
         LoggerSpec,
         ModelSpec,
+        OptimizerSpec,
         RuntimeSpec,
         SamplerSpec,
+        ScheduleSpec,
         Spec,
         TrainerSpec,
     )
@@ -166,6 +169,7 @@ if TYPE_CHECKING:
         FitResult,
     )
     from zoo.trainers.lora import lora_targets
+    from zoo.trainers.param_groups import param_groups
     from zoo.trainers.specs import (
         ClassifierTrainerSpec,
         EngineSpec,

@@ -322,22 +322,32 @@ def config_from_layers(
     return config
 
 
+def reference_problems(config: Config, spec: Spec) -> list[tuple[str, str]]:
+    """``(field, message)`` for each logger, callback, optimizer or schedule a trainer names that
+    does not exist or validate, or that the trainer cannot use (a schedule shorter than its run)."""
+    if not isinstance(spec, TrainerSpec):
+        return []
+    problems = []
+    for kind, where, ref in spec.references():
+        try:
+            spec.check_reference(config.spec(kind, ref))
+        except (ZooError, ValueError) as err:  # "optimizer: sgd.betas: unknown field; ..."
+            problems.append((where, str(err)))
+    return problems
+
+
 def _check_references(config: Config, merged: Merged, issue: Any) -> None:
-    """The entries each trainer names (its loggers, callbacks, ...) exist and validate (as ``zoo check`` reports)."""
+    """Each trainer's loggers, callbacks, optimizer and schedule name ones that exist and validate
+    (as ``zoo check`` reports)."""
     for name, spec in list(config.presets["trainers"].items()):
-        if not isinstance(spec, TrainerSpec):
-            continue
-        for kind, i, ref in spec.references():
-            try:
-                config.spec(kind, ref)
-            except ZooError as err:
-                home = merged["trainers"][name][2]
-                if home is not None:
-                    issue(home, f"trainers.{name}.{kind}[{i}]", str(err))
-                    continue
-                del config.presets["trainers"][name]  # a plugin's preset: the rest stays usable
-                config.unavailable[("trainers", name)] = f"{kind}[{i}]: {err}"
-                break
+        for where, message in reference_problems(config, spec):
+            home = merged["trainers"][name][2]
+            if home is not None:
+                issue(home, f"trainers.{name}.{where}", message)
+                continue
+            del config.presets["trainers"][name]  # a plugin's preset: the rest stays usable
+            config.unavailable[("trainers", name)] = f"{where}: {message}"
+            break
 
 
 def _unknown_table(table: str) -> str:
@@ -458,14 +468,26 @@ class _TableMerge:
 
 
 def _deep_merge(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
-    """``high`` over ``low``; tables (dicts) merge key by key, anything else is replaced."""
+    """``high`` over ``low``; tables (dicts) merge key by key, anything else is replaced, and so is
+    a nested table that names another ``type`` than the one below (an sgd optimizer over an adamw
+    one keeps none of adamw's fields)."""
     out = dict(low)
     for key, value in high.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
+        below = out.get(key)
+        if isinstance(value, Mapping) and isinstance(below, Mapping) and not _other_type(below, value):
+            out[key] = _deep_merge(below, value)
         else:
             out[key] = value
     return out
+
+
+def _other_type(low: Mapping[str, Any], high: Mapping[str, Any]) -> bool:
+    """Whether ``high`` names a type other than ``low``'s; ``name`` counts as ``type`` beside a
+    ``type`` (an optimizer or schedule table as written before they were plugin kinds)."""
+    if "type" not in low and "type" not in high:
+        return False
+    below = low.get("type", low.get("name"))
+    return below != high.get("type", high.get("name", below))
 
 
 def _line_of(text: str, kind: str, name: str) -> int:

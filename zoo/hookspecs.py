@@ -123,11 +123,36 @@ def zoo_register_callbacks(register: Register) -> None:
 
 
 @hookspec
+def zoo_register_optimizers(register: Register) -> None:
+    """Called once when a registry loads this plugin: ``register(spec_cls)`` for each optimizer.
+
+    ``spec_cls`` subclasses ``zoo.OptimizerSpec``; its ``build(model, lr, device)`` returns a
+    ``torch.optim.Optimizer`` over the model's trainable parameters (`zoo.param_groups` gives
+    zoo's decay / no_decay split). A group's ``peak_lr`` (default ``lr``) times the schedule's
+    factor becomes its ``lr`` before every step; read ``group["lr"]`` in ``step()``, and keep the
+    state in ``state_dict()`` (tensors and numbers) so a resumed run continues exactly. A trainer
+    names it in ``optimizer = "my-optimizer"`` or ``{type = "my-optimizer", ...}``.
+    """
+
+
+@hookspec
+def zoo_register_schedules(register: Register) -> None:
+    """Called once when a registry loads this plugin: ``register(spec_cls)`` for each schedule.
+
+    ``spec_cls`` subclasses ``zoo.ScheduleSpec``; its ``build()`` returns a `zoo.Schedule`
+    (``factor(step, max_steps)``, the multiplier of the peak lr at 0-based ``step``), and its
+    ``check_steps(max_steps)`` raises ``ValueError`` for a run it cannot serve. A trainer names it
+    in ``schedule = "my-schedule"`` or ``{type = "my-schedule", ...}``.
+    """
+
+
+@hookspec
 def zoo_register_presets(register: RegisterPreset) -> None:
     """Called once when a registry loads this plugin: named, ready-made specs the plugin ships.
 
     ``register(kind, name, fields, description="")`` with ``kind`` one of ``"models"``,
-    ``"samplers"``, ``"trainers"`` and ``fields`` a plain dict as a registry file would hold it
+    ``"samplers"``, ``"trainers"``, ``"loggers"``, ``"callbacks"``, ``"optimizers"``,
+    ``"schedules"`` and ``fields`` a plain dict as a registry file would hold it
     (``{"type": "minigpt", "d_model": 128, ...}``, or ``{"base": "other-preset", ...}`` to derive
     one). Presets are validated when a configuration is built, once every type is registered, so a
     preset may use another plugin's type. Registry files layer on top: a user's or project's

@@ -51,6 +51,22 @@ def zoo_register_callbacks(register: Register) -> None:
 
 
 @hookimpl
+def zoo_register_optimizers(register: Register) -> None:
+    from zoo.trainers.optimizers import OPTIMIZERS
+
+    for spec in OPTIMIZERS:
+        register(spec)
+
+
+@hookimpl
+def zoo_register_schedules(register: Register) -> None:
+    from zoo.trainers.schedules import SCHEDULES
+
+    for spec in SCHEDULES:
+        register(spec)
+
+
+@hookimpl
 def zoo_register_samplers(register: Register) -> None:
 
     for spec in ALL:
@@ -70,12 +86,29 @@ def zoo_register_presets(register: RegisterPreset) -> None:
             "lr": 3e-3,
             "eval_every": 100,
             "checkpoint_every": 100,
-            "schedule": {"name": "cosine", "warmup_steps": 20},
+            "schedule": {"type": "cosine", "warmup_steps": 20},
         },
         description="a classifier in seconds on the CPU (synthetic data unless --data)",
     )
-    lm_optim = {"name": "adamw", "weight_decay": 0.1, "betas": [0.9, 0.99]}
-    muon_optim = {**lm_optim, "name": "muon", "muon_lr": 0.02, "ns_steps": 4}
+    lm_optim = {"type": "adamw", "weight_decay": 0.1, "betas": [0.9, 0.99]}
+    muon_optim = {**lm_optim, "type": "muon", "muon_lr": 0.02, "ns_steps": 4}
+    # the trainers below hold these tables inline, so that a registry file deriving one changes a
+    # field (optimizer = {ns_steps = 5}) without restating the rest
+    register(
+        "optimizers", "adamw-lm", lm_optim, description="the `lm` recipe's AdamW: weight decay 0.1, betas 0.9/0.99"
+    )
+    register(
+        "optimizers",
+        "muon-lm",
+        muon_optim,
+        description="the `lm-muon` recipe's optimizer: Muon at lr 0.02 with 4 Newton-Schulz steps, AdamW for the rest",
+    )
+    register(
+        "schedules",
+        "cosine-warmup",
+        {"type": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.1},
+        description="the `lm` recipe's schedule: 50 warmup steps, cosine down to 0.1 of lr",
+    )
     register(
         "trainers",
         "lm",
@@ -87,7 +120,7 @@ def zoo_register_presets(register: RegisterPreset) -> None:
             "eval_every": 100,
             "checkpoint_every": 250,
             "optimizer": lm_optim,
-            "schedule": {"name": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.1},
+            "schedule": {"type": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.1},
         },
         description="next-token training, 1000 steps",
     )
@@ -102,7 +135,7 @@ def zoo_register_presets(register: RegisterPreset) -> None:
             "eval_every": 100,
             "checkpoint_every": 250,
             "optimizer": muon_optim,
-            "schedule": {"name": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.0},
+            "schedule": {"type": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.0},
             "grad_clip": None,  # Muon's updates are orthogonalised, AdamW's normalised: clipping changed nothing
         },
         description="`lm` with Muon on the hidden matrices (lr 0.02, 4 Newton-Schulz steps) and AdamW at 3e-3 "
@@ -121,7 +154,7 @@ def zoo_register_presets(register: RegisterPreset) -> None:
             "eval_batches": 8,
             "checkpoint_every": 200,
             "optimizer": muon_optim,
-            "schedule": {"name": "cosine", "warmup_steps": 40, "min_lr_ratio": 0.0},
+            "schedule": {"type": "cosine", "warmup_steps": 40, "min_lr_ratio": 0.0},
             "grad_clip": None,
         },
         description="`make demo`: lm-muon's recipe, 800 steps, about two minutes on a 2-core CPU",

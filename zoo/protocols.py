@@ -362,6 +362,15 @@ class Logger(Protocol):
 
 
 @runtime_checkable
+class Schedule(Protocol):
+    """A learning-rate schedule (a `zoo.ScheduleSpec` builds one)."""
+
+    def factor(self, step: int, max_steps: int) -> float:
+        """The multiplier of the peak lr for optimizer step ``step`` (0-based) of ``max_steps``."""
+        ...
+
+
+@runtime_checkable
 class TrainingRun(Protocol):
     """What a callback sees of the run it watches."""
 

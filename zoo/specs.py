@@ -19,9 +19,10 @@ from zoo.errors import SpecError
 from zoo.files import check_depth, shorten
 from zoo.protocols import InputKind
 
-Kind = Literal["models", "samplers", "trainers", "loggers", "callbacks"]
-KINDS: tuple[Kind, ...] = ("models", "samplers", "trainers", "loggers", "callbacks")
-Protocol = Literal["classifier", "causal-lm", "any"]  # "any": loggers and callbacks serve every trainer
+Kind = Literal["models", "samplers", "trainers", "loggers", "callbacks", "optimizers", "schedules"]
+KINDS: tuple[Kind, ...] = ("models", "samplers", "trainers", "loggers", "callbacks", "optimizers", "schedules")
+# "any": loggers, callbacks, optimizers and schedules serve every trainer
+Protocol = Literal["classifier", "causal-lm", "any"]
 MAX_SEED = 2**32 - 1  # what every generator zoo seeds (Python, torch, numpy) accepts
 QUANTIZE_METHODS = ("none", "int8")  # --quantize: what `zoo.quantize` can do (zoo/quantization.py)
 
@@ -40,7 +41,8 @@ class Spec(BaseModel):
     protocol: ClassVar[Protocol]  # the model protocol a model speaks, or a trainer/sampler works on
     type: str
 
-    def build(self) -> Any:  # pragma: no cover - abstract
+    # what build takes is the kind's: nothing, except an optimizer's (model, lr, device)
+    def build(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__}.build() is not implemented")
 
     @classmethod
@@ -85,10 +87,13 @@ class TrainerSpec(Spec):
     protocol: ClassVar[Protocol] = "classifier"
     input_kinds: ClassVar[tuple[InputKind, ...]] = ("features",)  # what its classifiers may take
 
-    def references(self) -> list[tuple[Kind, int, str | dict[str, Any]]]:
-        """The named entries of other kinds this recipe uses, ``(kind, index, name or table)``:
-        checked to exist when a registry is read (loggers, callbacks, ...)."""
+    def references(self) -> list[tuple[Kind, str, str | dict[str, Any]]]:
+        """The named entries of other kinds this recipe uses, ``(kind, field, name or table)``:
+        checked to exist when a registry is read (loggers, callbacks, optimizer, schedule)."""
         return []
+
+    def check_reference(self, named: Spec) -> None:
+        """Raise ``ValueError`` when a named entry exists but this recipe cannot use it."""
 
 
 class LoggerSpec(Spec):
@@ -105,12 +110,38 @@ class CallbackSpec(Spec):
     protocol: ClassVar[Protocol] = "any"
 
 
+class OptimizerSpec(Spec):
+    """An optimizer: ``build(model, lr, device)`` returns a ``torch.optim.Optimizer`` over the
+    model's trainable parameters. A group may carry ``peak_lr`` (default: ``lr``); the engine sets
+    each group's ``lr`` to its ``peak_lr`` times the schedule's factor before every step."""
+
+    kind: ClassVar[Kind] = "optimizers"
+    protocol: ClassVar[Protocol] = "any"
+
+    def build(self, model: Any, lr: float, device: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__}.build(model, lr, device) is not implemented")
+
+
+class ScheduleSpec(Spec):
+    """A learning-rate schedule: ``build()`` returns a `zoo.protocols.Schedule` (``factor(step,
+    max_steps)``, the multiplier of the peak lr at each step)."""
+
+    kind: ClassVar[Kind] = "schedules"
+    protocol: ClassVar[Protocol] = "any"
+
+    def check_steps(self, max_steps: int) -> None:
+        """Raise ``ValueError`` when this schedule cannot run ``max_steps`` steps (e.g. a warmup
+        longer than the run); called when a trainer names it."""
+
+
 BASES: dict[str, type[Spec]] = {
     "models": ModelSpec,
     "samplers": SamplerSpec,
     "trainers": TrainerSpec,
     "loggers": LoggerSpec,
     "callbacks": CallbackSpec,
+    "optimizers": OptimizerSpec,
+    "schedules": ScheduleSpec,
 }
 
 
@@ -171,7 +202,9 @@ def format_validation_error(
             msg = "unknown field"
             if close:
                 msg += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-            msg += "; fields: " + ", ".join(known)
+            type_name = spec_cls.model_fields["type"].default if "type" in spec_cls.model_fields else None
+            of = f" of {spec_cls.__name__ if not isinstance(type_name, str) else repr(type_name)}" if type_name else ""
+            msg += f"; fields{of}: " + ", ".join(known)
         elif e["type"] not in ("missing",) and "input" in e and not isinstance(e["input"], dict):
             msg += f" (got {shorten(e['input'])})"
         issues.append((path, msg))

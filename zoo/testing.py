@@ -7,9 +7,10 @@
         zoo.testing.check_plugin("my-zoo-plugin")     # every model, sampler and trainer it registers
 
 or one component at a time: `check_model("my-type")`, `check_sampler(...)`, `check_trainer(...)`,
-`check_spec_class(MySpec)`, `check_hook_module("my_plugin.hooks")`; `check_onnx_decoding(model, folder,
-prompt)` after ``zoo export --format onnx``. Each raises
-``AssertionError`` saying what broke and how to fix it. zoo runs `check_plugin` over every
+`check_optimizer(...)`, `check_schedule(...)`, `check_spec_class(MySpec)`,
+`check_hook_module("my_plugin.hooks")`; `check_onnx_decoding(model, folder, prompt)` after ``zoo
+export --format onnx``. Each raises ``AssertionError`` saying what broke and how to fix it. zoo
+runs `check_plugin` over every
 installed distribution in its own test suite.
 """
 
@@ -36,11 +37,12 @@ from zoo.protocols import (
     Logger,
     PastTensors,
     Sampler,
+    Schedule,
     StaticDecoding,
     Trainer,
 )
 from zoo.registry import normalize
-from zoo.specs import BASES, ModelSpec, SamplerSpec, Spec, TrainerSpec
+from zoo.specs import BASES, ModelSpec, OptimizerSpec, SamplerSpec, ScheduleSpec, Spec, TrainerSpec
 from zoo.tags import attach, tokenizer_of
 
 Ref = str | Mapping[str, Any] | Spec
@@ -356,7 +358,7 @@ def check_sampler(ref: Ref, *, config: Config | None = None) -> None:
 # --------------------------------------------------------------------------- trainers
 
 
-def _shrunk(spec: TrainerSpec, model: Any) -> TrainerSpec:
+def _shrunk(spec: TrainerSpec, model: Any, config: Config) -> TrainerSpec:
     small: dict[str, Any] = {
         "max_steps": 2,
         "batch_size": 4,
@@ -371,8 +373,10 @@ def _shrunk(spec: TrainerSpec, model: Any) -> TrainerSpec:
         small["context"] = min(16, int(model.max_seq_len)) if isinstance(model, CausalLM) else 16
     data = spec.model_dump()
     data.update({k: v for k, v in small.items() if k in type(spec).model_fields})
-    if isinstance(data.get("schedule"), dict):
-        data["schedule"]["warmup_steps"] = 0
+    if "schedule" in data:  # no warmup: two steps are shorter than most
+        schedule = config.spec("schedules", data["schedule"])
+        if "warmup_steps" in type(schedule).model_fields:
+            data["schedule"] = {**schedule.model_dump(), "warmup_steps": 0}
     return type(spec).model_validate(data)
 
 
@@ -415,7 +419,7 @@ def check_trainer(
         mspec = model_spec(model, config=cfg)
     check_protocol(spec, mspec, config=cfg)
     module = attach(mspec.build(), mspec)
-    small = _shrunk(spec, module)
+    small = _shrunk(spec, module, cfg)
     trainer = small.build()
     assert isinstance(trainer, Trainer), f"{spec.type}: build() must return a zoo.Trainer (an object with fit())"
     with tempfile.TemporaryDirectory() as tmp:
@@ -516,6 +520,114 @@ def check_callback(ref: Ref, *, config: Config | None = None) -> None:
             assert hasattr(model, "state_dict"), f"{spec.type}: add_model({name!r}, ...) takes a torch module"
 
 
+def _toy_problem(seed: int = 0) -> tuple[Any, Any, Any]:
+    """A small MLP (two hidden matrices: something for Muon-like optimizers; biases and a norm:
+    1-D parameters) and a fixed regression batch."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
+    g = torch.Generator().manual_seed(seed + 1)
+    return model, torch.randn(32, 6, generator=g), torch.randn(32, 3, generator=g)
+
+
+def _optimizer_steps(optimizer: Any, model: Any, x: Any, y: Any, steps: range, max_steps: int) -> None:
+    """``steps`` of the engine's loop: each group's lr set from its peak_lr and a cosine factor."""
+    import math
+
+    for step in steps:
+        factor = 0.5 * (1 + math.cos(math.pi * step / max_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = group.get("peak_lr", 1e-2) * factor
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def check_optimizer(ref: Ref, *, config: Config | None = None, steps: int = 4) -> None:
+    """Build on a small MLP; a step moves the parameters and reads each group's ``lr`` (the
+    engine sets it from the schedule); the state survives a checkpoint (tensors and numbers, as
+    zoo writes them) and a run resumed from it continues exactly as an uninterrupted one."""
+    import torch
+
+    from zoo.checkpoints import OptimizerMeta, _flatten_optimizer, _unflatten_optimizer
+    from zoo.trainers.engine import build_optimizer
+
+    spec = _config(config).spec("optimizers", ref)
+    assert isinstance(spec, OptimizerSpec)
+    check_spec_class(type(spec))
+    cpu = torch.device("cpu")
+    model, x, y = _toy_problem()
+    frozen = build_optimizer(spec, model, 1e-2, cpu)
+    before = [p.detach().clone() for p in model.parameters()]
+    for group in frozen.param_groups:
+        group["lr"] = 0.0
+    ((model(x) - y) ** 2).mean().backward()
+    frozen.step()
+    moved = [i for i, (b, p) in enumerate(zip(before, model.parameters(), strict=True)) if not torch.equal(b, p)]
+    assert not moved, (
+        f"{spec.type}: a step at lr 0 changed parameters; read group['lr'] in step() (the schedule sets it)"
+    )
+
+    model, x, y = _toy_problem()
+    whole = build_optimizer(spec, model, 1e-2, cpu)
+    _optimizer_steps(whole, model, x, y, range(2 * steps), 2 * steps)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True)), (
+        f"{spec.type}: {2 * steps} steps changed no parameter"
+    )
+    expected = [p.detach().clone() for p in model.parameters()]
+
+    model, x, y = _toy_problem()
+    first = build_optimizer(spec, model, 1e-2, cpu)
+    _optimizer_steps(first, model, x, y, range(steps), 2 * steps)
+    try:
+        tensors, meta = _flatten_optimizer(first.state_dict())
+        meta = json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as err:
+        raise AssertionError(
+            f"{spec.type}: state_dict() must hold tensors, numbers and JSON values (checkpoints keep it): {err}"
+        ) from None
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    model, x, y = _toy_problem(seed=1)  # other weights: the loaded ones must replace them
+    model.load_state_dict(weights)
+    resumed = build_optimizer(spec, model, 1e-2, cpu)
+    resumed.load_state_dict(
+        _unflatten_optimizer({k: v.clone() for k, v in tensors.items()}, OptimizerMeta.model_validate(meta))
+    )
+    again, _ = _flatten_optimizer(resumed.state_dict())
+    assert set(again) == set(tensors) and all(torch.equal(again[k], tensors[k]) for k in tensors), (
+        f"{spec.type}: load_state_dict(state_dict()) did not restore the same state"
+    )
+    _, x, y = _toy_problem()
+    _optimizer_steps(resumed, model, x, y, range(steps, 2 * steps), 2 * steps)
+    differ = [n for (n, p), e in zip(model.named_parameters(), expected, strict=True) if not torch.equal(p, e)]
+    assert not differ, (
+        f"{spec.type}: a run resumed from a checkpoint differs from an uninterrupted one in {differ[:3]}; "
+        "keep every piece of state (step counts, momenta) in state_dict()"
+    )
+
+
+def check_schedule(ref: Ref, *, config: Config | None = None) -> None:
+    """Build; a factor that is a finite number >= 0 at every step of a run it accepts."""
+    import math
+
+    spec = _config(config).spec("schedules", ref)
+    assert isinstance(spec, ScheduleSpec)
+    check_spec_class(type(spec))
+    schedule = spec.build()
+    assert isinstance(schedule, Schedule), f"{spec.type}: build() must return a zoo.Schedule (factor(step, max_steps))"
+    for max_steps in (1, 7, 100, 1000):
+        try:
+            spec.check_steps(max_steps)
+        except ValueError:
+            continue  # e.g. a warmup longer than this run: a trainer naming it is refused
+        factors = [schedule.factor(step, max_steps) for step in range(max_steps)]
+        bad = [f for f in factors if not isinstance(f, int | float) or not math.isfinite(f) or f < 0]
+        assert not bad, f"{spec.type}: factor() must be a finite number >= 0, got {bad[0]!r} at max_steps {max_steps}"
+
+
 # --------------------------------------------------------------------------- plugins
 
 
@@ -540,5 +652,9 @@ def check_plugin(distribution: str, *, config: Config | None = None) -> None:
                 check_logger(example, config=cfg)
             elif kind == "callbacks":
                 check_callback(example, config=cfg)
+            elif kind == "optimizers":
+                check_optimizer(example, config=cfg)
+            elif kind == "schedules":
+                check_schedule(example, config=cfg)
             else:
                 check_trainer(example, config=cfg, distribution=plugin.distribution)

@@ -23,14 +23,13 @@ from torch import nn
 from zoo import checkpoints
 from zoo.config import Config, default_config
 from zoo.errors import PluginError, RunDirError, SpecError, TrainingError, ZooError
-from zoo.protocols import Batch, Callback, FitResult, Logger, Task
+from zoo.protocols import Batch, Callback, FitResult, Logger, Schedule, Task
 from zoo.quantization import refuse_quantized
 from zoo.registry import Registry
 from zoo.rundir import RUN_FILE, run_directory
 from zoo.runtime import Runtime
-from zoo.specs import Kind
+from zoo.specs import Kind, OptimizerSpec, ScheduleSpec, Spec
 from zoo.trainers.loggers import JsonlLogger, Loggers
-from zoo.trainers.optim import build_optimizer, lr_factor
 from zoo.trainers.records import RunInfo, check_run_info
 from zoo.trainers.run import Run
 from zoo.trainers.specs import EngineSpec
@@ -65,6 +64,8 @@ def train(
     on_checkpoint: Callable[[], None] | None = None,
     loggers: Sequence[Logger] = (),
     callbacks: Sequence[Callback] = (),
+    optimizer_spec: OptimizerSpec,
+    schedule: Schedule,
 ) -> FitResult:
     """Run ``spec.max_steps`` optimizer steps of ``task`` on ``model``, writing under ``out``.
 
@@ -72,14 +73,15 @@ def train(
     is restored first (see `Resume`). ``on_checkpoint`` runs after each checkpoint; ``loggers``
     get every record (``metrics.jsonl`` is always written); ``callbacks`` run on every process,
     may stop the run early, and hear its end (``on_train_end``) before the model is saved.
+    ``optimizer_spec`` and ``schedule`` are what ``spec`` names, resolved.
     """
     out = Path(out)
-    run = begin(model, spec, runtime, out, resume, run_info, callbacks)
+    run, wrapped = begin(model, spec, runtime, out, resume, run_info, callbacks, optimizer_spec)
     if not any(isinstance(lg, JsonlLogger) for lg in loggers):
         loggers = [JsonlLogger(), *loggers]
     log = Loggers(list(loggers), runtime.is_main)
     log.start(out, run.step)
-    stepper = Stepper(model, task, spec, runtime, run)
+    stepper = Stepper(model, wrapped, task, spec, runtime, run, schedule)
     bar = progress_bar(spec, run.step, enabled=runtime.is_main and spec.progress)
     try:
         while run.step < spec.max_steps:
@@ -128,8 +130,10 @@ def begin(
     resume: Resume,
     run_info: dict[str, Any] | None,
     callbacks: Sequence[Callback],
-) -> Run:
-    """The run's state, restored from its checkpoint when it resumes (callbacks' state included)."""
+    optimizer_spec: OptimizerSpec,
+) -> tuple[Run, nn.Module]:
+    """The run's state, restored from its checkpoint when it resumes (callbacks' state included),
+    and the model as the runtime wraps it (compiled, DDP or FSDP)."""
     main = runtime.is_main
     ckpt_root = out / "checkpoints"
     if main:
@@ -140,7 +144,8 @@ def begin(
     runtime.seed_everything()
     data_rng = torch.Generator().manual_seed(runtime.seed)
     model.train()
-    optimizer = build_optimizer(spec.optimizer, model, spec.lr, runtime.device)
+    wrapped = runtime.prepare(model)  # before the optimizer: FSDP shards the parameters it will hold
+    optimizer = build_optimizer(optimizer_spec, model, spec.lr, runtime.device)
     state = checkpoints.TrainState(0, model, optimizer, runtime.grad_scaler(), data_rng, {})
     run = Run(out, state, spec, runtime)
     run.callbacks = list(callbacks)
@@ -156,22 +161,31 @@ def begin(
         runtime.dist.barrier()
     elif resume and main:
         print(f"no checkpoint in {ckpt_root}: starting from step 0", file=sys.stderr)
-    return run
+    return run, wrapped
 
 
 class Stepper:
     """One optimizer step: the schedule's learning rate, ``grad_accum`` micro-batches (each
     process its slice) under autocast and loss scaling, clipping, and the step's figures."""
 
-    def __init__(self, model: nn.Module, task: Task, spec: EngineSpec, runtime: Runtime, run: Run) -> None:
-        self.model, self.task, self.spec, self.runtime, self.run = model, task, spec, runtime, run
+    def __init__(
+        self,
+        model: nn.Module,
+        wrapped: nn.Module,
+        task: Task,
+        spec: EngineSpec,
+        runtime: Runtime,
+        run: Run,
+        schedule: Schedule,
+    ) -> None:
+        self.model, self.wrapped, self.task, self.spec, self.runtime = model, wrapped, task, spec, runtime
+        self.run, self.schedule = run, schedule
         self.world = runtime.dist.world_size
         self.micro = spec.batch_size // spec.grad_accum
         if self.micro % self.world:
             raise TrainingError(
                 f"batch_size / grad_accum = {self.micro} must be divisible by the number of processes ({self.world})"
             )
-        self.wrapped = runtime.prepare(model)
         self.optimizer, self.scaler = run.state.optimizer, run.state.scaler
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.clip = spec.grad_clip if spec.grad_clip is not None else math.inf
@@ -193,7 +207,7 @@ class Stepper:
     def step(self) -> float:
         """Train one step; returns its learning rate."""
         spec, state, scaler = self.spec, self.run.state, self.scaler
-        factor = lr_factor(spec.schedule, state.step, spec.max_steps)
+        factor = self.schedule.factor(state.step, spec.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = group.get("peak_lr", spec.lr) * factor
         step_loss = torch.zeros((), device=self.runtime.device)  # on the device: no sync per micro-step
@@ -254,6 +268,17 @@ def finish(run: Run, save_artifact: Callable[[Path, nn.Module], Path] | None) ->
                 artifact = artifact or saved
     dist.barrier()
     return artifact
+
+
+def build_optimizer(spec: OptimizerSpec, model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """``spec.build(model, lr, device)``, checked: a plugin's optimizer must be a torch one."""
+    optimizer = spec.build(model, lr, device)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise PluginError(
+            f"optimizer type {spec.type!r}: build(model, lr, device) must return a torch.optim.Optimizer, "
+            f"not {type(optimizer).__name__}"
+        )
+    return optimizer
 
 
 def resume_point(root: Path, resume: Resume) -> Path | None:
@@ -320,7 +345,9 @@ class EngineTrainer:
         out = Path(out)
         self.config = config
         data = data if data is not None else self.spec.data
-        loggers, callbacks = self.build_loggers(), self.build_callbacks()  # bad names fail before ``out`` is touched
+        # bad names fail before ``out`` is touched
+        loggers, callbacks = self.build_loggers(), self.build_callbacks()
+        optimizer, schedule = self.optimizer_spec(), self.build_schedule()
         self.check_data(model, data)
         with run_directory(
             out, resume=bool(resume), force=force, runtime=runtime, inputs=[("--data", as_path(data)), *inputs]
@@ -338,6 +365,8 @@ class EngineTrainer:
                 on_checkpoint=rundir.commit,
                 loggers=loggers,
                 callbacks=callbacks,
+                optimizer_spec=optimizer,
+                schedule=schedule,
             )
         result.metrics.update(task.summary)
         return result
@@ -350,12 +379,35 @@ class EngineTrainer:
         """The callbacks the spec names, built (each checked against `zoo.protocols.Callback`)."""
         return [self._build("callbacks", i, ref, Callback) for i, ref in enumerate(self.spec.callbacks)]
 
-    def _build(self, kind: Kind, index: int, ref: str | dict[str, Any], protocol: type) -> Any:
+    def optimizer_spec(self) -> OptimizerSpec:
+        """The optimizer the spec names (built later, on the prepared model)."""
+        spec = self._resolve("optimizers", "optimizer", self.spec.optimizer)
+        assert isinstance(spec, OptimizerSpec)
+        return spec
 
+    def build_schedule(self) -> Schedule:
+        """The schedule the spec names, checked against ``max_steps`` and built."""
+        spec = self._resolve("schedules", "schedule", self.spec.schedule)
+        assert isinstance(spec, ScheduleSpec)
         try:
-            spec = (self.config or default_config()).spec(kind, ref)
+            spec.check_steps(self.spec.max_steps)
+        except ValueError as err:
+            raise SpecError([("schedule", str(err))]) from None
+        built = spec.build()
+        if not isinstance(built, Schedule):
+            raise PluginError(
+                f"schedule type {spec.type!r}: build() must return a zoo.Schedule (factor(step, max_steps))"
+            )
+        return built
+
+    def _resolve(self, kind: Kind, where: str, ref: str | dict[str, Any]) -> Spec:
+        try:
+            return (self.config or default_config()).spec(kind, ref)
         except ZooError as err:
-            raise SpecError([(f"{kind}[{index}]", str(err))]) from None
+            raise SpecError([(where, str(err))]) from None
+
+    def _build(self, kind: Kind, index: int, ref: str | dict[str, Any], protocol: type) -> Any:
+        spec = self._resolve(kind, f"{kind}[{index}]", ref)
         built = spec.build()
         if not isinstance(built, protocol):
             raise PluginError(

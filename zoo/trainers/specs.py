@@ -2,53 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from zoo.errors import PluginError
 from zoo.protocols import InputKind
-from zoo.specs import MAX_SEED, STRICT, CallbackSpec, Kind, LoggerSpec, TrainerSpec
-
-
-class OptimizerSpec(BaseModel):
-    """The optimizer; ``lr`` lives on the trainer so that ``--set trainers.X.lr=...`` works."""
-
-    model_config = STRICT
-
-    name: Literal["adamw", "adam", "sgd", "muon"] = Field(
-        "adamw",
-        description="adamw | adam | sgd (with momentum) | muon (Muon for hidden weight matrices, AdamW for the rest)",
-    )
-    weight_decay: float = Field(0.0, ge=0.0, description="decoupled for adamw; L2 for adam and sgd")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam moment decay rates, each in [0, 1)")
-    eps: float = Field(1e-8, gt=0.0, description="Adam denominator epsilon")
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
-    fused: bool | None = Field(None, description="fused Adam/AdamW kernel; null: on CUDA, where it is fastest")
-    muon_lr: float = Field(0.02, gt=0.0, description="muon: peak learning rate of the Muon group (the rest use lr)")
-    muon_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="muon: Nesterov momentum of the Muon group")
-    ns_steps: int = Field(5, ge=1, le=10, description="muon: Newton-Schulz iterations per update")
-    decay_norms_and_biases: bool = Field(
-        False, description="apply weight decay to 1-D parameters (norm gains, biases) too"
-    )
-
-    @model_validator(mode="after")
-    def _betas_range(self) -> OptimizerSpec:
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas must each be in [0, 1), got {self.betas}")
-        return self
-
-
-class ScheduleSpec(BaseModel):
-    """Learning-rate schedule as a factor of ``lr`` at each step, after a linear warmup."""
-
-    model_config = STRICT
-
-    name: Literal["constant", "step", "cosine"] = Field("constant", description="constant | step | cosine")
-    warmup_steps: int = Field(0, ge=0, description="linear warmup from 0 to lr over this many steps")
-    step_size: int = Field(100, gt=0, description="step: multiply lr by gamma every step_size steps")
-    gamma: float = Field(0.1, gt=0.0, le=1.0, description="step: decay factor")
-    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine: final lr as a fraction of lr")
+from zoo.specs import MAX_SEED, STRICT, CallbackSpec, Kind, LoggerSpec, ScheduleSpec, Spec, TrainerSpec
 
 
 class LoraSpec(BaseModel):
@@ -152,6 +113,7 @@ class EMASpec(CallbackSpec):
 
 
 Ref = str | dict[str, Any]  # a preset or type name, or an inline spec table
+DEFAULT_TYPES = {"optimizer": "adamw", "schedule": "constant"}  # of a table that names no type
 
 
 class EngineSpec(TrainerSpec):
@@ -161,8 +123,16 @@ class EngineSpec(TrainerSpec):
     batch_size: int = Field(32, gt=0, description="examples per optimizer step, over all processes")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (divides batch_size)")
     lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
-    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="optimizer settings")
-    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="learning-rate schedule")
+    optimizer: Ref = Field(
+        "adamw",
+        description="adamw | adam | sgd | muon | a plugin's or a preset (zoo list optimizers), or a table "
+        "such as {type = 'adamw', weight_decay = 0.1}",
+    )
+    schedule: Ref = Field(
+        "constant",
+        description="constant | step | cosine | linear | warmup-stable-decay | a plugin's or a preset "
+        "(zoo list schedules), or a table such as {type = 'cosine', warmup_steps = 100}",
+    )
     grad_clip: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm; null disables")
     eval_every: int = Field(100, ge=0, description="evaluate every N steps (0: only at the end)")
     eval_batches: int = Field(10, gt=0, description="validation batches per evaluation")
@@ -189,18 +159,33 @@ class EngineSpec(TrainerSpec):
         default_factory=dict, description="options for the data source, e.g. {label_column = 'species'}"
     )
 
-    def references(self) -> list[tuple[Kind, int, str | dict[str, Any]]]:
-        loggers: list[tuple[Kind, int, str | dict[str, Any]]] = [("loggers", i, r) for i, r in enumerate(self.loggers)]
-        return loggers + [("callbacks", i, r) for i, r in enumerate(self.callbacks)]
+    def references(self) -> list[tuple[Kind, str, str | dict[str, Any]]]:
+        listed: list[tuple[Kind, list[Ref]]] = [("loggers", self.loggers), ("callbacks", self.callbacks)]
+        refs: list[tuple[Kind, str, Ref]] = [(k, f"{k}[{i}]", r) for k, named in listed for i, r in enumerate(named)]
+        return [*refs, ("optimizers", "optimizer", self.optimizer), ("schedules", "schedule", self.schedule)]
+
+    def check_reference(self, named: Spec) -> None:
+        if isinstance(named, ScheduleSpec):
+            named.check_steps(self.max_steps)
+
+    @field_validator("optimizer", "schedule", mode="before")
+    @classmethod
+    def _typed_table(cls, value: Any, info: ValidationInfo) -> Any:
+        """A table names its type in ``type``. ``name`` is read as ``type`` (its spelling when
+        optimizers and schedules were one table of every setting), and a table naming neither is
+        the default type with the fields given, so registry files from then keep working."""
+        if not isinstance(value, Mapping):
+            return value
+        table = dict(value)
+        if "name" in table and table.get("type", table["name"]) == table["name"]:
+            table["type"] = table.pop("name")
+        table.setdefault("type", DEFAULT_TYPES[info.field_name or ""])
+        return table
 
     @model_validator(mode="after")
     def _consistent(self) -> Any:
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
-        if self.schedule.warmup_steps >= self.max_steps:
-            raise ValueError(
-                f"schedule.warmup_steps ({self.schedule.warmup_steps}) must be below max_steps ({self.max_steps})"
-            )
         return self
 
 

@@ -14,13 +14,19 @@ from zoo.cli import main
 from zoo.registry import Registry
 
 EXAMPLE_TOML = Path(__file__).resolve().parents[1] / "example.toml"
-OURS = {("models", "gru-lm"), ("models", "small-cnn"), ("samplers", "typical-p"), ("trainers", "smooth-classifier")}
+OURS = {
+    ("models", "gru-lm"),
+    ("models", "small-cnn"),
+    ("samplers", "typical-p"),
+    ("trainers", "smooth-classifier"),
+    ("optimizers", "signum"),
+}
 
 
 def entries(registry):
     return {
         (kind, t): (e.distribution, e.version)
-        for kind in ("models", "samplers", "trainers")
+        for kind in ("models", "samplers", "trainers", "optimizers")
         for t, e in registry.types(kind).items()
     }
 
@@ -69,10 +75,12 @@ def test_train_and_generate_with_its_model_and_sampler(tmp_path, capsys):
     assert len(rows[0]["ids"]) == 12
 
 
-def test_its_trainer_trains_a_zoo_model(tmp_path, capsys):
+def test_its_trainer_trains_a_zoo_model_with_its_optimizer(tmp_path, capsys):
     reg = ["--registry", str(EXAMPLE_TOML)]
     assert main(["train", *reg, "--model", "mlp", "--trainer", "smooth", "--out", str(tmp_path / "c")]) == 0
     assert "val_accuracy" in capsys.readouterr().out
+    state = json.loads((tmp_path / "c" / "checkpoints" / "step-00000150" / "state.json").read_text())
+    assert {g["momentum"] for g in state["optimizer"]["param_groups"]} == {0.8}  # signum's, as example.toml sets it
 
 
 def test_inline_json_specs_on_the_command_line(tmp_path, capsys):

@@ -90,6 +90,25 @@ class SmoothClassifierSpec(zoo.ClassifierTrainerSpec):
         return SmoothClassifierTrainer(self)
 
 
+class SignumSpec(zoo.OptimizerSpec):
+    """Signum: sign of the momentum, every weight moving by lr (a new optimizer in a few lines)."""
+
+    type: Literal["signum"] = "signum"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="decay of the gradient's running mean")
+    weight_decay: float = Field(0.0, ge=0.0, description="decoupled weight decay of the matrices")
+
+    def build(self, model: Any, lr: float, device: Any) -> Any:
+        from zoo_example.optim import Signum
+
+        groups = zoo.param_groups(model.parameters(), lr, self.weight_decay)  # zoo's decay / no_decay split
+        return Signum(groups, lr=lr, momentum=self.momentum)
+
+
+@zoo.hookimpl
+def zoo_register_optimizers(register: zoo.Register) -> None:
+    register(SignumSpec)
+
+
 @zoo.hookimpl
 def zoo_register_models(register: zoo.Register) -> None:
     register(GRULMSpec)

@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules from their specs."""
+"""Muon (Jordan et al., 2024) for the hidden weight matrices, AdamW for the rest: zoo's own
+`MuonAdamW`, and `TorchMuonAdamW`, the same groups with ``torch.optim.Muon`` doing the Muon part."""
 
 from __future__ import annotations
 
@@ -10,44 +11,6 @@ import torch
 from torch import nn
 
 from zoo.errors import PluginError
-from zoo.trainers.specs import OptimizerSpec, ScheduleSpec
-
-
-def build_optimizer(spec: OptimizerSpec, model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """Parameter groups: matrices get weight decay, 1-D tensors (norms, biases) only if asked; with
-    ``muon``, the hidden weight matrices form a Muon group of their own (see `muon_matrices`).
-
-    Each group carries its ``peak_lr``; the engine scales it by the schedule every step.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    hidden = {id(p) for p in muon_matrices(model)} if spec.name == "muon" else set()
-    decay = [p for p in params if id(p) not in hidden and (p.ndim >= 2 or spec.decay_norms_and_biases)]
-    no_decay = [p for p in params if id(p) not in hidden and not (p.ndim >= 2 or spec.decay_norms_and_biases)]
-    groups = [
-        {"params": [p for p in params if id(p) in hidden], "weight_decay": spec.weight_decay, "name": "muon"},
-        {"params": decay, "weight_decay": spec.weight_decay, "name": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-    ]
-    groups = [g for g in groups if g["params"]]
-    for g in groups:
-        g["peak_lr"] = spec.muon_lr if g["name"] == "muon" else lr
-    if spec.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=spec.momentum)
-    if spec.name == "muon":
-        for g in groups:
-            g["algo"] = "muon" if g["name"] == "muon" else "adamw"
-        return MuonAdamW(
-            groups,
-            lr=lr,
-            betas=spec.betas,
-            eps=spec.eps,
-            momentum=spec.muon_momentum,
-            ns_steps=spec.ns_steps,
-            row_blocks=fused_row_blocks(model),
-        )
-    fused = device.type == "cuda" if spec.fused is None else spec.fused
-    cls = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
-    return cls(groups, lr=lr, betas=spec.betas, eps=spec.eps, fused=fused or None)
 
 
 def muon_matrices(model: nn.Module) -> list[torch.Tensor]:
@@ -260,14 +223,28 @@ class MuonAdamW(torch.optim.Optimizer):
         torch._foreach_addcdiv_(params, exp_avg, denom, value=-lr / (1 - beta1**step))
 
 
-def lr_factor(spec: ScheduleSpec, step: int, max_steps: int) -> float:
-    """Multiplier of the peak lr for optimizer step ``step`` (0-based)."""
-    if step < spec.warmup_steps:
-        return (step + 1) / spec.warmup_steps
-    if spec.name == "constant":
-        return 1.0
-    if spec.name == "step":
-        return float(spec.gamma ** ((step - spec.warmup_steps) // spec.step_size))
-    progress = (step - spec.warmup_steps) / max(1, max_steps - spec.warmup_steps)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return spec.min_lr_ratio + (1.0 - spec.min_lr_ratio) * cosine
+class TorchMuonAdamW(MuonAdamW):
+    """`MuonAdamW`'s groups with ``torch.optim.Muon`` stepping the Muon groups (one matrix at a
+    time: no batching of same-shape matrices, no row blocks of fused projections, which it
+    orthogonalises whole) and zoo's AdamW the others. Its momentum lives in this optimizer's
+    ``state`` as ``momentum_buffer``, so checkpoints hold it like any other state."""
+
+    def __init__(self, groups: list[dict[str, Any]], **settings: Any) -> None:
+        super().__init__(groups, **settings)
+        muon = [g for g in self.param_groups if g["algo"] == "muon"]
+        for g in muon:
+            g["eps"] = 1e-7  # torch's Newton-Schulz norm floor (the group's Adam eps is unused by Muon)
+        # the Muon groups are these very dicts, so the lr the engine sets each step is the one it reads
+        self._torch_muon = torch.optim.Muon(muon, lr=settings["lr"]) if muon else None
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params and group["algo"] == "adamw":
+                self._adamw(group, params, [g for p in params if (g := p.grad) is not None])
+        if self._torch_muon is not None:
+            # after a load_state_dict the groups and state are new objects: point torch's Muon at them
+            self._torch_muon.param_groups = [g for g in self.param_groups if g["algo"] == "muon"]
+            self._torch_muon.state = self.state
+            self._torch_muon.step()
