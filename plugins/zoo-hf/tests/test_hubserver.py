@@ -22,6 +22,8 @@ What the installed client (huggingface_hub 2.4.0, httpx2) raises, as these tests
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx2
@@ -270,3 +272,24 @@ def test_range_requests_and_headers(hub: Hub) -> None:
         missing = http.head(f"/{REPO}/resolve/main/nope.txt")
         assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "EntryNotFound"
         assert not any(k.lower().startswith("x-xet") for k in lfs.headers)
+
+
+def test_a_subprocess_finds_the_hub_through_the_environment(hub: Hub, tmp_path: Path) -> None:
+    """The fixture's env vars are enough for a fresh process (huggingface_hub reads them at import)."""
+    sha = hub.add_repo(REPO, FILES)
+    code = "import huggingface_hub as h; print(h.snapshot_download('org/tiny', allow_patterns=['*.json']))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()) == tmp_path / "hf_home" / "hub" / "models--org--tiny" / "snapshots" / sha
+    assert {r.path for r in hub.requested("*")} == {f"/{REPO}/resolve/{sha}/{n}" for n in FILES if n.endswith(".json")}
+
+
+def test_transformers_from_pretrained_through_the_hub(hub: Hub, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=32, bos_token_id=0, eos_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "saved")
+    sha = hub.add_folder("org/gpt2-tiny", tmp_path / "saved")
+    model = AutoModelForCausalLM.from_pretrained("org/gpt2-tiny", revision=sha)
+    assert model.config.n_embd == 16
+    assert [r.status for r in hub.requested("*.safetensors")] == [200]  # fetched from the CDN once
