@@ -52,8 +52,8 @@ Endpoints served (``{repo}`` is ``org/name``, ``{rev}`` a branch, tag or full 40
 
 Faults: ``hub.fail_file(repo, path, after_bytes=N, times=1)`` sends the headers (full length) and N bytes of the next
 GET of that file, then drops the connection; ``status=500`` answers the next GET(s) with that status instead. Faults
-queue up in call order, one per GET of the body (HEAD is never faulted). ``hub.stop()`` closes the listening socket
-and every open connection; ``hub.start()`` serves again on the same port.
+queue up in call order, one per GET of the body; ``method="HEAD", status=...`` fails the metadata HEADs instead.
+``hub.stop()`` closes the listening socket and every open connection; ``hub.start()`` serves again on the same port.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class Hub:
         self.tree_page_size = tree_page_size
         self.repos: dict[str, Repo] = {}
         self.requests: list[Request] = []
-        self._faults: dict[tuple[str, str], list[_Fault]] = {}
+        self._faults: dict[tuple[str, str, str], list[_Fault]] = {}
         self._blobs: dict[str, bytes] = {}  # sha256 -> content: what the CDN serves
         self._lock = threading.Lock()
         self._counter = 0
@@ -197,6 +197,8 @@ class Hub:
             return self
         self._server = _Server(("127.0.0.1", self.port), self)
         self.port = self._server.server_address[1]
+        if self.cdn_redirect and not _localhost_is_127():
+            self.cdn_redirect = False  # no second name for this server: LFS bodies come from /resolve itself
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name=f"hub:{self.port}", daemon=True
         )
@@ -285,21 +287,31 @@ class Hub:
 
     # ---- faults and the request log -------------------------------------------------------------------------
     def fail_file(
-        self, repo_id: str, path: str, *, after_bytes: int = 0, times: int = 1, status: int | None = None
+        self,
+        repo_id: str,
+        path: str,
+        *,
+        after_bytes: int = 0,
+        times: int = 1,
+        status: int | None = None,
+        method: str = "GET",
     ) -> None:
-        """The next ``times`` GETs of ``path`` (any revision) fail: the connection drops after ``after_bytes`` body
-        bytes (the headers promise the full length), or, with ``status``, the answer is that HTTP status."""
+        """The next ``times`` GETs of ``path`` (any revision, /resolve or CDN) fail: the connection drops after
+        ``after_bytes`` body bytes (the headers promise the full length), or, with ``status``, the answer is that
+        HTTP status. ``method="HEAD"`` (with ``status``) fails the metadata HEAD on /resolve instead."""
+        if method not in ("GET", "HEAD") or (method == "HEAD" and status is None):
+            raise ValueError("faults are for GET, or for HEAD with a status")
         with self._lock:
-            queue = self._faults.setdefault((repo_id, path), [])
+            queue = self._faults.setdefault((repo_id, path, method), [])
             queue.extend(_Fault(None if status else after_bytes, status) for _ in range(times))
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
 
-    def _take_fault(self, repo_id: str, path: str) -> _Fault | None:
+    def _take_fault(self, repo_id: str, path: str, method: str) -> _Fault | None:
         with self._lock:
-            queue = self._faults.get((repo_id, path))
+            queue = self._faults.get((repo_id, path, method))
             return queue.pop(0) if queue else None
 
     def requested(self, pattern: str, method: str | None = "GET") -> list[Request]:
@@ -444,6 +456,9 @@ class Hub:
             msg = "Entry not found"
             headers = {"X-Error-Code": "EntryNotFound", "X-Error-Message": msg, "X-Repo-Commit": commit.sha}
             return self._send(h, method, 404, msg.encode(), headers)
+        fault = self._take_fault(repo_id, path, "HEAD") if method == "HEAD" else None
+        if fault is not None and fault.status is not None:
+            return self._send(h, method, fault.status, b"", {"X-Error-Message": "injected fault"})
         headers = {"X-Repo-Commit": commit.sha, "Accept-Ranges": "bytes"}
         if path in commit.lfs:
             digest = commit.sha256s[path]
@@ -476,7 +491,7 @@ class Hub:
             status, body = 206, data[first : last + 1]
             headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
         if method == "GET":
-            fault = self._take_fault(repo_id, path)
+            fault = self._take_fault(repo_id, path, "GET")
             if fault is not None and fault.status is not None:
                 return self._send(h, method, fault.status, b"Internal Error", {"X-Error-Message": "injected fault"})
             if fault is not None and fault.after_bytes is not None:
@@ -521,6 +536,13 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     if first >= size or first > last:
         return None
     return first, last
+
+
+def _localhost_is_127() -> bool:
+    try:
+        return any(info[4][0] == "127.0.0.1" for info in socket.getaddrinfo("localhost", 80, socket.AF_INET))
+    except OSError:
+        return False
 
 
 def _file_of(path: str) -> str | None:

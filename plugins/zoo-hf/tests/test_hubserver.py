@@ -293,3 +293,25 @@ def test_transformers_from_pretrained_through_the_hub(hub: Hub, tmp_path: Path) 
     model = AutoModelForCausalLM.from_pretrained("org/gpt2-tiny", revision=sha)
     assert model.config.n_embd == 16
     assert [r.status for r in hub.requested("*.safetensors")] == [200]  # fetched from the CDN once
+
+
+def test_500_on_the_metadata_head(hub: Hub) -> None:
+    """Nothing cached: a 5xx on the HEAD is retried (5 times at most); cached: the client uses the cache."""
+    hub.add_repo(REPO, FILES)
+    hub.fail_file(REPO, "config.json", method="HEAD", status=503)
+    assert Path(hf_hub_download(REPO, "config.json")).read_bytes() == FILES["config.json"]
+    assert [r.status for r in hub.requested("config.json", method="HEAD")] == [503, 200]
+    hub.fail_file(REPO, "config.json", method="HEAD", status=500, times=10)
+    assert Path(hf_hub_download(REPO, "config.json")).read_bytes() == FILES["config.json"]  # from the cache
+    with pytest.raises(LocalEntryNotFoundError) as err:
+        hf_hub_download(REPO, "config.json", revision=hub.add_commit(REPO, {"config.json": b"{}"}))
+    assert isinstance(err.value.__cause__, HfHubHTTPError)
+    assert err.value.__cause__.response.status_code == 500
+
+
+def test_lfs_served_from_resolve_without_cdn(hub: Hub) -> None:
+    hub.cdn_redirect = False
+    hub.add_repo(REPO, FILES)
+    assert Path(hf_hub_download(REPO, "model.safetensors")).read_bytes() == WEIGHTS
+    assert [r.path for r in hub.requested("*.safetensors")] == [f"/{REPO}/resolve/main/model.safetensors"]
+    assert (cache_dir() / "models--org--tiny" / "blobs" / sha256(WEIGHTS)).exists()
