@@ -9,7 +9,10 @@ What the installed client (huggingface_hub 2.4.0, httpx2) raises, as these tests
 - server down (connection refused), nothing cached: ``LocalEntryNotFoundError`` (a ``FileNotFoundError`` and an
   ``EntryNotFoundError``) from hf_hub_download / snapshot_download, its ``__cause__`` an ``httpx2.ConnectError``;
   ``HfApi.model_info`` raises the bare ``httpx2.ConnectError``. With the files cached, both download functions
-  return the cached path instead (no error).
+  return the cached path instead (no error). Before giving up the client retries the HEAD 5 times with backoff
+  (1, 2, 4, 8, 8 s: ~23 s per file; the ``hub`` fixture removes the waits, see ``no_retry_waits``).
+- 5xx on the metadata HEAD: retried the same way (a single 503 is invisible); with the file cached, the cache is
+  used; else ``LocalEntryNotFoundError`` whose ``__cause__`` is the ``HfHubHTTPError``.
 - 500 mid-file (the body breaks off, the resumed GET gets 500): ``HfHubHTTPError`` with
   ``.response.status_code == 500``; no retry on the 500, nothing left in the cache (the client writes to a
   per-process ``<etag>.<random>.incomplete`` file and deletes it on failure, so a later call starts from 0).
