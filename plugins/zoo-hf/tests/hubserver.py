@@ -15,7 +15,20 @@ env vars ``HF_ENDPOINT``, ``HF_HOME`` (= ``tmp_path/"hf_home"``), ``HF_HUB_CACHE
 (for subprocesses), AND the matching module globals of ``huggingface_hub.constants`` (``ENDPOINT``,
 ``HUGGINGFACE_CO_URL_TEMPLATE``, ``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_HUB_DISABLE_XET``, ...):
 the client reads the env only once, at import, so setting env vars in an already-running process is not enough.
+Both ``ENDPOINT`` and ``HUGGINGFACE_CO_URL_TEMPLATE`` must change together: /resolve URLs are built from the template,
+and ``endpoint=`` arguments only take effect on URLs that start with ``constants.ENDPOINT``; patching ENDPOINT alone
+sends file downloads to huggingface.co (model_info alone would work). The alternative with no patching at all is
+``HF_ENDPOINT`` (and ``HF_HOME``, ``HF_HUB_OFFLINE``) in the env BEFORE ``import huggingface_hub`` - what a
+subprocess gets from the fixture. The fixture also removes the client's retry sleeps (``no_retry_waits``: same
+retries, no 1-8 s waits; a server that is down otherwise costs ~23 s per missing file).
 Use ``offline(monkeypatch)`` to switch the running process to ``HF_HUB_OFFLINE=1`` mid-test.
+
+Content: ``hub.add_repo(repo, {path: bytes})`` -> commit sha (on ``main``); ``hub.add_commit(repo, files)`` a new
+commit with exactly that file set, ``main`` moves to it; ``hub.add_folder(repo, dir)`` a commit of a folder (e.g. a
+``save_pretrained`` output); ``hub.set_ref(repo, "v1", sha)`` a branch/tag; ``hub.head(repo)`` the ``main`` sha.
+Set ``lfs_threshold`` before adding files. ``hub.requests`` logs every request as ``Request(method, path, range,
+status, query)`` (599 = connection dropped by a fault); ``hub.requested("*.safetensors")`` the GETs of matching files
+(``method=None``: HEADs too).
 
 Endpoints served (``{repo}`` is ``org/name``, ``{rev}`` a branch, tag or full 40-hex commit sha, url-quoted):
 
@@ -31,7 +44,7 @@ Endpoints served (``{repo}`` is ``org/name``, ``{rev}`` a branch, tag or full 40
   ``302`` with ``X-Linked-Etag`` (sha256), ``X-Linked-Size`` and ``Location: http://localhost:PORT/_cdn/...``, a
   different origin, as the real hub redirects to its CDN: the client does not follow it on HEAD and downloads
   from it on GET. ``Hub(cdn_redirect=False)`` serves LFS bodies straight from ``/resolve`` instead (200).
-- ``GET /_cdn/{sha256}/{path}``: the "CDN", content-addressed.
+- ``GET /_cdn/{sha256}/{path}?repo={repo}``: the "CDN", content-addressed (``repo`` only keys injected faults).
 - Errors as the hub sends them: ``404`` + ``X-Error-Code: RepoNotFound | RevisionNotFound | EntryNotFound``
   (``EntryNotFound`` carries ``X-Repo-Commit``). ``Range: bytes=N-`` / ``bytes=N-M`` / ``bytes=-N`` -> ``206``
   with ``Content-Range``; an unsatisfiable range -> ``416``. No ``X-Xet-*`` header is ever sent, so the client
@@ -39,8 +52,8 @@ Endpoints served (``{repo}`` is ``org/name``, ``{rev}`` a branch, tag or full 40
 
 Faults: ``hub.fail_file(repo, path, after_bytes=N, times=1)`` sends the headers (full length) and N bytes of the next
 GET of that file, then drops the connection; ``status=500`` answers the next GET(s) with that status instead. Faults
-queue up in call order, one per GET of the body (HEAD is never faulted). ``hub.stop()`` closes the listening socket
-and every open connection; ``hub.start()`` serves again on the same port.
+queue up in call order, one per GET of the body; ``method="HEAD", status=...`` fails the metadata HEADs instead.
+``hub.stop()`` closes the listening socket and every open connection; ``hub.start()`` serves again on the same port.
 """
 
 from __future__ import annotations
@@ -92,6 +105,9 @@ class Commit:
     sha: str
     files: dict[str, bytes]
     message: str = ""
+    sha256s: dict[str, str] = field(default_factory=dict)  # path -> sha256 of the content, hashed once
+    oids: dict[str, str] = field(default_factory=dict)  # path -> git object id (of the LFS pointer for LFS files)
+    lfs: set[str] = field(default_factory=set)  # paths stored in LFS
 
 
 @dataclass
@@ -152,7 +168,8 @@ class Hub:
         self.tree_page_size = tree_page_size
         self.repos: dict[str, Repo] = {}
         self.requests: list[Request] = []
-        self._faults: dict[tuple[str, str], list[_Fault]] = {}
+        self._faults: dict[tuple[str, str, str], list[_Fault]] = {}
+        self._blobs: dict[str, bytes] = {}  # sha256 -> content: what the CDN serves
         self._lock = threading.Lock()
         self._counter = 0
         self._server: _Server | None = None
@@ -180,6 +197,8 @@ class Hub:
             return self
         self._server = _Server(("127.0.0.1", self.port), self)
         self.port = self._server.server_address[1]
+        if self.cdn_redirect and not _localhost_is_127():
+            self.cdn_redirect = False  # no second name for this server: LFS bodies come from /resolve itself
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name=f"hub:{self.port}", daemon=True
         )
@@ -234,9 +253,27 @@ class Hub:
         sha = sha or self._new_sha(repo_id, files)
         if not re.fullmatch(r"[0-9a-f]{40}", sha):
             raise ValueError(f"a commit sha is 40 lowercase hex digits, not {sha!r}")
-        repo.commits[sha] = Commit(sha, dict(files), message)
+        commit = Commit(sha, dict(files), message)
+        for path, data in commit.files.items():
+            digest = sha256(data)
+            commit.sha256s[path] = digest
+            if path.endswith(LFS_SUFFIXES) or len(data) > self.lfs_threshold:
+                commit.lfs.add(path)
+                commit.oids[path] = git_blob_sha1(_pointer(digest, len(data)))
+            else:
+                commit.oids[path] = git_blob_sha1(data)
+            self._blobs[digest] = data
+        repo.commits[sha] = commit
         repo.refs[branch] = sha
         return sha
+
+    def add_folder(self, repo_id: str, folder: str | Path, **commit: Any) -> str:
+        """A commit of every file under ``folder`` (e.g. a ``save_pretrained`` output), creating the repo if new."""
+        root = Path(folder)
+        files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+        if repo_id not in self.repos:
+            self.repos[repo_id] = Repo(repo_id)
+        return self.add_commit(repo_id, files, **commit)
 
     def set_ref(self, repo_id: str, name: str, sha: str) -> None:
         """Point a branch or tag ``name`` at an existing commit."""
@@ -248,26 +285,33 @@ class Hub:
     def head(self, repo_id: str, ref: str = "main") -> str:
         return self.repos[repo_id].refs[ref]
 
-    def is_lfs(self, path: str, data: bytes) -> bool:
-        return path.endswith(LFS_SUFFIXES) or len(data) > self.lfs_threshold
-
     # ---- faults and the request log -------------------------------------------------------------------------
     def fail_file(
-        self, repo_id: str, path: str, *, after_bytes: int = 0, times: int = 1, status: int | None = None
+        self,
+        repo_id: str,
+        path: str,
+        *,
+        after_bytes: int = 0,
+        times: int = 1,
+        status: int | None = None,
+        method: str = "GET",
     ) -> None:
-        """The next ``times`` GETs of ``path`` (any revision) fail: the connection drops after ``after_bytes`` body
-        bytes (the headers promise the full length), or, with ``status``, the answer is that HTTP status."""
+        """The next ``times`` GETs of ``path`` (any revision, /resolve or CDN) fail: the connection drops after
+        ``after_bytes`` body bytes (the headers promise the full length), or, with ``status``, the answer is that
+        HTTP status. ``method="HEAD"`` (with ``status``) fails the metadata HEAD on /resolve instead."""
+        if method not in ("GET", "HEAD") or (method == "HEAD" and status is None):
+            raise ValueError("faults are for GET, or for HEAD with a status")
         with self._lock:
-            queue = self._faults.setdefault((repo_id, path), [])
+            queue = self._faults.setdefault((repo_id, path, method), [])
             queue.extend(_Fault(None if status else after_bytes, status) for _ in range(times))
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
 
-    def _take_fault(self, repo_id: str, path: str) -> _Fault | None:
+    def _take_fault(self, repo_id: str, path: str, method: str) -> _Fault | None:
         with self._lock:
-            queue = self._faults.get((repo_id, path))
+            queue = self._faults.get((repo_id, path, method))
             return queue.pop(0) if queue else None
 
     def requested(self, pattern: str, method: str | None = "GET") -> list[Request]:
@@ -311,7 +355,7 @@ class Hub:
                 return self._tree(h, repo_id, rest[1], "/".join(rest[2:]), query)
             return self._send(h, method, 404, b"not found")
         if parts[:1] == ["_cdn"] and len(parts) >= 3:
-            return self._cdn(h, method, parts[1], "/".join(parts[2:]))
+            return self._cdn(h, method, parts[1], "/".join(parts[2:]), query.get("repo", ""))
         if len(parts) >= 5 and parts[2] == "resolve":
             return self._resolve(h, method, f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]))
         return self._send(h, method, 404, b"not found")
@@ -340,11 +384,10 @@ class Hub:
         for name, data in sorted(commit.files.items()):
             sibling: dict[str, Any] = {"rfilename": name}
             if blobs:
-                lfs = self.is_lfs(name, data)
                 sibling["size"] = len(data)
-                sibling["blobId"] = git_blob_sha1(_pointer(data) if lfs else data)
-                if lfs:
-                    sibling["lfs"] = {"sha256": sha256(data), "size": len(data), "pointerSize": POINTER_SIZE}
+                sibling["blobId"] = commit.oids[name]
+                if name in commit.lfs:
+                    sibling["lfs"] = {"sha256": commit.sha256s[name], "size": len(data), "pointerSize": POINTER_SIZE}
             siblings.append(sibling)
         body = {
             "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24],
@@ -384,15 +427,9 @@ class Hub:
                 entries.setdefault(d, {"type": "directory", "oid": git_blob_sha1(d.encode()), "size": 0, "path": d})
             if len(rel) > 1 and not recursive:
                 continue
-            lfs = self.is_lfs(name, data)
-            entry: dict[str, Any] = {
-                "type": "file",
-                "oid": git_blob_sha1(_pointer(data) if lfs else data),
-                "size": len(data),
-                "path": name,
-            }
-            if lfs:
-                entry["lfs"] = {"oid": sha256(data), "size": len(data), "pointerSize": POINTER_SIZE}
+            entry: dict[str, Any] = {"type": "file", "oid": commit.oids[name], "size": len(data), "path": name}
+            if name in commit.lfs:
+                entry["lfs"] = {"oid": commit.sha256s[name], "size": len(data), "pointerSize": POINTER_SIZE}
             entries[name] = entry
         if prefix and not entries:
             msg = f"{folder} does not exist on {rev}"
@@ -419,25 +456,26 @@ class Hub:
             msg = "Entry not found"
             headers = {"X-Error-Code": "EntryNotFound", "X-Error-Message": msg, "X-Repo-Commit": commit.sha}
             return self._send(h, method, 404, msg.encode(), headers)
+        fault = self._take_fault(repo_id, path, "HEAD") if method == "HEAD" else None
+        if fault is not None and fault.status is not None:
+            return self._send(h, method, fault.status, b"", {"X-Error-Message": "injected fault"})
         headers = {"X-Repo-Commit": commit.sha, "Accept-Ranges": "bytes"}
-        if self.is_lfs(path, data):
-            digest = sha256(data)
+        if path in commit.lfs:
+            digest = commit.sha256s[path]
             headers.update({"ETag": f'"{digest}"', "X-Linked-Etag": f'"{digest}"', "X-Linked-Size": str(len(data))})
             if self.cdn_redirect:
-                headers["Location"] = f"{self.cdn_url}/_cdn/{digest}/{quote(path)}"
+                headers["Location"] = f"{self.cdn_url}/_cdn/{digest}/{quote(path)}?repo={quote(repo_id)}"
                 return self._send(h, method, 302, b"", headers)
         else:
-            headers["ETag"] = f'"{git_blob_sha1(data)}"'
+            headers["ETag"] = f'"{commit.oids[path]}"'
         return self._send_file(h, method, repo_id, path, data, headers)
 
-    def _cdn(self, h: _Handler, method: str, digest: str, path: str) -> int:
-        for repo in self.repos.values():
-            for commit in repo.commits.values():
-                data = commit.files.get(path)
-                if data is not None and sha256(data) == digest:
-                    headers = {"ETag": f'"{digest}"', "Accept-Ranges": "bytes"}
-                    return self._send_file(h, method, repo.repo_id, path, data, headers)
-        return self._send(h, method, 404, b"NoSuchKey")
+    def _cdn(self, h: _Handler, method: str, digest: str, path: str, repo_id: str) -> int:
+        data = self._blobs.get(digest)
+        if data is None:
+            return self._send(h, method, 404, b"NoSuchKey")
+        headers = {"ETag": f'"{digest}"', "Accept-Ranges": "bytes"}
+        return self._send_file(h, method, repo_id, path, data, headers)
 
     def _send_file(
         self, h: _Handler, method: str, repo_id: str, path: str, data: bytes, headers: dict[str, str]
@@ -453,7 +491,7 @@ class Hub:
             status, body = 206, data[first : last + 1]
             headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
         if method == "GET":
-            fault = self._take_fault(repo_id, path)
+            fault = self._take_fault(repo_id, path, "GET")
             if fault is not None and fault.status is not None:
                 return self._send(h, method, fault.status, b"Internal Error", {"X-Error-Message": "injected fault"})
             if fault is not None and fault.after_bytes is not None:
@@ -480,9 +518,9 @@ class Hub:
         return status
 
 
-def _pointer(data: bytes) -> bytes:
+def _pointer(digest: str, size: int) -> bytes:
     """The git-lfs pointer file the hub stores in git for an LFS file."""
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256(data)}\nsize {len(data)}\n".encode()
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{digest}\nsize {size}\n".encode()
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -498,6 +536,13 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     if first >= size or first > last:
         return None
     return first, last
+
+
+def _localhost_is_127() -> bool:
+    try:
+        return any(info[4][0] == "127.0.0.1" for info in socket.getaddrinfo("localhost", 80, socket.AF_INET))
+    except OSError:
+        return False
 
 
 def _file_of(path: str) -> str | None:

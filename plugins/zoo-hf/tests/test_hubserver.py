@@ -9,7 +9,10 @@ What the installed client (huggingface_hub 2.4.0, httpx2) raises, as these tests
 - server down (connection refused), nothing cached: ``LocalEntryNotFoundError`` (a ``FileNotFoundError`` and an
   ``EntryNotFoundError``) from hf_hub_download / snapshot_download, its ``__cause__`` an ``httpx2.ConnectError``;
   ``HfApi.model_info`` raises the bare ``httpx2.ConnectError``. With the files cached, both download functions
-  return the cached path instead (no error).
+  return the cached path instead (no error). Before giving up the client retries the HEAD 5 times with backoff
+  (1, 2, 4, 8, 8 s: ~23 s per file; the ``hub`` fixture removes the waits, see ``no_retry_waits``).
+- 5xx on the metadata HEAD: retried the same way (a single 503 is invisible); with the file cached, the cache is
+  used; else ``LocalEntryNotFoundError`` whose ``__cause__`` is the ``HfHubHTTPError``.
 - 500 mid-file (the body breaks off, the resumed GET gets 500): ``HfHubHTTPError`` with
   ``.response.status_code == 500``; no retry on the 500, nothing left in the cache (the client writes to a
   per-process ``<etag>.<random>.incomplete`` file and deletes it on failure, so a later call starts from 0).
@@ -22,6 +25,8 @@ What the installed client (huggingface_hub 2.4.0, httpx2) raises, as these tests
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx2
@@ -270,3 +275,46 @@ def test_range_requests_and_headers(hub: Hub) -> None:
         missing = http.head(f"/{REPO}/resolve/main/nope.txt")
         assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "EntryNotFound"
         assert not any(k.lower().startswith("x-xet") for k in lfs.headers)
+
+
+def test_a_subprocess_finds_the_hub_through_the_environment(hub: Hub, tmp_path: Path) -> None:
+    """The fixture's env vars are enough for a fresh process (huggingface_hub reads them at import)."""
+    sha = hub.add_repo(REPO, FILES)
+    code = "import huggingface_hub as h; print(h.snapshot_download('org/tiny', allow_patterns=['*.json']))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()) == tmp_path / "hf_home" / "hub" / "models--org--tiny" / "snapshots" / sha
+    assert {r.path for r in hub.requested("*")} == {f"/{REPO}/resolve/{sha}/{n}" for n in FILES if n.endswith(".json")}
+
+
+def test_transformers_from_pretrained_through_the_hub(hub: Hub, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=32, bos_token_id=0, eos_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "saved")
+    sha = hub.add_folder("org/gpt2-tiny", tmp_path / "saved")
+    model = AutoModelForCausalLM.from_pretrained("org/gpt2-tiny", revision=sha)
+    assert model.config.n_embd == 16
+    assert [r.status for r in hub.requested("*.safetensors")] == [200]  # fetched from the CDN once
+
+
+def test_500_on_the_metadata_head(hub: Hub) -> None:
+    """Nothing cached: a 5xx on the HEAD is retried (5 times at most); cached: the client uses the cache."""
+    hub.add_repo(REPO, FILES)
+    hub.fail_file(REPO, "config.json", method="HEAD", status=503)
+    assert Path(hf_hub_download(REPO, "config.json")).read_bytes() == FILES["config.json"]
+    assert [r.status for r in hub.requested("config.json", method="HEAD")] == [503, 200]
+    hub.fail_file(REPO, "config.json", method="HEAD", status=500, times=10)
+    assert Path(hf_hub_download(REPO, "config.json")).read_bytes() == FILES["config.json"]  # from the cache
+    with pytest.raises(LocalEntryNotFoundError) as err:
+        hf_hub_download(REPO, "config.json", revision=hub.add_commit(REPO, {"config.json": b"{}"}))
+    assert isinstance(err.value.__cause__, HfHubHTTPError)
+    assert err.value.__cause__.response.status_code == 500
+
+
+def test_lfs_served_from_resolve_without_cdn(hub: Hub) -> None:
+    hub.cdn_redirect = False
+    hub.add_repo(REPO, FILES)
+    assert Path(hf_hub_download(REPO, "model.safetensors")).read_bytes() == WEIGHTS
+    assert [r.path for r in hub.requested("*.safetensors")] == [f"/{REPO}/resolve/main/model.safetensors"]
+    assert (cache_dir() / "models--org--tiny" / "blobs" / sha256(WEIGHTS)).exists()
