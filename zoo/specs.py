@@ -131,7 +131,13 @@ class ScheduleSpec(Spec):
 
     def check_steps(self, max_steps: int) -> None:
         """Raise ``ValueError`` when this schedule cannot run ``max_steps`` steps (e.g. a warmup
-        longer than the run); called when a trainer names it."""
+        longer than the run); called when a trainer names it, after `for_steps`."""
+
+    def for_steps(self, max_steps: int) -> tuple[ScheduleSpec, str | None]:
+        """This schedule fitted to a run of ``max_steps``: itself and None, or an adjusted copy and a
+        note saying what changed (zoo's warmups clip to the run: ``--max-steps 10`` on a recipe with
+        a 50-step warmup trains, saying so). `check_steps` then judges what this returns."""
+        return self, None
 
 
 BASES: dict[str, type[Spec]] = {
@@ -145,20 +151,59 @@ BASES: dict[str, type[Spec]] = {
 }
 
 
+# Lightning's precision names (and the short ones people type), read as zoo's own: zoo trains
+# with fp32 weights, in autocast for the mixed modes, with a GradScaler for fp16.
+PRECISION_ALIASES = {
+    "32": "fp32",
+    "32-true": "fp32",
+    "bf16": "bf16-mixed",
+    "16": "fp16-mixed",
+    "16-mixed": "fp16-mixed",
+    "fp16": "fp16-mixed",
+}
+# Lightning names with no zoo equivalent, and what to use instead (refused, never approximated)
+_PURE = "zoo keeps fp32 weights and optimizer state; use '{0}-mixed' ({0} autocast) or 'fp32'"
+UNSUPPORTED_PRECISION = {
+    "bf16-true": _PURE.format("bf16"),
+    "16-true": _PURE.format("fp16"),
+    "64": "zoo trains in fp32 at most; use 'fp32'",
+    "64-true": "zoo trains in fp32 at most; use 'fp32'",
+    "transformer-engine": "zoo has no Transformer Engine support; use 'bf16-mixed'",
+}
+PRECISION_HELP = "runtime.precision: auto | fp32 | bf16-mixed | fp16-mixed (or Lightning's bf16, 16-mixed, 32, 32-true)"
+Precision = Literal["auto", "fp32", "bf16-mixed", "fp16-mixed", "32", "32-true", "bf16", "16", "16-mixed", "fp16"]
+
+
 class RuntimeSpec(BaseModel):
     """`[runtime]`: where and how everything runs."""
 
     model_config = STRICT
 
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
-    precision: Literal["auto", "fp32", "bf16-mixed", "fp16-mixed"] = Field(
-        "auto", description="auto picks bf16-mixed on GPUs that support it, else fp32"
+    precision: Precision = Field(
+        "auto",
+        description="auto picks bf16-mixed on GPUs that support it, else fp32; Lightning's names are aliases: "
+        "bf16 = bf16-mixed, 16 / 16-mixed / fp16 = fp16-mixed, 32 / 32-true = fp32",
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for every random number generator")
     compile: bool = Field(False, description="wrap the model in torch.compile (opt-in)")
     distributed: Literal["auto", "none", "ddp", "fsdp"] = Field(
         "auto", description="auto uses DDP when launched by torchrun, else a single process"
     )
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_alias(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):  # Lightning's precision=32 in TOML
+            value = str(value)
+        if isinstance(value, str) and value in UNSUPPORTED_PRECISION:
+            raise ValueError(f"{value!r} is not supported: {UNSUPPORTED_PRECISION[value]}")
+        return value
+
+    @field_validator("precision")
+    @classmethod
+    def _precision_name(cls, value: str) -> str:
+        return PRECISION_ALIASES.get(value, value)  # the runtime, run.json and checkpoints see zoo's own name
 
     @field_validator("device")
     @classmethod

@@ -619,11 +619,13 @@ def check_schedule(ref: Ref, *, config: Config | None = None) -> None:
     schedule = spec.build()
     assert isinstance(schedule, Schedule), f"{spec.type}: build() must return a zoo.Schedule (factor(step, max_steps))"
     for max_steps in (1, 7, 100, 1000):
+        fitted, _ = spec.for_steps(max_steps)  # what a trainer runs (zoo's warmups clip to the run)
         try:
-            spec.check_steps(max_steps)
+            fitted.check_steps(max_steps)
         except ValueError:
-            continue  # e.g. a warmup longer than this run: a trainer naming it is refused
-        factors = [schedule.factor(step, max_steps) for step in range(max_steps)]
+            continue  # a run this schedule cannot serve: a trainer naming it is refused
+        run = schedule if fitted is spec else fitted.build()
+        factors = [run.factor(step, max_steps) for step in range(max_steps)]
         bad = [f for f in factors if not isinstance(f, int | float) or not math.isfinite(f) or f < 0]
         assert not bad, f"{spec.type}: factor() must be a finite number >= 0, got {bad[0]!r} at max_steps {max_steps}"
 

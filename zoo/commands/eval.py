@@ -12,7 +12,7 @@ from zoo.config import config_from_args
 from zoo.errors import ZooError
 from zoo.evaluation import Score, evaluate
 from zoo.lm.tokenizers import named_tokenizer, tokenizer_argument
-from zoo.specs import QUANTIZE_METHODS
+from zoo.specs import PRECISION_HELP, QUANTIZE_METHODS
 
 METRICS = {"causal-lm": "bits_per_byte", "classifier": "accuracy"}  # what the bar chart shows
 
@@ -115,4 +115,4 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
         help="int8: also score each model with int8 linear layers (CPU), beside its fp32 row",
     )
     p.add_argument("--device")
-    p.add_argument("--precision")
+    p.add_argument("--precision", help=PRECISION_HELP)

@@ -15,7 +15,7 @@ from zoo.config import config_from_args, spec_ref
 from zoo.errors import DataError, ZooError
 from zoo.files import parse_json, read_text, shorten, validate_file_model
 from zoo.lm.tokenizers import named_tokenizer, text_tokenizer, tokenizer_argument
-from zoo.specs import MAX_SEED, QUANTIZE_METHODS
+from zoo.specs import MAX_SEED, PRECISION_HELP, QUANTIZE_METHODS
 
 
 @dataclass
@@ -198,7 +198,7 @@ def decoding_arguments(p: argparse.ArgumentParser) -> None:
     tokenizer_argument(p)
     quantize_argument(p)
     p.add_argument("--device")
-    p.add_argument("--precision")
+    p.add_argument("--precision", help=PRECISION_HELP)
 
 
 def quantize_argument(p: argparse.ArgumentParser) -> None:

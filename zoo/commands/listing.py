@@ -17,7 +17,7 @@ from zoo.errors import EXIT_BAD_INPUT, UnknownNameError, ZooError
 from zoo.files import shorten
 from zoo.model_folders import reference_scheme
 from zoo.registry import conflict_message
-from zoo.specs import KINDS, Kind, Spec, field_table
+from zoo.specs import KINDS, Kind, RuntimeSpec, Spec, field_table
 
 EXIT_OK = 0
 
@@ -134,6 +134,8 @@ def _find(cfg: Config, name: str) -> tuple[Kind, Spec | None, Any]:
 
 def cmd_show(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    if args.name == "runtime":
+        return show_runtime(cfg, args.json)
     kind, preset, entry = _find(cfg, args.name)
     data: dict[str, Any] = {
         "name": args.name,
@@ -241,8 +243,21 @@ def list_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def show_runtime(cfg: Config, as_json: bool) -> int:
+    """``zoo show runtime``: the `[runtime]` table's fields, with the values the registry files set."""
+    values = cfg.runtime.model_dump(mode="json")
+    fields = field_table(RuntimeSpec)
+    if as_json:
+        _print_json({"name": "runtime", "fields": fields, "values": values})
+        return EXIT_OK
+    print("runtime: the [runtime] table (device, precision, seed; --device/--precision/--seed set it too)")
+    for f in fields:
+        print(f"  {f['name']:<18} {json.dumps(values[f['name']]):<22} {f['type']}  {f['description']}")
+    return EXIT_OK
+
+
 def show_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name")
+    p.add_argument("name", help="a preset or type name, or 'runtime'")
     p.add_argument("--params", action="store_true", help="parameter count and memory (builds on the meta device)")
     p.add_argument("--json", action="store_true")
 

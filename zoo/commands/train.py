@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from zoo.config import config_from_args, spec_ref
+from zoo.config import Config, config_from_args, spec_ref
+from zoo.errors import SpecError
 from zoo.launch import relaunch_with_torchrun
 from zoo.lm.tokenizers import named_tokenizer, tokenizer_argument
+from zoo.specs import PRECISION_HELP, validate
 
 EXIT_OK = 0
 
@@ -24,7 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train_from_config(
             cfg,
             spec_ref(args.model) if args.model is not None else None,
-            spec_ref(args.trainer),
+            trainer_with(cfg, spec_ref(args.trainer), {f: getattr(args, f) for f in TRAINER_FLAGS}),
             args.out,
             data=args.data,
             resume=args.resume,
@@ -36,9 +39,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         distributed.shutdown()
     if distributed.rank() == 0:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-        print(f"done: {result.steps} steps; {shown}; model saved to {result.artifact}")
+        print(summary(result.steps, result.metrics, result.artifact))
     return EXIT_OK
+
+
+def summary(steps: int, metrics: dict[str, float], artifact: Any) -> str:
+    """``done: 60 steps; val_loss 1.2345; model saved to R/model``, leaving out what a run lacks."""
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    parts = [f"done: {steps} steps", shown, f"model saved to {artifact}" if artifact else ""]
+    return "; ".join(p for p in parts if p)
+
+
+# --max-steps, --lr, --batch-size: fields of the trainer's spec (EngineSpec), set on whatever --trainer names
+TRAINER_FLAGS = ("max_steps", "lr", "batch_size")
+FLAG_OF = {f: f"--{f.replace('_', '-')}" for f in TRAINER_FLAGS}
+
+
+def trainer_with(cfg: Config, trainer: Any, fields: dict[str, Any]) -> Any:
+    """``trainer`` (a preset, type or inline spec) with the flags' fields set, validated again;
+    ``trainer`` itself when no flag was given."""
+    given = {k: v for k, v in fields.items() if v is not None}
+    if not given:
+        return trainer
+    spec = cfg.spec("trainers", trainer)
+    missing = [k for k in given if k not in type(spec).model_fields]
+    if missing:
+        raise SpecError([(FLAG_OF[missing[0]], f"trainer type {spec.type!r} has no field {missing[0]}")])
+    try:
+        return validate(type(spec), {**spec.model_dump(), **given})
+    except SpecError as err:  # name the flag, not the field
+        raise SpecError([(FLAG_OF.get(path, path), msg) for path, msg in err.issues]) from None
 
 
 def train_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,8 +95,11 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
         help="continue the run in --out: from its latest checkpoint (the default), its best, or a checkpoint folder",
     )
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--max-steps", type=int, metavar="N", help="the trainer's max_steps (a longer warmup is clipped)")
+    p.add_argument("--lr", type=float, help="the trainer's peak learning rate")
+    p.add_argument("--batch-size", type=int, metavar="N", help="the trainer's batch_size (examples per step)")
     p.add_argument("--device", help="runtime.device")
-    p.add_argument("--precision", help="runtime.precision")
+    p.add_argument("--precision", help=PRECISION_HELP)
     p.add_argument("--seed", type=int, help="runtime.seed")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun (DDP)")

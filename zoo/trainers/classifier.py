@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,12 @@ class ClassifierTrainer(EngineTrainer):
         self, model: nn.Module, runtime: Runtime, data: str | Path | None, workdir: Path, resume: bool
     ) -> ClassificationTask:
         table = self.checked.pop(data_key(data), None) or self.dataset(self.model_spec(model), data)
+        if data is None and self.spec.data is None and runtime.is_main:  # say so: results on it mean little
+            print(
+                f"note: no --data: training on synthetic data ({len(table.y):,} examples labelled by a random "
+                "linear teacher, trainer field `synthetic`)",
+                file=sys.stderr,
+            )
         train_set, val_set = table.split(self.spec.val_fraction, seed=runtime.seed)
         task = self.task_from(train_set, val_set)
         if table.ceiling is not None:

@@ -311,6 +311,7 @@ class EngineTrainer:
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
         self.config: Config | None = None  # what `fit` was given: its registry has the data sources
+        self.note: str | None = None  # what the schedule changed to fit the run (a clipped warmup)
 
     def registry(self) -> Registry:
         """The registry whose data sources read ``data`` (the default configuration's, unless
@@ -349,6 +350,8 @@ class EngineTrainer:
         loggers, callbacks = self.build_loggers(), self.build_callbacks()
         optimizer, schedule = self.optimizer_spec(), self.build_schedule()
         self.check_data(model, data)
+        if self.note and runtime.is_main:
+            print(f"note: {self.note}", file=sys.stderr)
         with run_directory(
             out, resume=bool(resume), force=force, runtime=runtime, inputs=[("--data", as_path(data)), *inputs]
         ) as rundir:
@@ -389,6 +392,7 @@ class EngineTrainer:
         """The schedule the spec names, checked against ``max_steps`` and built."""
         spec = self._resolve("schedules", "schedule", self.spec.schedule)
         assert isinstance(spec, ScheduleSpec)
+        spec, self.note = spec.for_steps(self.spec.max_steps)
         try:
             spec.check_steps(self.spec.max_steps)
         except ValueError as err:

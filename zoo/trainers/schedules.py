@@ -24,6 +24,20 @@ class WarmupSchedule(ScheduleSpec):
         if self.warmup_steps >= max_steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps ({max_steps})")
 
+    def warmup_limit(self, max_steps: int) -> int:
+        """The longest warmup a run of ``max_steps`` takes: all but its last step."""
+        return max(0, max_steps - 1)
+
+    def for_steps(self, max_steps: int) -> tuple[ScheduleSpec, str | None]:
+        limit = self.warmup_limit(max_steps)
+        if self.warmup_steps <= limit:
+            return self, None
+        note = (
+            f"schedule {self.type!r}: warmup_steps {self.warmup_steps} does not fit a run of {max_steps} steps; "
+            f"warming up over {limit}"
+        )
+        return self.model_copy(update={"warmup_steps": limit}), note
+
     def build(self) -> Any:
         return self
 
@@ -94,6 +108,9 @@ class WarmupStableDecaySchedule(WarmupSchedule):
     def decay_start(self, max_steps: int) -> int:
         """The first step of the decay."""
         return max_steps - max(1, round(self.decay_fraction * max_steps))
+
+    def warmup_limit(self, max_steps: int) -> int:
+        return min(super().warmup_limit(max_steps), self.decay_start(max_steps))
 
     def check_steps(self, max_steps: int) -> None:
         super().check_steps(max_steps)

@@ -166,7 +166,7 @@ class EngineSpec(TrainerSpec):
 
     def check_reference(self, named: Spec) -> None:
         if isinstance(named, ScheduleSpec):
-            named.check_steps(self.max_steps)
+            named.for_steps(self.max_steps)[0].check_steps(self.max_steps)
 
     @field_validator("optimizer", "schedule", mode="before")
     @classmethod

@@ -166,13 +166,51 @@ class RankShares:
 
 
 def progress_bar(spec: EngineSpec, start: int, *, enabled: bool) -> Any:
+    """A tqdm bar on a terminal; elsewhere (a log file, a pipe, a job scheduler) `ProgressLines`,
+    one line per log interval, the same calls."""
     from tqdm.auto import tqdm
 
-    # a bar only on a terminal: in logs, the evaluation rows it writes are the record
-    shown = enabled and sys.stderr.isatty()
+    if enabled and not sys.stderr.isatty():
+        return ProgressLines(spec.max_steps, start)
     return tqdm(
-        total=spec.max_steps, initial=start, disable=not shown, dynamic_ncols=True, leave=False, mininterval=0.5
+        total=spec.max_steps, initial=start, disable=not enabled, dynamic_ncols=True, leave=False, mininterval=0.5
     )
+
+
+class ProgressLines:
+    """What the bar shows, as one flushed stdout line per log record (``set_postfix``):
+    ``step 10/800 | loss 5.1234 | lr 3.00e-03 | gnorm 1.2 | tokens/s 13,512 | eta 1m52s``.
+    Evaluation rows (``write``) go to stdout too, flushed, so a log reads in order."""
+
+    def __init__(self, total: int, start: int) -> None:
+        self.total, self.n, self.start = total, start, start
+        self.began = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, shown: dict[str, str]) -> None:
+        cells = [f"step {self.n}/{self.total}", *(f"{k} {v}" for k, v in shown.items())]
+        done = self.n - self.start
+        if done > 0 and self.n < self.total:
+            cells.append(f"eta {duration((self.total - self.n) * (time.perf_counter() - self.began) / done)}")
+        self.write(" | ".join(cells))
+
+    def write(self, line: str) -> None:
+        print(line, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``; ``4000`` -> ``1h06m``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def log_train(record: dict[str, Any], log: Loggers, metrics: dict[str, float], bar: Any) -> None:
