@@ -114,3 +114,31 @@ def test_bad_input_is_one_message(files, tmp_path, capsys):
     assert "no such artifact" in capsys.readouterr().err
     assert main(["eval", str(files["byte"]), "--data", str(files["text"]), "--context", "0"]) == 2
     assert "zoo: error: --context 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_a_model_that_cannot_read_the_data_is_skipped_and_the_rest_compared(files, capsys):
+    """A classifier beside causal LMs on a text file: the LMs are scored, the classifier is
+    reported as skipped with the reason (it used to abort the whole comparison)."""
+    args = ["eval", str(files["net"]), str(files["byte"]), "--data", str(files["text"]), "--device", "cpu"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(str(files["byte"])) and len(lines) == 3
+    assert (
+        lines[2].startswith(f"skipped {files['net']} (simplenet): ")
+        and "no classifier data source reads .txt" in lines[2]
+    )
+    assert main([*args, "--json"]) == 0
+    net, byte = json.loads(capsys.readouterr().out)
+    assert "no classifier data source reads .txt" in net["skipped"] and net["metrics"] == {}
+    assert byte["skipped"] is None and byte["metrics"]["bits_per_byte"] > 0
+
+
+def test_parameters_read_at_a_glance(files, capsys):
+    from zoo.commands.eval import count
+
+    assert [count(n) for n in (512, 12_345, 842_496, 10_795_008, 1_240_000_000)] == [
+        "512", "12.3K", "842K", "10.8M", "1.24B"
+    ]  # fmt: skip
+    assert main(["eval", str(files["net"]), "--data", str(files["net"].parent / "table.npz")]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[2] == count(6 * 16 + 16 + 16 * 3 + 3) == "163"  # not "0.00M"

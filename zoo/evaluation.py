@@ -40,6 +40,7 @@ class Score:
     parameters: int
     metrics: dict[str, float] = field(default_factory=dict)
     quantize: str = "none"  # "int8": the same model with int8 linear layers (`zoo.quantize`)
+    skipped: str | None = None  # why this model was not scored on the data (its metrics are empty)
 
 
 def evaluate(
@@ -59,12 +60,16 @@ def evaluate(
     Causal LMs read the text through their own tokenizer, or ``tokenizer`` when given (`zoo eval
     --tokenizer`); one with neither and a vocabulary other than bytes is refused.
     ``quantize="int8"``: each model twice, as it is (fp32) and then with int8 linear layers, with
-    the weights' memory of each (``weights_mb``)."""
+    the weights' memory of each (``weights_mb``).
+
+    A model that cannot be scored on ``data`` (a classifier given text, a shape it does not take,
+    a tokenizer past its vocabulary) is a row with ``skipped`` saying why; a `DataError` when no
+    model could be scored."""
 
     cfg = config or default_config()
     runtime = runtime or Runtime(cfg.runtime)
     method = runtime.check_quantize(quantize)
-    text: str | None = None  # read once, for every causal LM
+    texts: dict[str, str] = {}  # read once, for every causal LM
     scores = []
     for target in targets:
         model = open_model(spec_ref(str(target)), cfg).eval()
@@ -76,17 +81,26 @@ def evaluate(
             name = str(target) if variant == "none" else f"{target} ({variant})"
             row = Score(name, spec.type, spec.protocol, count, quantize=variant)
             model.to(runtime.device)
-            with runtime.inference():
-                if spec.protocol == "causal-lm":
-                    text = text if text is not None else read_text(cfg, data, data_format, max_bytes)
-                    tok = tokenizer or text_tokenizer(model, target)
-                    row.metrics = score_lm(model, tok, text, runtime, context, batch_size)
-                else:
-                    row.metrics = score_classifier(model, cfg, data, data_format, runtime)
+            try:
+                with runtime.inference():
+                    if spec.protocol == "causal-lm":
+                        if "text" not in texts:
+                            texts["text"] = read_text(cfg, data, data_format, max_bytes)
+                        tok = tokenizer or text_tokenizer(model, target)
+                        row.metrics = score_lm(model, tok, texts["text"], runtime, context, batch_size)
+                    else:
+                        row.metrics = score_classifier(model, cfg, data, data_format, runtime)
+            except ZooError as err:  # this model cannot read this data: the others are still compared
+                row.skipped = str(err)
             model.to("cpu")
-            if method is not None:
+            if method is not None and row.skipped is None:
                 row.metrics["weights_mb"] = weight_bytes(model) / 1e6
             scores.append(row)
+            if row.skipped is not None:
+                break  # its int8 row could not be scored either
+    if all(s.skipped is not None for s in scores):
+        reasons = "; ".join(f"{s.model}: {s.skipped}" for s in scores)
+        raise DataError(f"no model could be scored on {data}: {reasons}")
     return scores
 
 

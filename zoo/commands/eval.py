@@ -29,19 +29,29 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (  # (metric, title, format)
 
 def table(scores: list[Score]) -> str:
     """The scores side by side, one model per line (a dash where a figure does not apply)."""
-    shown = [c for c in COLUMNS if any(c[0] in s.metrics for s in scores)]
+    scored = [s for s in scores if s.skipped is None]
+    shown = [c for c in COLUMNS if any(c[0] in s.metrics for s in scored)]
     head = ["model", "type", "params", *(title for _, title, _ in shown)]
     rows = [
-        [s.model, s.type, f"{s.parameters / 1e6:.2f}M"]
+        [s.model, s.type, count(s.parameters)]
         + [format(s.metrics[k], f) if k in s.metrics else "-" for k, _, f in shown]
-        for s in scores
+        for s in scored
     ]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     aligned = [
         [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
         for r in [head, *rows]
     ]
-    return "\n".join("  ".join(r).rstrip() for r in aligned)
+    skipped = [f"skipped {s.model} ({s.type}): {s.skipped}" for s in scores if s.skipped is not None]
+    return "\n".join(["  ".join(r).rstrip() for r in aligned] + skipped)
+
+
+def count(n: int) -> str:
+    """A parameter count at a glance: 512, 12.3K, 842K, 10.8M, 1.24B."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return str(n)
 
 
 def bar_chart(scores: list[Score], out: Path, title: str) -> None:
@@ -52,10 +62,10 @@ def bar_chart(scores: list[Score], out: Path, title: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ZooError("zoo eval --plot needs matplotlib: pip install 'zoo[plot]'") from None
-    panels = [(p, m) for p, m in METRICS.items() if any(s.protocol == p for s in scores)]
+    panels = [(p, m) for p, m in METRICS.items() if any(s.protocol == p and s.skipped is None for s in scores)]
     fig, axes = plt.subplots(1, len(panels), figsize=(1.6 + 1.9 * len(scores), 3.8), squeeze=False)
     for ax, (protocol, metric) in zip(axes[0], panels, strict=True):
-        mine = [s for s in scores if s.protocol == protocol]
+        mine = [s for s in scores if s.protocol == protocol and s.skipped is None]
         bars = ax.bar([s.model for s in mine], [s.metrics[metric] for s in mine], color="tab:blue")
         ax.bar_label(bars, fmt="%.3f")
         ax.set_ylabel(metric.replace("_", " ") + (" (lower is better)" if protocol == "causal-lm" else ""))
