@@ -121,7 +121,7 @@ def test_cli_generate_json_and_stream(lm, tmp_path, capsys, root, monkeypatch):
     assert (
         main(["generate", str(tmp_path / "m"), "--prompt-file", str(prompts), "--json", "--max-new-tokens", "5"]) == 0
     )
-    rows = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["prompt"] for r in rows] == ["one", "two two"] and all(len(r["ids"]) == 5 for r in rows)
     args = [
         "generate",
@@ -256,3 +256,15 @@ def test_a_conversation_reuses_its_cache_and_decodes_the_same(monkeypatch):
     third = [*first[:4], *b"p me"]  # diverges early: the cache is cut back to the common prefix
     again, computed = turn(third, history.cache_for(third))
     assert computed == len(third) - 4 and again == turn(third)[0]
+
+
+def test_batch_json_is_json_lines(lm, tmp_path, capsys, root, monkeypatch):
+    monkeypatch.chdir(root)
+    zoo.save(lm, tmp_path / "m", tokenizer=TOK)
+    args = ["generate", str(tmp_path / "m"), "--prompt", "one", "--prompt", "two", "--max-new-tokens", "3"]
+    assert main([*args, "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and [json.loads(line)["prompt"] for line in lines] == ["one", "two"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("one") and out.count("-" * 40) == 1 and "\n" + "-" * 40 + "\ntwo" in out

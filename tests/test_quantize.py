@@ -89,9 +89,9 @@ def test_python_generate_quantizes_a_model_it_opens(artifact, quantized):
 def test_cli_generate_with_quantize_int8(artifact, quantized, capsys):
     args = ["generate", str(artifact), "--prompt", "The quick", "--sampler", "greedy", "--max-new-tokens", "8"]
     assert main([*args, "--json"]) == 0
-    fp32 = json.loads(capsys.readouterr().out)[0]["ids"]
+    fp32 = json.loads(capsys.readouterr().out)["ids"]
     assert main([*args, "--json", "--quantize", "int8"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["ids"] == fp32
+    assert json.loads(capsys.readouterr().out)["ids"] == fp32
     assert len(quantized) == 1 and is_quantized(quantized[0])
 
 

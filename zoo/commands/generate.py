@@ -76,15 +76,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     session = open_session(args)
     model, tokenizer, sampler, kwargs = session.model, session.tokenizer, session.sampler, session.options
     prompts: list[str] | list[list[int]] = texts
-    if args.chat or conversations:
+    chat = bool(args.chat or conversations)
+    if chat:  # the reply alone is printed: the templated prompt (special tokens, headers) is not the user's text
         system = [{"role": "system", "content": args.system}] if args.system else []
         conversations += [[*system, {"role": "user", "content": t}] for t in texts]
         prompts = [chat_ids(tokenizer, messages) for messages in conversations]
-        texts = [tokenizer.decode(ids) for ids in prompts]
     if args.stream:
         if len(prompts) != 1 or args.json:
             raise ZooError("--stream prints one prompt's text as it is generated; give one --prompt, no --json")
-        sys.stdout.write(texts[0])
+        sys.stdout.write("" if chat else texts[0])
         for chunk in stream(model, tokenizer, prompts, sampler, **kwargs):
             sys.stdout.write(chunk.deltas[0])
             sys.stdout.flush()
@@ -94,17 +94,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if result.first_step_seconds is not None:
         seconds = result.first_step_seconds
         print(f"--compile: the first decoding step took {seconds:.1f} s (compilation)", file=sys.stderr)
-    if args.json:
-        rows = [
-            {"prompt": p, "text": t, "ids": i, "finish_reason": r}
-            for p, t, i, r in zip(texts, result.texts, result.ids, result.finish_reasons, strict=True)
-        ]
-        print(json.dumps(rows, indent=2))
-    else:
-        for p, t in zip(texts, result.texts, strict=True):
-            print(p + t)
-            if len(prompts) > 1:
-                print("-" * 40)
+    asked: list[Any] = [{"messages": m} for m in conversations] if chat else [{"prompt": t} for t in texts]
+    for n, (row, t, i, r) in enumerate(zip(asked, result.texts, result.ids, result.finish_reasons, strict=True)):
+        if args.json:  # JSON lines: one object per prompt, as it is read by `jq` or line by line
+            print(json.dumps({**row, "text": t, "ids": i, "finish_reason": r}))
+            continue
+        if n:
+            print("-" * 40)
+        print(t if chat else row["prompt"] + t)
     return 0
 
 
@@ -180,7 +177,9 @@ def generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-file", help="a file with one prompt per line, or .jsonl records with 'messages' (chat)")
     p.add_argument("--chat", action="store_true", help="format each --prompt with the tokenizer's chat template")
     p.add_argument("--system", help="a system message for --chat")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json", action="store_true", help="JSON lines: {prompt or messages, text, ids, finish_reason} per prompt"
+    )
     decoding_arguments(p)
 
 

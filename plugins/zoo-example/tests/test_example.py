@@ -71,7 +71,7 @@ def test_train_and_generate_with_its_model_and_sampler(tmp_path, capsys):
         )
         == 0
     )
-    rows = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows[0]["ids"]) == 12
 
 

@@ -92,8 +92,14 @@ def test_generate_chat_matches_transformers(chat_folder, capsys):
     assert sorted(model.stop_ids) == sorted(hf.generation_config.eos_token_id)
     args = ["generate", str(folder), "--chat", "--system", "be brief", "--prompt", "hello how are you"]
     assert main([*args, "--max-new-tokens", "10", "--json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)
+    row = json.loads(capsys.readouterr().out)  # one JSON line
     assert row["ids"] == want
+    assert row["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello how are you"},
+    ]
+    assert main([*args, "--max-new-tokens", "10"]) == 0
+    assert capsys.readouterr().out == row["text"] + "\n"  # the reply alone: the templated prompt is not echoed
 
 
 def test_a_second_eos_id_from_generation_config_stops(chat_folder, tmp_path, capsys):
@@ -105,7 +111,7 @@ def test_a_second_eos_id_from_generation_config_stops(chat_folder, tmp_path, cap
     conversation = tmp_path / "c.jsonl"
     conversation.write_text(json.dumps({"messages": messages}) + "\n")
     assert main(["generate", str(other), "--prompt-file", str(conversation), "--max-new-tokens", "8", "--json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)
+    row = json.loads(capsys.readouterr().out)  # one JSON line
     # HF's output ends with the stop token; zoo reports the reason and leaves the token out
     assert want and row["ids"] == [] and row["finish_reason"] == "eos"
 
@@ -192,7 +198,7 @@ def test_generation_config_sampling_is_the_default(chat_folder, tmp_path, capsys
     def ids(*extra):
         args = ["generate", str(folder), "--prompt", "hello there", "--max-new-tokens", "12", "--json", "--seed", "3"]
         assert main([*args, *extra]) == 0
-        return json.loads(capsys.readouterr().out)[0]["ids"]
+        return json.loads(capsys.readouterr().out)["ids"]
 
     default = ids()
     assert default == ids("--sampler", json.dumps(model.default_sampler))

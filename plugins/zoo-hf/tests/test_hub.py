@@ -114,7 +114,7 @@ def fetched(hub: Hub) -> set[str]:
 def greedy_ids(capsys, target: str) -> list[int]:
     code, out, err = run(capsys, "generate", target, "--prompt", "hello the zoo", "--max-new-tokens", "6", "--json")
     assert code == 0, err
-    return json.loads(out)[0]["ids"]
+    return json.loads(out)["ids"]
 
 
 def test_pull_then_generate_in_real_processes_and_from_the_cache_with_the_hub_gone(
@@ -136,7 +136,7 @@ def test_pull_then_generate_in_real_processes_and_from_the_cache_with_the_hub_go
     for gone in ({**env, "HF_HUB_OFFLINE": "1"}, env):
         again = zoo_process(gone, *args, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        assert json.loads(again.stdout)[0]["ids"] == online
+        assert json.loads(again.stdout)["ids"] == online
     assert len(hub.requests) == served
     code, _, err = run(capsys, "generate", "hf:zoo-test/not-pulled", "--prompt", "x")
     assert code == 2 and "not in the cache" in err and "zoo pull hf:zoo-test/not-pulled" in err, err
@@ -263,7 +263,7 @@ def test_a_preset_path_and_eval_take_references(hub, versions, tmp_path, capsys)
     code, out, err = run(capsys, "generate", "tiny-from-hub", "--registry", str(registry), "--prompt", "hello the zoo",
                          "--max-new-tokens", "6", "--json")  # fmt: skip
     assert code == 0, err
-    assert json.loads(out)[0]["ids"] == greedy_ids(capsys, f"hf:{REPO}@{sha}")
+    assert json.loads(out)["ids"] == greedy_ids(capsys, f"hf:{REPO}@{sha}")
     corpus = tmp_path / "heldout.txt"
     corpus.write_text("hello there the zoo has models\n" * 20)
     code, out, err = run(capsys, "eval", f"hf:{REPO}", "--data", str(corpus), "--json")

@@ -59,9 +59,9 @@ def test_naming_the_tokenizer_is_the_way_past(folders, corpus, tmp_path, capsys)
     full, bare = folders
     args = ["--prompt", "quick daft", "--max-new-tokens", "4", "--json"]
     assert main(["generate", str(full), *args]) == 0
-    want = json.loads(capsys.readouterr().out)[0]
+    want = json.loads(capsys.readouterr().out)
     assert main(["generate", str(bare), *args, "--tokenizer", str(full)]) == 0
-    assert json.loads(capsys.readouterr().out)[0] == want
+    assert json.loads(capsys.readouterr().out) == want
     assert main(["generate", str(bare), *args, "--tokenizer", "byte"]) == 0  # asked for: bytes it is
     assert main([*command("eval", bare, corpus, tmp_path), "--tokenizer", str(full), "--json"]) == 0
     assert main([*command("train", bare, corpus, tmp_path), "--tokenizer", str(full)]) == 0

@@ -44,12 +44,12 @@ def test_generate_from_a_folder_and_from_a_path_preset(folder, tmp_path, capsys,
     prompt = "hello"
     want = greedy(hf, list(prompt.encode()), 6)
     assert main(["generate", str(path), "--prompt", prompt, "--max-new-tokens", "6", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["ids"] == want
+    assert json.loads(capsys.readouterr().out)["ids"] == want
     registry = tmp_path / "registry.toml"
     registry.write_text(f'[models.my-llama]\ntype = "hf-causal-lm"\npath = "{path}"\n')
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "my-llama", "--prompt", prompt, "--max-new-tokens", "6", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["ids"] == want
+    assert json.loads(capsys.readouterr().out)["ids"] == want
     zoo.api._cached_config.cache_clear()
     assert zoo.generate(str(path), None, [prompt], max_new_tokens=6).ids[0] == want
 
