@@ -61,3 +61,9 @@ def no_torch_python() -> Callable[[str], str]:
 
 
 __all__ = ["zoo"]
+
+
+@pytest.fixture(autouse=True)
+def _command_line_verbosity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`main([...])` records --verbose in the environment (ZOO_VERBOSE); undone after each test."""
+    monkeypatch.delenv("ZOO_VERBOSE", raising=False)

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         load_config,
         spec_ref,
     )
+    from zoo.console import verbose
     from zoo.data.examples import (
         Examples,
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from zoo.commands import listing, train
 from zoo.config import plugin_settings
+from zoo.console import VERBOSE, set_verbose
 from zoo.errors import EXIT_INTERRUPTED, PluginError, ZooError
 from zoo.hookspecs import CORE_COMMANDS
 from zoo.interrupts import held
@@ -49,6 +50,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     common.add_argument("--registry", help="registry file (default: $ZOO_REGISTRY or ./registry.toml)")
     common.add_argument("--set", action="append", metavar="PATH=VALUE", help="override, e.g. runtime.seed=3")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument(
+        "--verbose", action="store_true", help="let libraries (transformers, ...) print their own progress and logs"
+    )
     parser = argparse.ArgumentParser(
         prog="zoo",
         description="A plugin-based model zoo for PyTorch.",
@@ -109,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     args = parser.parse_args(argv)
     args.argv = argv
+    set_verbose(args.verbose or os.environ.get(VERBOSE) == "1")
     try:
         if args.command not in LISTING:
             import importlib

@@ -54,3 +54,9 @@ def make_llama(corpus: Path) -> Callable[[Path], Path]:
 
 
 __all__ = ["corpus", "hub", "make_llama", "write_llama"]
+
+
+@pytest.fixture(autouse=True)
+def _command_line_verbosity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`main([...])` records --verbose in the environment (ZOO_VERBOSE); undone after each test."""
+    monkeypatch.delenv("ZOO_VERBOSE", raising=False)

@@ -61,3 +61,21 @@ def test_show_params_of_a_path_preset_reads_no_weights(folder, tmp_path, capsys,
     (path / "model.safetensors").write_bytes(b"\0" * 16)  # unreadable weights: only config.json is read
     assert main(["show", "my-llama", "--params", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["params"]["parameters"] == sum(p.numel() for p in hf.parameters())
+
+
+def test_transformers_progress_output_only_with_verbose(folder, capsys):
+    """transformers' "Loading weights" bar stays out of a command's output unless --verbose."""
+    from transformers.utils import logging
+
+    path, _ = folder
+    args = ["generate", str(path), "--prompt", "hi", "--max-new-tokens", "2", "--tokenizer", "byte"]
+    try:
+        logging.enable_progress_bar()
+        assert main(args) == 0
+        assert "Loading weights" not in capsys.readouterr().err and not logging.is_progress_bar_enabled()
+        logging.enable_progress_bar()  # what a process that never ran quiet starts with
+        assert main([*args, "--verbose"]) == 0
+        assert "Loading weights" in capsys.readouterr().err
+    finally:
+        logging.enable_progress_bar()
+        logging.set_verbosity_warning()

@@ -44,7 +44,9 @@ def to_transformers(model: Any) -> Any:
 def write_hf(model: Any, folder: Path, options: Any = None) -> None:
     """Into ``folder`` (fresh, moved into place by zoo): what ``AutoModelForCausalLM.from_pretrained``
     and ``AutoTokenizer.from_pretrained`` load."""
-    from zoo_hf.model import HFAdapter
+    from zoo_hf.model import HFAdapter, quiet_transformers
+
+    quiet_transformers()  # save_pretrained's "Writing model shards" bar
 
     hf: Any
     if isinstance(model, HFAdapter):

@@ -37,10 +37,22 @@ def _spec_error(spec: Any, message: str) -> SpecError:
     return SpecError([(spec.source(), message)])
 
 
+def quiet_transformers() -> None:
+    """transformers' own progress bars ("Loading weights") and warnings off, unless the command line
+    was asked for them (`zoo --verbose`: `zoo.verbose()`); a program using zoo keeps its settings."""
+    if zoo.verbose():
+        return
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 @contextlib.contextmanager
 def rejected_by_transformers(where: str, error: Callable[[str], ZooError] = FolderError) -> Iterator[None]:
     """transformers validates configs and weights with many exception types (TypeError, IndexError,
     huggingface_hub's validation errors...): any of them on a user's file is bad input, named."""
+    quiet_transformers()
     try:
         yield
     except ZooError:
@@ -371,6 +383,7 @@ def read_tokenizer(folder: Path) -> HFTokenizer:
         keys = remote_code_keys(read_json(config_path, FolderError))
         if keys:
             raise FolderError(f"{config_path}: names code to run ({', '.join(keys)}); zoo never runs a folder's code")
+    quiet_transformers()
     try:
         return HFTokenizer(AutoTokenizer.from_pretrained(folder, **SAFE))
     except (KeyboardInterrupt, SystemExit):
