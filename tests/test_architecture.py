@@ -179,7 +179,12 @@ LAZY = {
     "zoo.commands.export": {"zoo.finetune", "zoo.storage"},
     "zoo.commands.generate": {"zoo.finetune", "zoo.lm.generation", "zoo.runtime"},
     "zoo.lm.specs": {"zoo.lm.samplers", "zoo.lm.trainer"},  # build() imports what it builds
-    "zoo.trainers.specs": {"zoo.trainers.callbacks", "zoo.trainers.classifier", "zoo.trainers.loggers"},
+    "zoo.trainers.specs": {
+        "zoo.trainers.callbacks",
+        "zoo.trainers.classifier",
+        "zoo.trainers.loggers",
+        "zoo.trainers.trackers",
+    },
     "zoo.plugin": {"zoo.lm.specs", "zoo.trainers.specs", "zoo.trainers.optimizers", "zoo.trainers.schedules"},
     "zoo.trainers.optimizers": {"zoo.trainers", "zoo.trainers.muon", "zoo.trainers.param_groups"},  # build()
     "zoo.testing": {

@@ -24,7 +24,9 @@ from zoo.trainers.specs import (
     EarlyStoppingSpec,
     EMASpec,
     JsonlLoggerSpec,
+    MlflowLoggerSpec,
     TensorBoardLoggerSpec,
+    WandbLoggerSpec,
 )
 
 
@@ -38,7 +40,7 @@ def zoo_register_trainers(register: Register) -> None:
 @hookimpl
 def zoo_register_loggers(register: Register) -> None:
 
-    for spec in (JsonlLoggerSpec, TensorBoardLoggerSpec, CsvLoggerSpec):
+    for spec in (JsonlLoggerSpec, TensorBoardLoggerSpec, CsvLoggerSpec, MlflowLoggerSpec, WandbLoggerSpec):
         register(spec)
 
 

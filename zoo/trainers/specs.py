@@ -64,6 +64,58 @@ class CsvLoggerSpec(LoggerSpec):
         return CsvLogger()
 
 
+def _library(module: str, extra: str) -> None:
+    """A logger's library must be installed: checked when the trainer is built, before the run folder."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise PluginError(f"the {extra} logger needs the {module} package: pip install 'zoo[{extra}]'")
+
+
+class MlflowLoggerSpec(LoggerSpec):
+    """MLflow: parameters (run.json) and metric histories in a local tracking store (``zoo[mlflow]``)."""
+
+    type: Literal["mlflow"] = "mlflow"
+    tracking_uri: str | None = Field(
+        None,
+        description="a local store: sqlite:///PATH.db (MLflow's default backend) or file:PATH (MLflow refuses "
+        "its file store unless MLFLOW_ALLOW_FILE_STORE=true); null: sqlite:///RUN/mlflow.db",
+    )
+    experiment: str = Field("zoo", min_length=1, max_length=500, description="the MLflow experiment's name")
+    run_name: str | None = Field(None, max_length=250, description="the MLflow run's name; null: the run folder's")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _local(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:", "file:")):
+            raise ValueError(
+                f"{value!r}: zoo logs to a local store only (sqlite:///PATH.db or file:PATH); "
+                "a tracking server is reached over the network"
+            )
+        return value
+
+    def build(self) -> Any:
+        _library("mlflow", "mlflow")
+        from zoo.trainers.trackers import MlflowLogger
+
+        return MlflowLogger(self.tracking_uri, self.experiment, self.run_name)
+
+
+class WandbLoggerSpec(LoggerSpec):
+    """Weights & Biases in offline mode: RUN/wandb, uploaded later with ``wandb sync`` (``zoo[wandb]``)."""
+
+    type: Literal["wandb"] = "wandb"
+    project: str = Field("zoo", min_length=1, max_length=128, description="the W&B project")
+    run_name: str | None = Field(None, max_length=128, description="the W&B run's name; null: the run folder's")
+    tags: list[str] = Field(default_factory=list, max_length=64, description="W&B tags of the run")
+
+    def build(self) -> Any:
+        _library("wandb", "wandb")
+        from zoo.trainers.trackers import WandbLogger
+
+        return WandbLogger(self.project, self.run_name, self.tags)
+
+
 class WatchSpec(CallbackSpec):
     """A callback that watches one evaluation figure (a base: not registered itself)."""
 
@@ -149,7 +201,8 @@ class EngineSpec(TrainerSpec):
     )
     loggers: list[Ref] = Field(
         default_factory=lambda: list[Ref](["jsonl"]),
-        description="where metrics go: jsonl | tensorboard | csv | a plugin's (metrics.jsonl is always written)",
+        description="where metrics go: jsonl | tensorboard | csv | mlflow | wandb | a plugin's "
+        "(metrics.jsonl is always written)",
     )
     callbacks: list[Ref] = Field(
         default_factory=list,
