@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete: `zoo` answers shell completion, see zoo/completion.py)
 """``zoo`` and ``python -m zoo`` (and ``torchrun -m zoo``): the command line.
 
 Nothing is imported before the guard below is in place, so Ctrl-C at any moment, start-up

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from zoo import completion
 from zoo.commands import listing, train
 from zoo.config import plugin_settings
 from zoo.console import VERBOSE, set_verbose
@@ -105,12 +106,15 @@ LISTING = {"list", "show", "plugins", "schema", "check"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(argv) if argv is not None else sys.argv[1:]
+    completing = argv is None and completion.requested()  # the shell asks (argcomplete): answer, exit
+    argv = list(argv) if argv is not None else completion.words() if completing else sys.argv[1:]
     try:
         parser = build_parser(argv)
     except ZooError as err:
         print(f"zoo: error: {err}", file=sys.stderr)
         return err.exit_code
+    if completing:
+        completion.complete(parser)
     args = parser.parse_args(argv)
     args.argv = argv
     set_verbose(args.verbose or os.environ.get(VERBOSE) == "1")
