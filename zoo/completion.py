@@ -70,7 +70,7 @@ def folders(prefix: str, **_: Any) -> list[str]:
 
 
 def models_or_folders(prefix: str, parsed_args: argparse.Namespace | None = None, **_: Any) -> list[str]:
-    return names("models")(prefix, parsed_args) + folders(prefix)
+    return [*names("models")(prefix, parsed_args), *folders(prefix)]
 
 
 def resume_points(prefix: str, **_: Any) -> list[str]:
@@ -101,5 +101,5 @@ def complete(parser: argparse.ArgumentParser) -> None:
             for sub in action.choices.values():
                 for arg in sub._actions:
                     if arg.dest in COMPLETERS:
-                        arg.completer = COMPLETERS[arg.dest]  # type: ignore[attr-defined]
+                        arg.completer = COMPLETERS[arg.dest]  # argcomplete reads this attribute
     argcomplete.autocomplete(parser)
