@@ -227,3 +227,14 @@ def test_imports_inside_functions_are_the_listed_lazy_ones():
                     found.setdefault(module_name(path), set()).update(n for n in names if n.startswith("zoo"))
     extra = {m: sorted(deps - LAZY.get(m, set())) for m, deps in found.items() if deps - LAZY.get(m, set())}
     assert not extra, f"imports inside functions that are not in LAZY (move them to the top): {extra}"
+
+
+def test_no_function_in_the_core_is_over_80_lines():
+    """Small rooms: a function that outgrows a screen is split into named steps."""
+    long = [
+        f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} ({fn.end_lineno - fn.lineno + 1} lines)"
+        for path in (ROOT / "zoo").rglob("*.py")
+        for fn in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and (fn.end_lineno or 0) - fn.lineno + 1 > 80
+    ]
+    assert not long, "functions over 80 lines: " + "; ".join(long)
