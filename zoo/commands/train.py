@@ -3,17 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+from collections.abc import Sequence
 
 from zoo.config import config_from_args, spec_ref
-from zoo.launch import relaunch_with_torchrun
+from zoo.interrupts import Stopped, exit_code
+from zoo.launch import launched_by_torchrun, relaunch_with_torchrun
 from zoo.lm.tokenizers import named_tokenizer, tokenizer_argument
 
 EXIT_OK = 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.nproc and args.nproc > 1:
+    if args.nproc and args.nproc > 1 and not launched_by_torchrun():
         return relaunch_with_torchrun(args.nproc, args.argv)
+    try:
+        return train_command(args)
+    except Stopped as stop:  # SIGINT/SIGTERM: a checkpoint was written at a step boundary
+        if stop.checkpoint is not None:  # rank 0
+            print(
+                f"zoo: stopped at step {stop.step} ({stop.checkpoint}); continue with: {resume_command(args.argv)}",
+                file=sys.stderr,
+            )
+        return exit_code(stop)
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The command that continues this run: the same arguments with ``--resume`` (and no ``--force``)."""
+    kept: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--resume":  # its optional value: last, best or a path (not an option)
+            value = next(rest, None)
+            if value is not None and value.startswith("-"):
+                kept.append(value)
+        elif arg != "--force" and not arg.startswith("--resume="):
+            kept.append(arg)
+    return shlex.join(["zoo", *kept, "--resume"])
+
+
+def train_command(args: argparse.Namespace) -> int:
     if args.compile:
         args.set = [*(args.set or []), "runtime.compile=true"]
     cfg = config_from_args(args, ("device", "precision", "seed"))
