@@ -39,12 +39,13 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Stopped(Interrupted):
-    """Training stopped on a signal at a step boundary, with a checkpoint there (None on ranks
-    other than 0): ``zoo train ... --resume`` continues exactly."""
+    """Training stopped on a signal at a step boundary, with a checkpoint there (None before the
+    first step: nothing was trained): ``zoo train ... --resume`` continues exactly. ``is_main``:
+    raised on the process that reports it (rank 0)."""
 
-    def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
+    def __init__(self, signum: int, step: int, checkpoint: Path | None, *, is_main: bool = True) -> None:
         super().__init__(signum)
-        self.step, self.checkpoint = step, checkpoint
+        self.step, self.checkpoint, self.is_main = step, checkpoint, is_main
 
 
 def exit_code(err: KeyboardInterrupt) -> int:

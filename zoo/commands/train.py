@@ -21,7 +21,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         return train_command(args)
     except Stopped as stop:  # SIGINT/SIGTERM: a checkpoint was written at a step boundary
-        if stop.checkpoint is not None:  # rank 0
+        if stop.is_main and stop.checkpoint is None:
+            print("zoo: stopped before the first step; nothing was trained", file=sys.stderr)
+        elif stop.is_main:
             print(
                 f"zoo: stopped at step {stop.step} ({stop.checkpoint}); continue with: {resume_command(args.argv)}",
                 file=sys.stderr,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -75,18 +76,18 @@ def train(
     ``optimizer_spec`` and ``schedule`` are what ``spec`` names, resolved.
     """
     out = Path(out)
-    run, wrapped = begin(model, spec, runtime, out, resume, run_info, callbacks, optimizer_spec)
-    if not any(isinstance(lg, JsonlLogger) for lg in loggers):
-        loggers = [JsonlLogger(), *loggers]
-    log = Loggers(list(loggers), runtime.is_main)
-    log.start(out, run.step)
-    stepper = Stepper(model, wrapped, task, spec, runtime, run, schedule)
-    bar = progress_bar(spec, run.step, enabled=runtime.is_main and spec.progress)
-    try:
-        with stop_requests() as request:
+    with stop_requests() as request:  # from here SIGINT/SIGTERM stop at a step boundary (zoo.interrupts)
+        run, wrapped = begin(model, spec, runtime, out, resume, run_info, callbacks, optimizer_spec)
+        if not any(isinstance(lg, JsonlLogger) for lg in loggers):
+            loggers = [JsonlLogger(), *loggers]
+        log = Loggers(list(loggers), runtime.is_main)
+        log.start(out, run.step)
+        stepper = Stepper(model, wrapped, task, spec, runtime, run, schedule)
+        bar = progress_bar(spec, run.step, enabled=runtime.is_main and spec.progress)
+        try:
             stopped = steps(model, task, run, stepper, log, bar, request, on_checkpoint)
-    finally:
-        bar.close()
+        finally:
+            bar.close()
     if stopped is not None:  # a signal: the run is not over, its checkpoint is written
         log.close()
         raise stopped
@@ -105,10 +106,14 @@ def steps(
     request: StopRequest,
     on_checkpoint: Callable[[], None] | None,
 ) -> Stopped | None:
-    """The step loop, to ``max_steps`` or an agreed stop: a callback's (evaluated, checkpointed,
-    the run ends) or a signal's (checkpointed at once; returned, for the caller to raise)."""
-    spec = run.spec
+    """The step loop, to ``max_steps`` or a stop every process agrees on: a callback's (evaluated,
+    checkpointed, the run ends) or a signal's, before the next step (checkpointed, and returned
+    for the caller to raise: the run is not over)."""
+    spec, saved = run.spec, -1
     while run.step < spec.max_steps:
+        signum = int(run.runtime.dist.max_over_ranks([request.signum or 0])[0])
+        if signum:
+            return stop_here(run, stepper, log, bar, signum, saved, on_checkpoint)
         lr = stepper.step()
         step = run.step
         if stepper.skipped:
@@ -120,25 +125,54 @@ def steps(
         if step % spec.log_every == 0 or step == spec.max_steps:
             stepper.log(lr, log, bar)
         run.notify("on_step_end")
-        stop, signum = run.stop_reason(request.signum)  # one agreement of every process
-        if not signum and ((spec.eval_every and step % spec.eval_every == 0) or step == spec.max_steps or stop):
+        stop = run.stop_reason()
+        if (spec.eval_every and step % spec.eval_every == 0) or step == spec.max_steps or stop is not None:
             evaluate(model, task, run, log, bar)
-            stop = stop or run.stop_reason()[0]
+            stop = stop or run.stop_reason()
         if stop is not None:  # the last steps' figures, before the run ends early
             stepper.figures.check()
             if stepper.window.steps:
                 stepper.log(lr, log, bar)
         if (spec.checkpoint_every and step % spec.checkpoint_every == 0) or step == spec.max_steps or stop:
-            path = run.write_checkpoint() or run.checkpointer.root / f"step-{step:08d}"
-            if on_checkpoint is not None and run.is_main:
-                on_checkpoint()
-            run.notify("on_checkpoint", path)
+            checkpoint(run, on_checkpoint)
+            saved = step
         if stop is not None:
             log.log({"step": step, "split": "event", "event": "stopped", "reason": stop})
-            if run.is_main and not signum:  # a signal's stop is one line, the command line's
+            if run.is_main:
                 bar.write(f"step {step}: {stop}")
-            return Stopped(signum, step, path if run.is_main else None) if signum else None
+            break
     return None
+
+
+def checkpoint(run: Run, on_checkpoint: Callable[[], None] | None) -> Path:
+    """A ``step-N`` checkpoint now (a collective), then ``on_checkpoint`` and the callbacks hear of it."""
+    path = run.write_checkpoint() or run.checkpointer.root / f"step-{run.step:08d}"
+    if on_checkpoint is not None and run.is_main:
+        on_checkpoint()
+    run.notify("on_checkpoint", path)
+    return path
+
+
+def stop_here(
+    run: Run,
+    stepper: Stepper,
+    log: Loggers,
+    bar: Any,
+    signum: int,
+    saved: int,
+    on_checkpoint: Callable[[], None] | None,
+) -> Stopped:
+    """A signal's stop: the last steps' figures logged, a checkpoint at this step (unless one was
+    just written, or no step was trained yet), the event recorded; ``--resume`` continues exactly."""
+    stepper.figures.check()
+    if stepper.window.steps:
+        stepper.log(stepper.lr, log, bar)
+    if run.step == saved:
+        path: Path | None = run.checkpointer.root / f"step-{run.step:08d}"
+    else:
+        path = checkpoint(run, on_checkpoint) if run.step > 0 else None
+    log.log({"step": run.step, "split": "event", "event": "stopped", "reason": signal.Signals(signum).name})
+    return Stopped(signum, run.step, path, is_main=run.is_main)
 
 
 def begin(
@@ -223,6 +257,7 @@ class Stepper:
         )
         self.figures = run.figures
         self.skipped = False  # the last step was an fp16 overflow the scaler skipped
+        self.lr = math.nan  # the last step's learning rate
 
     def step(self) -> float:
         """Train one step; returns its learning rate."""
@@ -250,7 +285,8 @@ class Stepper:
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
         self.skipped = scaler.is_enabled() and scaler.get_scale() < scale_before
-        return spec.lr * factor
+        self.lr = spec.lr * factor
+        return self.lr
 
     def log(self, lr: float, log: Loggers, bar: Any) -> None:
         """One training log line for the steps since the last (reads the figures off the device)."""

@@ -8,7 +8,6 @@ weights) in ``callbacks.safetensors`` beside it, so a resumed run continues exac
 from __future__ import annotations
 
 import math
-import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -105,17 +104,14 @@ class Run:
                 where = f"callback {i} ({type(cb).__name__})"
                 cb.load_state_dict(join_tensors(entry.get("state") or {}, self.state.tensors, where))
 
-    def stop_reason(self, signum: int | None = None) -> tuple[str | None, int]:
-        """Why the run stops after this step (a callback's reason, or the signal ``signum`` this
-        process received), and the signal (0 if none). Every process stops when any does, at the
-        same step (else the others would hang): under DDP one collective agrees on both."""
+    def stop_reason(self) -> str | None:
+        """Why a callback stops the run; every process stops when any does (else the others would hang)."""
+        if not self.callbacks:
+            return None
         why = next((why for cb in self.callbacks if (why := cb.should_stop(self))), None)
-        asked, sig = self.runtime.dist.max_over_ranks([why is not None, signum or 0])
-        if sig:
-            return f"stopped by {signal.Signals(int(sig)).name}", int(sig)
-        if asked and why is None:
+        if self.runtime.dist.any_failed(why is not None) and why is None:
             why = "a callback on another process asked to stop"
-        return why, 0
+        return why
 
 
 def split_tensors(state: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
