@@ -74,6 +74,7 @@ if TYPE_CHECKING:
         hookimpl,
         lazy,
     )
+    from zoo.interrupts import Stopped
     from zoo.lm.generation import (
         chat_ids,
         generate,
