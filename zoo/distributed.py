@@ -156,6 +156,13 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def shutdown() -> None:
+def shutdown(*, together: bool = False) -> None:
+    """Leave the process group. ``together`` (every rank got here, as after a finished or stopped
+    run): first a barrier, so no rank tears down its gloo connections and worker threads while a
+    peer still has its last collective in flight on them (a rank that left early then aborted at
+    exit, SIGABRT, "terminate called without an active exception"). After a failure no barrier:
+    a rank that failed alone must not wait for the others forever."""
     if dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()

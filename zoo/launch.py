@@ -6,6 +6,7 @@ For several machines, call torchrun yourself on each (see the README):
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,12 +23,35 @@ def launched_by_torchrun(env: Any = None) -> bool:
     return int(env.get("WORLD_SIZE", "1")) > 1
 
 
+ARGV = "ZOO_ARGV"  # the command as the user gave it (with --nproc), for the processes' messages
+
+
+def without_nproc(argv: Sequence[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def user_argv(argv: Sequence[str]) -> list[str]:
+    """The arguments the user typed: ``argv`` itself, or, in a process torchrun started for
+    ``--nproc``, the relaunching command's."""
+    given = os.environ.get(ARGV)
+    return [str(a) for a in json.loads(given)] if given and launched_by_torchrun() else list(argv)
+
+
 def relaunch_with_torchrun(nproc: int, argv: Sequence[str]) -> int:
     """Run torchrun in a session of its own, so that each SIGINT/SIGTERM reaches it once, from
     here: torchrun passes it to every process, which stop together at the next step with a
-    checkpoint (the processes see ``--nproc`` and run, since torchrun launched them)."""
+    checkpoint."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    proc = subprocess.Popen([*cmd, "-m", "zoo", *argv], start_new_session=True)
+    env = {**os.environ, ARGV: json.dumps(list(argv))}
+    proc = subprocess.Popen([*cmd, "-m", "zoo", *without_nproc(argv)], start_new_session=True, env=env)
     received: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:

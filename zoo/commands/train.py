@@ -9,14 +9,14 @@ from collections.abc import Sequence
 
 from zoo.config import config_from_args, spec_ref
 from zoo.interrupts import Stopped, exit_code
-from zoo.launch import launched_by_torchrun, relaunch_with_torchrun
+from zoo.launch import relaunch_with_torchrun, user_argv
 from zoo.lm.tokenizers import named_tokenizer, tokenizer_argument
 
 EXIT_OK = 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.nproc and args.nproc > 1 and not launched_by_torchrun():
+    if args.nproc and args.nproc > 1:
         return relaunch_with_torchrun(args.nproc, args.argv)
     try:
         return train_command(args)
@@ -24,10 +24,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if stop.is_main and stop.checkpoint is None:
             print("zoo: stopped before the first step; nothing was trained", file=sys.stderr)
         elif stop.is_main:
-            print(
-                f"zoo: stopped at step {stop.step} ({stop.checkpoint}); continue with: {resume_command(args.argv)}",
-                file=sys.stderr,
-            )
+            again = resume_command(user_argv(args.argv))
+            print(f"zoo: stopped at step {stop.step} ({stop.checkpoint}); continue with: {again}", file=sys.stderr)
         return exit_code(stop)
 
 
@@ -52,6 +50,7 @@ def train_command(args: argparse.Namespace) -> int:
     from zoo import distributed
     from zoo.trainers.training import train_from_config
 
+    together = False  # every rank finished, or stopped at the same step
     try:
         result = train_from_config(
             cfg,
@@ -65,8 +64,12 @@ def train_command(args: argparse.Namespace) -> int:
             lora=args.lora,
             tokenizer=named_tokenizer(args.tokenizer, config=cfg) if args.tokenizer else None,
         )
+        together = True
+    except Stopped:
+        together = True
+        raise
     finally:
-        distributed.shutdown()
+        distributed.shutdown(together=together)
     if distributed.rank() == 0:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
         print(f"done: {result.steps} steps; {shown}; model saved to {result.artifact}")
