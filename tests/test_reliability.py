@@ -140,14 +140,14 @@ def test_fp16_loss_scaling_skips_an_overflowing_step_and_says_so(config, tmp_pat
 
 def test_resume_with_another_model_is_refused(config, tmp_path):
     fit(config, tmp_path / "r", max_steps=8)
-    torch.manual_seed(0)
-    other = zoo.build_model({**MODEL, "hidden": [32]}, config=config)
+    files = {p: p.read_bytes() for p in sorted((tmp_path / "r").rglob("*")) if p.is_file() and p.name != ".zoo.lock"}
     spec = ClassifierTrainerSpec(max_steps=12, batch_size=16, progress=False)
     from zoo.trainers.training import train_from_config
 
     with pytest.raises(zoo.RunDirError, match="was started with a different model spec"):
         train_from_config(config, {**MODEL, "hidden": [32]}, spec, tmp_path / "r", resume=True)
-    assert other is not None
+    after = {p: p.read_bytes() for p in sorted((tmp_path / "r").rglob("*")) if p.is_file() and p.name != ".zoo.lock"}
+    assert after == files  # refused before anything was written: run.json, checkpoints, model as they were
 
 
 # --------------------------------------------------------------------------- corrupt artifacts
