@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from zoo.config import config_from_args, spec_ref
 from zoo.interrupts import Stopped, exit_code
-from zoo.launch import relaunch_with_torchrun, user_argv
+from zoo.launch import relaunch_with_torchrun, relaunched, user_argv
 from zoo.lm.tokenizers import named_tokenizer, tokenizer_argument
 
 EXIT_OK = 0
@@ -26,7 +26,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         elif stop.is_main:
             again = resume_command(user_argv(args.argv))
             print(f"zoo: stopped at step {stop.step} ({stop.checkpoint}); continue with: {again}", file=sys.stderr)
-        return exit_code(stop)
+        return EXIT_OK if relaunched() else exit_code(stop)  # under --nproc the launching process says 130/143
 
 
 def resume_command(argv: Sequence[str]) -> str:
