@@ -99,6 +99,7 @@ if TYPE_CHECKING:
         hookimpl,
         lazy,
     )
+    from zoo.lm.chat_templates import TemplateError, render_chat_template
     from zoo.lm.generation import (
         chat_ids,
         generate,

@@ -332,9 +332,12 @@ class HFTokenizer:
         if not self.tok.chat_template:
             raise ZooError("this model's tokenizer has no chat_template (tokenizer_config.json); use plain prompts")
         with rejected_by_transformers("the chat template", ZooError):
-            text = self.tok.apply_chat_template(
-                list(messages), add_generation_prompt=add_generation_prompt, tokenize=False
-            )
+            template = self.tok.get_chat_template()
+        # zoo renders it (bounded in time and size, sandboxed as transformers does), then tokenizes
+        where = f"{self.tok.name_or_path or 'the tokenizer'}: chat template"
+        text = zoo.render_chat_template(
+            template, messages, add_generation_prompt=add_generation_prompt, where=where, **self.tok.special_tokens_map
+        )
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
     def save(self, folder: Path) -> dict[str, Any]:
