@@ -318,8 +318,19 @@ def config_from_layers(
                     issue(home, p, message)
     _check_references(config, merged, issue)
     if issues:
-        raise SpecError(issues, source=source)
+        # a value a --set gave is blamed on that --set, not on the file
+        issues = [_blame_override(path, message, paths) for path, message in issues]
+        from_set = all(path.startswith("--set ") for path, _ in issues)
+        raise SpecError(issues, source=None if from_set else source)
     return config
+
+
+def _blame_override(path: str, message: str, paths: Mapping[str, Sequence[str]]) -> tuple[str, str]:
+    for override, parts in paths.items():
+        dotted = ".".join(parts)
+        if path == dotted or path.startswith(dotted + "."):
+            return f"--set {override}", message
+    return path, message
 
 
 def reference_problems(config: Config, spec: Spec) -> list[tuple[str, str]]:
@@ -446,7 +457,8 @@ class _TableMerge:
             self.issue(layer, f"{kind}.{name}.base", "must be the name of a preset")
             return None
         if base in chain:
-            self.issue(layer, f"{kind}.{name}.base", f"derives from itself: {' -> '.join((*chain, base))}")
+            cycle = (*chain[chain.index(base) :], name, base)  # the real cycle: a -> b -> a
+            self.issue(layer, f"{kind}.{name}.base", f"derives from itself: {' -> '.join(cycle)}")
             return None
         local = base != name and base in self.table
         parent = self.resolve(base, (*chain, name)) if local else self.below.get(base)
