@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from zoo.errors import RunDirError, TrainingError
+from zoo.files import check_path_name
 
 LOCK_FILE = ".zoo.lock"
 RUN_FILE = "run.json"
@@ -33,6 +34,7 @@ def is_zoo_run(folder: Path) -> bool:
 
 def check_out_path(out: Path, inputs: Iterable[tuple[str, str | Path | None]] = ()) -> None:
     """Refuse an ``--out`` whose replacement would destroy something that is not a zoo run."""
+    check_path_name(out, "--out", RunDirError)
     target = out.resolve()
     cwd = Path.cwd().resolve()
     if target == cwd or target in cwd.parents:
@@ -96,6 +98,7 @@ class RunDir:
 
     def open(self, *, resume: bool, force: bool, inputs: Iterable[tuple[str, str | Path | None]] = ()) -> None:
         out = self.out
+        check_path_name(out, "--out", RunDirError)  # a name the OS refuses, before anything is touched
         if out.exists() and not out.is_dir():
             raise RunDirError(f"--out {out} is a file, not a folder")
         check_out_path(out, inputs)
