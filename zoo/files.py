@@ -113,7 +113,9 @@ def check_image_out(path: str | Path, what: str) -> Path:
     checked before any work is done."""
     out = check_path_name(path, what)
     if out.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ZooError(f"{what} {out}: cannot write a {out.suffix or 'suffix-less'} picture; use {', '.join(IMAGE_SUFFIXES)}")
+        raise ZooError(
+            f"{what} {out}: cannot write a {out.suffix or 'suffix-less'} picture; use {', '.join(IMAGE_SUFFIXES)}"
+        )
     folder = out.parent
     if out.is_dir():
         raise ZooError(f"{what} {out}: a folder")
