@@ -8,11 +8,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from zoo.config import config_from_args
 from zoo.commands.plot import save_figure
+from zoo.config import config_from_args
 from zoo.errors import ZooError
-from zoo.files import check_image_out
 from zoo.evaluation import Score, evaluate
+from zoo.files import check_image_out
 from zoo.lm.tokenizers import named_tokenizer, tokenizer_argument
 from zoo.specs import QUANTIZE_METHODS
 

@@ -50,7 +50,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     if named and args.sampler is None and len(named) == 1:
         args.sampler = named[0]
         print(f"zoo: note: sampling with {named[0]!r}, the sampler --set changes", file=sys.stderr)
-    elif named and args.sampler not in named or len(named) > 1:
+    elif (named and args.sampler not in named) or len(named) > 1:
         raise ZooError(
             f"--set changes the sampler{'s' if len(named) > 1 else ''} {', '.join(map(repr, named))}, but this command "
             f"samples with {repr(args.sampler) if args.sampler else 'the model default'}; name one with --sampler"
