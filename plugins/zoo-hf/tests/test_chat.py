@@ -353,3 +353,33 @@ def test_a_hostile_chat_template_is_refused_by_generate_chat_and_training(
     assert main([*args, "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "chat.jsonl:1: " in err and "chat template refused" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not json", "generation_config.json: not valid JSON"),
+        ('{"temperature": "hot", "do_sample": true}', "generation_config.json: temperature hot is not a valid value"),
+        ('{"eos_token_id": "x"}', "generation_config.json: eos_token_id x is not a valid value"),
+        ("[1, 2]", "generation_config.json: expected a JSON object"),
+    ],
+)
+def test_an_invalid_generation_config_is_refused_not_ignored(chat_folder, tmp_path, capsys, text, message):
+    """Issue 27: transformers falls back to defaults without a word; zoo names the file, exit 2."""
+    folder = saved_with(chat_folder, tmp_path / "m")
+    (folder / "generation_config.json").write_text(text)
+    assert main(["generate", str(folder), "--prompt", "hello", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("zoo: error:") == 1 and message in err, err
+
+
+def test_a_tokenizer_that_panics_at_encode_is_one_message(chat_folder, tmp_path, capsys):
+    """Issue 27: a pre-tokenizer regex past Oniguruma's backtracking limit panics in Rust at encode
+    time; the load was guarded, now the encode is too."""
+    folder = saved_with(chat_folder, tmp_path / "m")
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": "(a|aa)+$"}, "behavior": "Isolated", "invert": False}
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    assert main(["generate", str(folder), "--prompt", "a" * 30000 + "c", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("zoo: error:") == 1 and "the tokenizer failed to encode text (PanicException" in err, err
