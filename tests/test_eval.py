@@ -114,3 +114,13 @@ def test_bad_input_is_one_message(files, tmp_path, capsys):
     assert "no such artifact" in capsys.readouterr().err
     assert main(["eval", str(files["byte"]), "--data", str(files["text"]), "--context", "0"]) == 2
     assert "zoo: error: --context 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_a_context_past_the_models_window_is_capped_at_it(files, config):
+    """`--context` longer than a model's max_seq_len scores in windows of max_seq_len (the same loss
+    as the default), never a forward pass past the model's positions."""
+    runtime = zoo.Runtime(device="cpu")
+    (capped,) = zoo.evaluate([files["byte"]], files["text"], config=config, runtime=runtime, context=10**6)
+    (default,) = zoo.evaluate([files["byte"]], files["text"], config=config, runtime=runtime)
+    (shorter,) = zoo.evaluate([files["byte"]], files["text"], config=config, runtime=runtime, context=8)
+    assert capped.metrics == default.metrics and shorter.metrics["loss"] != default.metrics["loss"]
