@@ -76,6 +76,7 @@ if TYPE_CHECKING:
         lazy,
     )
     from zoo.interrupts import Stopped
+    from zoo.lm.chat_templates import TemplateError, render_chat_template
     from zoo.lm.generation import (
         chat_ids,
         generate,

@@ -73,8 +73,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     for name, run, arguments, help_ in CORE:
         arguments(add(name, run, help_))
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    # a core command parses without the plugins' commands (its own run loads the registry once)
-    for entry in ({} if chosen in CORE_COMMANDS else plugin_commands(argv)).values():
+    # a core command parses without the plugins' commands (its own run loads the registry once),
+    # and `--version` loads no plugin at all
+    version_only = chosen is None and "--version" in argv
+    for entry in ({} if chosen in CORE_COMMANDS or version_only else plugin_commands(argv)).values():
         p = add(entry.name, entry.run, f"{entry.help} [{entry.distribution}]")
         if entry.name == chosen and entry.arguments is not None:
             try:

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from zoo.checkpointer import Checkpointer
 from zoo.errors import RunDirError, TrainingError
+from zoo.files import check_path_name
 from zoo.interrupts import held
 
 LOCK_FILE = ".zoo.lock"
@@ -71,6 +72,7 @@ def has_checkpoint(out: Path) -> bool:
 
 def check_out_path(out: Path, inputs: Iterable[tuple[str, str | Path | None]] = ()) -> None:
     """Refuse an ``--out`` whose replacement would destroy something that is not a zoo run."""
+    check_path_name(out, "--out", RunDirError)
     target = out.resolve()
     cwd = Path.cwd().resolve()
     if target == cwd or target in cwd.parents:
@@ -134,6 +136,7 @@ class RunDir:
 
     def open(self, *, resume: bool, force: bool, inputs: Iterable[tuple[str, str | Path | None]] = ()) -> None:
         out = self.out
+        check_path_name(out, "--out", RunDirError)  # a name the OS refuses, before anything is touched
         if out.exists() and not out.is_dir():
             raise RunDirError(f"--out {out} is a file, not a folder")
         check_out_path(out, inputs)
