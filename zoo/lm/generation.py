@@ -273,7 +273,7 @@ def _decoder(
     if sampler is None:  # the model's own recipe (its generation_config.json), else greedy
         sampler = (model.default_sampler if isinstance(model, SamplingDefaults) else None) or "greedy"
     sampler_obj = resolve_sampler(sampler, model, config)
-    eos = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer, model)
+    eos = list(eos_ids) if eos_ids is not None else default_eos(tokenizer, model)
     decoder = Decoder(
         model,
         prompt_ids,
@@ -439,7 +439,7 @@ def _all_stopped(tokenizer: Any, steps: list[torch.Tensor], stop: Sequence[str])
     return all(any(s in tokenizer.decode(r) for s in stop) for r in rows)
 
 
-def _default_eos(tokenizer: Tokenizer, model: Any) -> list[int]:
+def default_eos(tokenizer: Tokenizer, model: Any) -> list[int]:
     """The tokenizer's EOS id and every stop id the model knows (its generation config's)."""
     ids = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
     if isinstance(model, StopTokens):
