@@ -1,4 +1,5 @@
-"""`zoo ...`: the command line. Bad input exits 2 with one message (a traceback only with --debug).
+"""`zoo ...`: the command line. It parses and dispatches; each command lives in `zoo.commands`. Bad
+input exits 2 with one message (a traceback only with --debug).
 
 The listing commands (list, show, plugins, schema, check) never import torch.
 """
@@ -6,24 +7,16 @@ The listing commands (list, show, plugins, schema, check) never import torch.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from zoo.api import list_names
-from zoo.build import parameter_estimate
-from zoo.config import Config, config_from_args, load_config, plugin_settings, registry_files, spec_ref
-from zoo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PluginError, UnknownNameError, ZooError
-from zoo.files import shorten
+from zoo.commands import listing, train
+from zoo.config import plugin_settings
+from zoo.errors import EXIT_INTERRUPTED, PluginError, ZooError
 from zoo.hookspecs import CORE_COMMANDS
 from zoo.interrupts import held
-from zoo.launch import relaunch_with_torchrun
-from zoo.lm.tokenizers import named_tokenizer, tokenizer_argument
-from zoo.model_folders import reference_scheme
-from zoo.registry import CommandEntry, Registry, conflict_message
-from zoo.specs import KINDS, Kind, Spec, field_table
+from zoo.registry import CommandEntry, Registry
 from zoo.version import __version__
 
 EXIT_OK = 0
@@ -35,253 +28,18 @@ EXIT_CODES = """exit codes:
 """
 
 
-def _config(args: argparse.Namespace) -> Config:
-    return config_from_args(args)
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
-# --------------------------------------------------------------------------- listing
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    """``zoo list [KIND] [PATTERN] [--protocol P]``: types and presets, with where each came from."""
-    import fnmatch
-
-    cfg = _config(args)
-    if args.cached:
-        return list_cached(cfg, args.json)
-    words = list(args.words or [])
-    kinds: Sequence[Kind] = [words.pop(0)] if words and words[0] in KINDS else KINDS
-    if len(words) > 1:
-        raise ZooError(f"zoo list takes at most a kind and a pattern, got {' '.join(args.words)}")
-    pattern = words[0] if words else "*"
-
-    wanted = {kind: set(list_names(kind, pattern, protocol=args.protocol, config=cfg)) for kind in kinds}
-    # presets exactly as a plugin shipped them (not overridden by a registry file) name their distribution
-    shipped = {
-        (p.kind, p.name): p.distribution for p in cfg.registry.presets if cfg.origins.get((p.kind, p.name)) == p.origin
-    }
-    data: dict[str, Any] = {}
-    for kind in kinds:
-        data[kind] = {
-            "types": {
-                name: {
-                    "distribution": e.distribution,
-                    "version": e.version,
-                    "class": e.spec_cls.__name__,
-                    "protocol": e.spec_cls.protocol,
-                }
-                for name, e in cfg.registry.types(kind).items()
-                if name in wanted[kind]
-            },
-            "presets": {
-                name: {
-                    "type": spec.type,
-                    "protocol": spec.protocol,
-                    "origin": cfg.origins.get((kind, name), "?"),
-                    "distribution": shipped.get((kind, name)),
-                    "description": cfg.descriptions.get((kind, name), ""),
-                }
-                for name, spec in cfg.presets[kind].items()
-                if name in wanted[kind]
-            },
-            "unavailable": {
-                name: why
-                for (k, name), why in cfg.unavailable.items()
-                if k == kind and fnmatch.fnmatchcase(name, pattern)
-            },
-        }
-
-    conflicts = [conflict_message(c) for c in cfg.registry.conflicts()]
-    for message in conflicts:
-        print(f"conflict: {message}", file=sys.stderr)
-    if args.json:
-        _print_json({**data, "conflicts": conflicts})
-        return EXIT_OK
-    filtered = bool(words) or args.protocol is not None
-    for kind_name, block in data.items():
-        if filtered and not any(block.values()):
-            continue
-        print(f"{kind_name}:")
-        for name, info in block["types"].items():
-            print(f"  {name:<24} type    {info['protocol']:<11} ({info['distribution']} {info['version']})")
-        for name, info in block["presets"].items():
-            print(f"  {name:<24} preset  {info['type']:<11} ({info['origin']})")
-        for name, why in block["unavailable"].items():
-            print(f"  {name:<24} unavailable: {shorten(why, 160)}")
-        if not any(block.values()):
-            print("  (none)")
-    return EXIT_OK
-
-
-def list_cached(cfg: Config, as_json: bool) -> int:
-    """``zoo list --cached``: the models each hub plugin has on disk, ready to open offline."""
-    rows = [row for hub in cfg.registry.hubs.values() if hub.cached is not None for row in hub.cached()]
-    if as_json:
-        _print_json(rows)
-        return EXIT_OK
-    if not cfg.registry.hubs:
-        print("no hub plugin installed (hf: references need zoo-hf)", file=sys.stderr)
-    for row in rows:
-        refs = f" ({', '.join(row['refs'])})" if row.get("refs") else ""
-        size = f"{row['size'] / 2**20:.1f} MB"
-        print(f"  {row['reference']:<44} {str(row['revision'])[:12]}{refs:<10} {size:>10}  {row.get('kind', '')}")
-    if not rows:
-        print("  (no cached models; fetch one with: zoo pull hf:ORG/NAME)")
-    return EXIT_OK
-
-
-def _find(cfg: Config, name: str) -> tuple[Kind, Spec | None, Any]:
-    """A preset or type name, in any kind: (kind, preset spec or None, entry); a hub reference
-    shows the spec of the model it names."""
-    if reference_scheme(name) is not None:
-        spec = cfg.spec("models", name)
-        return "models", spec, cfg.registry.entry("models", spec.type)
-    for kind in KINDS:
-        if name in cfg.presets[kind]:
-            spec = cfg.presets[kind][name]
-            return kind, spec, cfg.registry.entry(kind, spec.type)
-        if name in cfg.registry.types(kind):
-            return kind, None, cfg.registry.entry(kind, name)
-    every = [n for kind in KINDS for n in cfg.names(kind)]
-    raise UnknownNameError("name", name, every, hint=cfg.registry.not_loaded_hint())
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    kind, preset, entry = _find(cfg, args.name)
-    data: dict[str, Any] = {
-        "name": args.name,
-        "kind": kind,
-        "type": entry.type,
-        "distribution": entry.distribution,
-        "version": entry.version,
-        "fields": field_table(entry.spec_cls),
-    }
-    if preset is not None:
-        data["values"] = preset.model_dump(mode="json")
-        data["origin"] = cfg.origins.get((kind, args.name), "?")
-        data["description"] = cfg.descriptions.get((kind, args.name), "")
-    if args.params:
-        if kind != "models":
-            raise ZooError(f"--params applies to models; {args.name!r} is a {kind[:-1]}")
-
-        spec = preset or cfg.spec("models", entry.type)
-        data["params"] = parameter_estimate(spec)  # type: ignore[arg-type]
-    if args.json:
-        _print_json(data)
-        return EXIT_OK
-    if preset is not None:
-        print(f"{args.name}: {kind[:-1]} preset of type {entry.type!r}, from {data['origin']}")
-        print(f"  type {entry.type!r} from {entry.distribution} {entry.version}")
-    else:
-        print(f"{args.name}: {kind[:-1]} type from {entry.distribution} {entry.version}")
-    doc = (data.get("description") or (entry.spec_cls.__doc__ or "")).strip().splitlines()
-    if doc:
-        print(f"  {doc[0]}")
-    values = data.get("values", {})
-    for f in data["fields"]:
-        if f["name"] == "type":
-            continue
-        value = values.get(f["name"], f["default"]) if values else f["default"]
-        shown = "(required)" if f["required"] and f["name"] not in values else json.dumps(value, default=str)
-        bounds = f" [{', '.join(f['bounds'])}]" if f["bounds"] else ""
-        print(f"  {f['name']:<18} {shown:<22} {f['type']}{bounds}  {f['description']}")
-    if "params" in data:
-        p = data["params"]
-        print(
-            f"  parameters: {p['parameters']:,} ({p['weights_fp32_mb']} MB fp32, {p['weights_bf16_mb']} MB bf16; "
-            f"~{p['training_adamw_fp32_mb']} MB to train with AdamW in fp32, before activations)"
-        )
-    return EXIT_OK
-
-
-def cmd_plugins(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    rows = [
-        {
-            "name": p.name,
-            "distribution": p.distribution,
-            "version": p.version,
-            "status": p.status,
-            "reason": p.reason,
-            "entries": [f"{k[:-1]}:{t}" for k, t in p.entries] + p.extras,
-        }
-        for p in cfg.registry.plugins.values()
-    ]
-    if args.json:
-        _print_json(rows)
-        return EXIT_OK
-    for r in rows:
-        line = f"{r['distribution']:<20} {r['version']:<10} {r['status']:<9}"
-        line += f" {', '.join(r['entries'])}" if r["status"] == "loaded" else f" {r['reason']}"
-        print(line)
-    return EXIT_OK
-
-
-def cmd_schema(args: argparse.Namespace) -> int:
-    _print_json(_config(args).schema())
-    return EXIT_OK
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-
-    cfg = load_config(args.file or args.registry, args.set or ())
-    problems = [f"{k}.{n}: {why}" for (k, n), why in cfg.unavailable.items()]
-    problems += [conflict_message(c) for c in cfg.registry.conflicts()]
-    counts = {kind: len(cfg.presets[kind]) for kind in KINDS}
-    layers = [str(f) for f in registry_files(args.file or args.registry)]
-    if args.json:
-        _print_json(
-            {"ok": not problems, "problems": problems, "presets": counts, "files": layers, "source": cfg.source}
-        )
-    elif problems:
-        print(f"{cfg.source or '(no registry file)'}: {len(problems)} problem(s):", file=sys.stderr)
-        for p in problems:
-            print(f"  {p}", file=sys.stderr)
-    else:
-        merged = " < ".join(["plugin presets", *layers])
-        print(f"{merged}: ok ({', '.join(f'{v} {k}' for k, v in counts.items())})")
-    return EXIT_BAD_INPUT if problems else EXIT_OK
-
-
-# --------------------------------------------------------------------------- running
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    if args.nproc and args.nproc > 1:
-        return relaunch_with_torchrun(args.nproc, args.argv)
-    if args.compile:
-        args.set = [*(args.set or []), "runtime.compile=true"]
-    cfg = config_from_args(args, ("device", "precision", "seed"))
-    from zoo import distributed
-    from zoo.trainers.training import train_from_config
-
-    try:
-        result = train_from_config(
-            cfg,
-            spec_ref(args.model) if args.model is not None else None,
-            spec_ref(args.trainer),
-            args.out,
-            data=args.data,
-            resume=args.resume,
-            force=args.force,
-            init_from=args.init_from,
-            lora=args.lora,
-            tokenizer=named_tokenizer(args.tokenizer, config=cfg) if args.tokenizer else None,
-        )
-    finally:
-        distributed.shutdown()
-    if distributed.rank() == 0:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-        print(f"done: {result.steps} steps; {shown}; model saved to {result.artifact}")
-    return EXIT_OK
-
-
-# --------------------------------------------------------------------------- parser
+# zoo's own commands, in the order `zoo --help` lists them; the others (generate, chat, eval,
+# export, plot, and every plugin's) come through `zoo_register_commands`.
+Run = Callable[[argparse.Namespace], int]
+Arguments = Callable[[argparse.ArgumentParser], None]
+CORE: tuple[tuple[str, Run, Arguments, str], ...] = (
+    ("list", listing.cmd_list, listing.list_arguments, "list registered types and presets (zoo list [KIND] [PATTERN])"),
+    ("show", listing.cmd_show, listing.show_arguments, "show a type's or preset's fields, defaults and bounds"),
+    ("plugins", listing.cmd_plugins, listing.plugins_arguments, "list plugin distributions and their status"),
+    ("schema", listing.cmd_schema, listing.schema_arguments, "print the JSON Schema of registry.toml"),
+    ("check", listing.cmd_check, listing.check_arguments, "validate a registry file, reporting every problem"),
+    ("train", train.cmd_train, train.train_arguments, "train a model with a trainer"),
+)
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -301,59 +59,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+    def add(name: str, func: Run, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_, description=help_)
         p.set_defaults(func=func)
         return p
 
-    p = add("list", cmd_list, "list registered types and named presets (zoo list [KIND] [PATTERN])")
-    p.add_argument(
-        "words", nargs="*", metavar="KIND|PATTERN", help=f"one of {', '.join(KINDS)}; a pattern, e.g. 'minigpt*'"
-    )
-    p.add_argument("--protocol", choices=["classifier", "causal-lm"], help="only entries of this model protocol")
-    p.add_argument(
-        "--cached", action="store_true", help="models already in a hub's cache (hf:...), with size and revision"
-    )
-    p.add_argument("--json", action="store_true")
-    p = add("show", cmd_show, "show a type's or preset's fields, defaults and bounds")
-    p.add_argument("name")
-    p.add_argument("--params", action="store_true", help="parameter count and memory (builds on the meta device)")
-    p.add_argument("--json", action="store_true")
-    p = add("plugins", cmd_plugins, "list plugin distributions and their status")
-    p.add_argument("--json", action="store_true")
-    add("schema", cmd_schema, "print the JSON Schema of registry.toml")
-    p = add("check", cmd_check, "validate a registry file, reporting every problem")
-    p.add_argument("file", nargs="?")
-    p.add_argument("--json", action="store_true")
-    p = add("train", cmd_train, "train a model with a trainer")
-    p.add_argument("--model", help="model preset, type, or inline JSON spec (default with --init-from: its spec)")
-    p.add_argument(
-        "--init-from",
-        metavar="PATH",
-        help="start from trained weights: a zoo artifact, a run folder, a LoRA adapter folder (merged onto its base), "
-        "or a local model folder (e.g. Hugging Face)",
-    )
-    p.add_argument("--trainer", required=True, help="trainer preset, type, or inline JSON spec")
-    p.add_argument(
-        "--lora", action="store_true", help="train low-rank adapters only (settings: the trainer's lora table)"
-    )
-    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, model)")
-    p.add_argument("--data", help="data file or folder (default: the trainer's)")
-    tokenizer_argument(p)
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const="last",
-        default=False,
-        metavar="last|best|PATH",
-        help="continue the run in --out: from its latest checkpoint (the default), its best, or a checkpoint folder",
-    )
-    p.add_argument("--force", action="store_true", help="replace an existing run in --out")
-    p.add_argument("--device", help="runtime.device")
-    p.add_argument("--precision", help="runtime.precision")
-    p.add_argument("--seed", type=int, help="runtime.seed")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun (DDP)")
+    for name, run, arguments, help_ in CORE:
+        arguments(add(name, run, help_))
     chosen = next((a for a in argv if not a.startswith("-")), None)
     # a core command parses without the plugins' commands (its own run loads the registry once)
     for entry in ({} if chosen in CORE_COMMANDS else plugin_commands(argv)).values():

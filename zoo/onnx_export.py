@@ -14,7 +14,8 @@ and outputs. Every graph is traced in eval mode.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,18 @@ def export(model: nn.Module, folder: Path) -> str | None:
         meta["note"] = note
     (folder / "onnx.json").write_text(json.dumps(meta, indent=2) + "\n")
     return note
+
+
+def export_onnx(model: Any, folder: Path, options: Mapping[str, Any]) -> None:
+    """The ``onnx`` exporter that `zoo.plugin` registers (``zoo export --format onnx``)."""
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export needs both)
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ZooError("ONNX export needs onnx and onnxscript: pip install 'zoo[onnx]'") from None
+    note = export(model, folder)
+    if note is not None:
+        print(f"note: {note} (onnx.json says so too)", file=sys.stderr)
 
 
 def with_past(model: Any) -> tuple[Any, Layout] | str:

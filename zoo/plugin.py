@@ -244,7 +244,7 @@ def zoo_register_tokenizers(register: RegisterTokenizer) -> None:
 def zoo_register_exporters(register: RegisterExporter) -> None:
     register(
         "onnx",
-        lazy("zoo.exporting:export_onnx"),
+        lazy("zoo.onnx_export:export_onnx"),
         description="model.onnx (+ decoder_with_past.onnx for a causal LM with a KVCache)",
     )
 
@@ -252,10 +252,10 @@ def zoo_register_exporters(register: RegisterExporter) -> None:
 @hookimpl
 def zoo_register_commands(register: RegisterCommand) -> None:
     for name, home, help_ in (
-        ("export", "zoo.exporting", "write a saved model in another format (--format)"),
-        ("generate", "zoo.lm.commands", "generate text from a causal LM"),
-        ("chat", "zoo.lm.commands", "chat with a causal LM (its tokenizer's chat template)"),
-        ("plot", "zoo.trainers.plot", "plot a run's loss curves to loss.png"),
-        ("eval", "zoo.evaluation", "score models side by side on the same data (perplexity, bits/byte, accuracy)"),
+        ("export", "zoo.commands.export", "write a saved model in another format (--format)"),
+        ("generate", "zoo.commands.generate", "generate text from a causal LM"),
+        ("chat", "zoo.commands.generate", "chat with a causal LM (its tokenizer's chat template)"),
+        ("plot", "zoo.commands.plot", "plot a run's loss curves to loss.png"),
+        ("eval", "zoo.commands.eval", "score models side by side on the same data (perplexity, bits/byte, accuracy)"),
     ):
         register(name, lazy(f"{home}:cmd_{name}"), help=help_, arguments=lazy(f"{home}:{name}_arguments"))

@@ -1,16 +1,13 @@
 """`zoo export MODEL --format NAME --out DIR`: the formats come from plugins (`zoo_register_exporters`);
-zoo itself registers ``onnx`` (`zoo.onnx_export`), zoo-hf registers ``hf``."""
+zoo itself registers ``onnx`` (`zoo.onnx_export.export_onnx`), zoo-hf registers ``hf``."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from zoo.config import config_from_args, spec_ref
-from zoo.errors import UnknownNameError, ZooError
+from zoo.errors import UnknownNameError
 from zoo.rundir import check_out_path
 
 
@@ -37,17 +34,3 @@ def cmd_export(args: argparse.Namespace) -> int:
         entry.export(model, tmp, {})
     print(f"wrote {out} ({args.format}, by {entry.distribution})")
     return 0
-
-
-def export_onnx(model: Any, folder: Path, options: Mapping[str, Any]) -> None:
-    """The ``onnx`` format (see `zoo.onnx_export`)."""
-    try:
-        import onnx  # noqa: F401  (torch.onnx.export needs both)
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise ZooError("ONNX export needs onnx and onnxscript: pip install 'zoo[onnx]'") from None
-    from zoo.onnx_export import export
-
-    note = export(model, folder)
-    if note is not None:
-        print(f"note: {note} (onnx.json says so too)", file=sys.stderr)
