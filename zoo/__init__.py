@@ -144,6 +144,7 @@ if TYPE_CHECKING:
         Registry,
     )
     from zoo.rundir import check_out_path
+    from zoo.serving.server import serve
     from zoo.runtime import (
         Runtime,
     )

@@ -119,8 +119,8 @@ def serve(
     if not targets:
         raise ZooError("name at least one model to serve")
     cfg = config or default_config()
-    settings: dict[str, Any] = {"device": device or cfg.runtime.device, "precision": precision or cfg.runtime.precision}
-    runtime = Runtime(cfg.runtime.model_copy(update=settings))
+    settings: dict[str, Any] = {k: v for k, v in (("device", device), ("precision", precision)) if v is not None}
+    runtime = Runtime(cfg.runtime, **settings)
     models = open_models(targets, runtime, cfg, max_batch=max_batch, max_queue=max_queue, quantize=quantize)
     app = create_app(models, limits=limits, api_key=api_key)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
