@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from zoo.specs import MAX_SEED
 
@@ -58,12 +58,13 @@ class Sampling(BaseModel):
         None, description="zoo's extension: a sampler preset, type (any sampler plugin) or inline spec"
     )
 
-    @model_validator(mode="after")
-    def _check_stop(self) -> Sampling:
-        stops = self.stops
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
         if len(stops) > MAX_STOP or any(not s or len(s) > 256 for s in stops):
-            raise ValueError(f"stop: at most {MAX_STOP} strings of 1 to 256 characters")
-        return self
+            raise ValueError(f"at most {MAX_STOP} strings of 1 to 256 characters")
+        return stop
 
     @property
     def stops(self) -> list[str]:
