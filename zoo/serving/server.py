@@ -7,6 +7,7 @@ the batchers and returns; `zoo serve` then exits 0. A second signal stops at onc
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -93,6 +94,9 @@ class _DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.zoo_state.draining = True
         super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM and sig in self._captured_signals:
+            # uvicorn raises the signal again once it has shut down; a drained stop is a clean exit
+            self._captured_signals.remove(sig)
 
 
 def serve(
