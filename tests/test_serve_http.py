@@ -215,3 +215,16 @@ def test_a_thousand_malformed_requests_then_a_correct_answer(model):
         r = http.post(s.url + "/v1/completions", json={"model": "tiny", "prompt": "after", "max_tokens": 9, "temperature": 0})
         assert r.json()["choices"][0]["text"] == alone(model, "after", n=9).texts[0]
         assert s.batchers["tiny"].batch_size == 0 and s.batchers["tiny"].queue_depth == 0
+
+
+def test_the_readme_client_example_runs(model, capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = re.search(r"```python needs-server\n(.*?)```", readme, re.S).group(1)
+    with running({"demo": model}) as s:
+        exec(compile(snippet.replace("http://127.0.0.1:8000", s.url), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    transcript = "user: Hello\nassistant:"
+    assert printed == alone(model, transcript, n=40).texts[0]  # no sampling field: the model's default, greedy
