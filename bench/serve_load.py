@@ -37,7 +37,24 @@ import httpx
 from common import ROOT, machine, print_table, spread, write_result
 
 CLIENTS = 16
-WORDS = "the zoo serves models to many clients at once and each one gets its own tokens".split()
+WORDS = [
+    "the",
+    "zoo",
+    "serves",
+    "models",
+    "to",
+    "many",
+    "clients",
+    "at",
+    "once",
+    "and",
+    "each",
+    "one",
+    "gets",
+    "its",
+    "own",
+    "tokens",
+]
 
 
 def free_port() -> int:
@@ -199,7 +216,11 @@ def static_batches(target: Path, jobs: list[dict[str, Any]], hf: bool, rounds: i
                     ids, mask = left_padded([tokenizer.encode(j["prompt"]) for j in batch], tokenizer.pad_id)
                     budget = max(j["max_tokens"] for j in batch)
                     model.hf.generate(  # type: ignore[attr-defined]
-                        input_ids=ids, attention_mask=mask, max_new_tokens=budget, min_new_tokens=budget, do_sample=False
+                        input_ids=ids,
+                        attention_mask=mask,
+                        max_new_tokens=budget,
+                        min_new_tokens=budget,
+                        do_sample=False,
                     )
             out["transformers generate static"].append(useful / (time.perf_counter() - start))
     return {k: statistics.median(v) for k, v in out.items() if v}

@@ -13,14 +13,15 @@ import torch
 import uvicorn
 
 import zoo
-from zoo.registry import Registry
 from zoo.config import config_from_dict
+from zoo.registry import Registry
 from zoo.runtime import Runtime
 from zoo.serving.app import create_app
 from zoo.serving.protocol import Limits
 from zoo.serving.server import open_models
 
 TINY = {"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 512}
+
 
 class SlowSpec(zoo.SamplerSpec):
     """Greedy, after ``delay`` seconds per token: a reply that takes long enough to watch."""
@@ -30,6 +31,7 @@ class SlowSpec(zoo.SamplerSpec):
 
     def build(self) -> Any:
         return Slow(self.delay)
+
 
 class Slow:
     needs_seen = False
@@ -41,6 +43,7 @@ class Slow:
         time.sleep(self.delay)
         return logits.argmax(-1)
 
+
 class ExplodeSpec(zoo.SamplerSpec):
     """Raises on its ``after``-th token."""
 
@@ -49,6 +52,7 @@ class ExplodeSpec(zoo.SamplerSpec):
 
     def build(self) -> Any:
         return Explode(self.after)
+
 
 class Explode:
     needs_seen = False
@@ -62,6 +66,7 @@ class Explode:
             raise RuntimeError("boom")
         return logits.argmax(-1)
 
+
 class SamplerPlugin:
     """An inline plugin registering the two samplers above."""
 
@@ -71,14 +76,17 @@ class SamplerPlugin:
         register(SlowSpec)
         register(ExplodeSpec)
 
+
 def plugin_config() -> Any:
     registry = Registry(entry_points=True, env={})
     registry.add_plugin(SamplerPlugin, name="serve-test-samplers", distribution="serve-tests", version="1.0")
     return config_from_dict({}, registry=registry)
 
+
 def tiny_model(seed: int = 0, **changes: Any) -> torch.nn.Module:
     torch.manual_seed(seed)
     return zoo.build_model({**TINY, **changes}).eval()
+
 
 class Running:
     """A server in a thread: ``url``, its app's state, and the models' batchers by name."""
@@ -89,6 +97,7 @@ class Running:
         self.url = f"http://{host}:{port}"
         self.state = app.state.zoo
         self.batchers = {name: m.batcher for name, m in self.state.models.items()}
+
 
 @contextlib.contextmanager
 def running(

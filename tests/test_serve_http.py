@@ -55,7 +55,12 @@ def test_openai_client_completions_chat_and_streaming(server, model):
     chat = c.chat.completions.create(model="tiny", messages=messages, max_tokens=10, temperature=0)
     assert chat.choices[0].message.content == alone(model, transcript, n=10).texts[0]
     stream = c.chat.completions.create(
-        model="tiny", messages=messages, max_tokens=10, temperature=0, stream=True, stream_options={"include_usage": True}
+        model="tiny",
+        messages=messages,
+        max_tokens=10,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -181,8 +186,26 @@ def malformed(rng: random.Random) -> tuple[str, bytes | str, dict[str, str]]:
     path = rng.choice(["/v1/completions", "/v1/chat/completions"])
     good: dict = {"model": "tiny", "prompt": "hi", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     key = rng.choice([*good, "temperature", "top_p", "top_k", "seed", "stop", "stream", "n", "sampler", "extra"])
-    value = rng.choice([None, -1, 0, 10**30, -(10**30), 1.5e308, "x" * rng.randint(0, 50), [], {}, [1] * 3, True,
-                        float("nan"), [{"role": "user"}], [{"role": 3, "content": []}], "\ud800", {"type": "nope"}])
+    value = rng.choice(
+        [
+            None,
+            -1,
+            0,
+            10**30,
+            -(10**30),
+            1.5e308,
+            "x" * rng.randint(0, 50),
+            [],
+            {},
+            [1] * 3,
+            True,
+            float("nan"),
+            [{"role": "user"}],
+            [{"role": 3, "content": []}],
+            "\ud800",
+            {"type": "nope"},
+        ]
+    )
     kind = rng.randrange(6)
     if kind == 0:
         body: bytes | str = rng.randbytes(rng.randint(0, 200))
@@ -201,7 +224,10 @@ def malformed(rng: random.Random) -> tuple[str, bytes | str, dict[str, str]]:
 def test_a_thousand_malformed_requests_then_a_correct_answer(model):
     rng = random.Random(26)
     counts: dict[int, int] = {}
-    with running({"tiny": model}, limits=Limits(max_body_bytes=4096, max_tokens=64)) as s, httpx.Client(timeout=10) as http:
+    with (
+        running({"tiny": model}, limits=Limits(max_body_bytes=4096, max_tokens=64)) as s,
+        httpx.Client(timeout=10) as http,
+    ):
         started = time.monotonic()
         for _ in range(1000):
             path, body, headers = malformed(rng)
@@ -212,7 +238,9 @@ def test_a_thousand_malformed_requests_then_a_correct_answer(model):
                 assert r.json()["error"]["message"]
             assert time.monotonic() - started < 60, "the fuzz test ran past its time"
         assert sum(n for code, n in counts.items() if code >= 400) >= 700, counts
-        r = http.post(s.url + "/v1/completions", json={"model": "tiny", "prompt": "after", "max_tokens": 9, "temperature": 0})
+        r = http.post(
+            s.url + "/v1/completions", json={"model": "tiny", "prompt": "after", "max_tokens": 9, "temperature": 0}
+        )
         assert r.json()["choices"][0]["text"] == alone(model, "after", n=9).texts[0]
         assert s.batchers["tiny"].batch_size == 0 and s.batchers["tiny"].queue_depth == 0
 

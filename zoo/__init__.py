@@ -144,10 +144,10 @@ if TYPE_CHECKING:
         Registry,
     )
     from zoo.rundir import check_out_path
-    from zoo.serving.server import serve
     from zoo.runtime import (
         Runtime,
     )
+    from zoo.serving.server import serve
     from zoo.specs import (
         CallbackSpec,
         LoggerSpec,

@@ -202,10 +202,14 @@ def prepare(req: Sampling, served: Served, limits: Limits, loop: asyncio.Abstrac
     if not prompt or any(not 0 <= t < vocab for t in prompt):
         raise ApiError(400, f"{field_name}: needs at least one token, each id in [0, {vocab})", field_name)
     if len(prompt) > limits.max_prompt_tokens:
-        raise ApiError(400, f"{field_name}: {len(prompt)} tokens; this server takes {limits.max_prompt_tokens}", field_name)
+        raise ApiError(
+            400, f"{field_name}: {len(prompt)} tokens; this server takes {limits.max_prompt_tokens}", field_name
+        )
     room = served.batcher.limit - len(prompt) if served.batcher.limit is not None else limits.max_tokens
     if room < 1:
-        raise ApiError(400, f"{field_name}: {len(prompt)} tokens fill the model's context of {served.batcher.limit}", field_name)
+        raise ApiError(
+            400, f"{field_name}: {len(prompt)} tokens fill the model's context of {served.batcher.limit}", field_name
+        )
     asked = req.max_completion_tokens if isinstance(req, ChatRequest) and req.max_completion_tokens else req.max_tokens
     if asked is not None and asked > min(room, limits.max_tokens):
         raise ApiError(

@@ -200,7 +200,7 @@ class Batcher:
             if not self.cache.splittable and any(not r.leaving for r in self.rows):
                 return []
             room = self.max_batch - sum(not r.leaving for r in self.rows)
-            taken = []
+            taken: list[Request] = []
             while self.waiting and len(taken) < room:
                 request = self.waiting.popleft()
                 if not request.cancelled:

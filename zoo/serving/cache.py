@@ -26,7 +26,7 @@ from zoo.runtime import Runtime
 
 
 def cache_kind(model: nn.Module, runtime: Runtime) -> str:
-    """"kv" (zoo's KVCache), "past" (plain tensors through forward_with_past) or "opaque"."""
+    """ "kv" (zoo's KVCache), "past" (plain tensors through forward_with_past) or "opaque"."""
     probe = model.new_cache(1, 1, dtype=cache_dtype(model, runtime))  # type: ignore[operator]
     if isinstance(probe, KVCache):
         return "kv"

@@ -34,7 +34,9 @@ class _Batchers(Collector):
         for model, batcher in self.batchers.items():
             tokens.add_metric([model], batcher.tokens_total)
             admitted.add_metric([model], batcher.requests_total)
-        outcomes = CounterMetricFamily("zoo_serve_requests", "answered requests by outcome", labels=["model", "outcome"])
+        outcomes = CounterMetricFamily(
+            "zoo_serve_requests", "answered requests by outcome", labels=["model", "outcome"]
+        )
         for (model, outcome), count in sorted(self.outcomes.items()):
             outcomes.add_metric([model, outcome], count)
         yield from (tokens, admitted, outcomes)

@@ -130,7 +130,12 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"zoo serve: listening on {host} without an API key (--api-key)", file=sys.stderr)
     config_ = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_seconds, access_log=False
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=max(1, round(drain_seconds)),
+        access_log=False,
     )
     names = ", ".join(m.name for m in models)
     print(f"zoo serve: {names} on http://{host}:{port} (chat page at /, OpenAI API at /v1)", file=sys.stderr)
