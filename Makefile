@@ -28,8 +28,9 @@ lint: setup
 	$(BIN)/ruff format --check zoo plugins tests bench scripts
 	$(BIN)/mypy
 
+# one worker per core; a file's tests stay together (some report on the cases the file ran)
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/pytest
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -n auto --dist loadfile
 
 test-slow: setup
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -m slow

@@ -15,6 +15,11 @@ from zoo.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Under pytest-xdist each worker (and each process a test starts) gets its share of the cores:
+# two workers with two torch threads each on two cores run slower than with one each.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(share))
 
 
 @pytest.fixture

@@ -4,11 +4,13 @@ engine, the language-model pieces and the command line do not import each other 
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
 
 import zoo
+from zoo.specs import KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_SOURCES = sorted((ROOT / "plugins").glob("*/src"))
@@ -113,11 +115,6 @@ def every_import(path: Path) -> set[str]:
     return {m for m in found if m in modules and m != module_name(path)}
 
 
-# A spec's build() imports what it builds lazily (torch stays out of `zoo list`), and what it
-# builds is typed with its spec: the two pairs that still form a circle through that one arrow.
-SPEC_AND_BUILDER = [("zoo.lm.specs", "zoo.lm.trainer"), ("zoo.trainers.specs", "zoo.trainers.classifier")]
-
-
 def circles(graph: dict[str, set[str]]) -> list[set[str]]:
     """The strongly connected groups of more than one module (Tarjan)."""
     index: dict[str, int] = {}
@@ -152,11 +149,31 @@ def circles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 def test_the_core_has_no_import_circle():
     graph = {module_name(p): every_import(p) for p in (ROOT / "zoo").rglob("*.py") if p.name != "__init__.py"}
-    # a spec's lazy build() arrow is the one allowed to point up; without it nothing may loop
-    for spec, builder in SPEC_AND_BUILDER:
-        graph[spec] = graph[spec] - {builder}
     found = circles(graph)
     assert not found, "import circles in zoo/: " + "; ".join(" <-> ".join(sorted(c)) for c in found)
+
+
+@pytest.mark.parametrize("src", PLUGIN_SOURCES, ids=lambda p: p.parent.name)
+def test_no_plugin_has_an_import_circle(src):
+    """Spec beside the model, hooks on top: a plugin's modules import one another in one direction."""
+    files = {".".join(p.relative_to(src).with_suffix("").parts): p for p in src.rglob("*.py")}
+    graph = {name: {m for _, m in imports(path) if m in files and m != name} for name, path in files.items()}
+    found = circles(graph)
+    assert not found, f"import circles in {src.parent.name}: " + "; ".join(" <-> ".join(sorted(c)) for c in found)
+
+
+def test_every_builder_names_a_callable():
+    """A spec's ``builder`` is an arrow written as a string: each must lead somewhere real."""
+    cfg = zoo.default_config()
+    missing = []
+    for kind in KINDS:
+        for name, entry in cfg.registry.types(kind).items():
+            target = entry.spec_cls.builder
+            if target is not None:
+                module, _, attr = target.partition(":")
+                if not callable(getattr(importlib.import_module(module), attr, None)):
+                    missing.append(f"{kind}.{name}: {target}")
+    assert not missing, "builders that name nothing: " + "; ".join(missing)
 
 
 def test_nothing_below_the_facade_imports_it():
@@ -179,8 +196,8 @@ LAZY = {
     "zoo.commands.export": {"zoo.finetune", "zoo.storage"},
     "zoo.commands.generate": {"zoo.finetune", "zoo.lm.generation", "zoo.runtime"},
     "zoo.commands.serve": {"zoo.serving.protocol", "zoo.serving.server"},  # FastAPI and torch: only to serve
-    "zoo.lm.specs": {"zoo.lm.samplers", "zoo.lm.trainer"},  # build() imports what it builds
-    "zoo.trainers.specs": {"zoo.trainers.callbacks", "zoo.trainers.classifier", "zoo.trainers.loggers"},
+    "zoo.lm.specs": {"zoo.lm.samplers"},  # build() imports what it builds
+    "zoo.trainers.specs": {"zoo.trainers.callbacks", "zoo.trainers.loggers"},
     "zoo.plugin": {"zoo.lm.specs", "zoo.trainers.specs", "zoo.trainers.optimizers", "zoo.trainers.schedules"},
     "zoo.trainers.optimizers": {"zoo.trainers", "zoo.trainers.muon", "zoo.trainers.param_groups"},  # build()
     "zoo.testing": {
@@ -211,3 +228,14 @@ def test_imports_inside_functions_are_the_listed_lazy_ones():
                     found.setdefault(module_name(path), set()).update(n for n in names if n.startswith("zoo"))
     extra = {m: sorted(deps - LAZY.get(m, set())) for m, deps in found.items() if deps - LAZY.get(m, set())}
     assert not extra, f"imports inside functions that are not in LAZY (move them to the top): {extra}"
+
+
+def test_no_function_in_the_core_is_over_80_lines():
+    """Small rooms: a function that outgrows a screen is split into named steps."""
+    long = [
+        f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} ({fn.end_lineno - fn.lineno + 1} lines)"
+        for path in (ROOT / "zoo").rglob("*.py")
+        for fn in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and (fn.end_lineno or 0) - fn.lineno + 1 > 80
+    ]
+    assert not long, "functions over 80 lines: " + "; ".join(long)

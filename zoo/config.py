@@ -245,19 +245,37 @@ def config_from_layers(
     source = top if top is not None else (layers[-1].source if layers and layers[-1].source != "<dict>" else None)
     issues: list[tuple[str, str]] = []
     paths = {o: parse_override(o)[0] for o in overrides}
-    set_entries = {tuple(parts[:2]) for parts in paths.values()}
 
     def issue(layer: Layer | None, path: str, message: str) -> None:
         """Problems of the top file keep plain TOML paths; a lower layer's are prefixed with its file."""
         lower = layer is not None and layers and layer is not layers[-1]
         issues.append((f"{layer.source}: {path}" if lower and layer else path, message))
 
-    runtime_raw: dict[str, Any] = {}
-    disable: list[str] = []
-    prefer: dict[str, str] = {}
     for override, parts in paths.items():
         if parts[0] not in TABLES:
             issues.append((f"--set {override}", _unknown_table(parts[0])))
+    runtime, plugins = _settings(layers, [o for o, parts in paths.items() if parts[0] in SETTINGS], issue, issues)
+    if registry is None:
+        registry = Registry(plugins, env=env)
+    config = Config(registry=registry, runtime=runtime, source=source)
+    merged = _merge_presets(layers, config.registry, config, issue)
+    _validate_presets(config, merged, {o: parts for o, parts in paths.items() if parts[0] in KINDS}, issue)
+    _check_references(config, merged, issue)
+    if issues:
+        raise SpecError(issues, source=source)
+    return config
+
+
+SETTINGS = ("runtime", "plugins")
+
+
+def _settings(
+    layers: Sequence[Layer], overrides: Sequence[str], issue: Any, issues: list[tuple[str, str]]
+) -> tuple[RuntimeSpec, PluginsSpec]:
+    """``[runtime]`` and ``[plugins]`` over every layer, then their ``--set`` overrides."""
+    runtime_raw: dict[str, Any] = {}
+    disable: list[str] = []
+    prefer: dict[str, str] = {}
     for layer in layers:
         for table in layer.raw:
             if table not in TABLES:
@@ -269,57 +287,49 @@ def config_from_layers(
                 for path, message in err.issues:
                     issue(layer, path, message)
                 continue
-            table = layer.raw.get(name, {})
             if name == "runtime":
-                runtime_raw.update(table)
+                runtime_raw.update(layer.raw.get(name, {}))
             else:
                 disable += [d for d in value.disable if d not in disable]
                 prefer.update(value.prefer)
-    overridden = apply_overrides(
-        {"runtime": runtime_raw, "plugins": {"disable": disable, "prefer": prefer}},
-        [o for o, parts in paths.items() if parts[0] in ("runtime", "plugins")],
-    )
-    runtime, plugins = RuntimeSpec(), PluginsSpec()
+    overridden = apply_overrides({"runtime": runtime_raw, "plugins": {"disable": disable, "prefer": prefer}}, overrides)
     try:
-        runtime = validate(RuntimeSpec, overridden["runtime"], "runtime")
-        plugins = validate(PluginsSpec, overridden["plugins"], "plugins")
+        return validate(RuntimeSpec, overridden["runtime"], "runtime"), validate(
+            PluginsSpec, overridden["plugins"], "plugins"
+        )
     except SpecError as err:
         if not issues:
             issues.extend(err.issues)
-    if registry is None:
-        registry = Registry(plugins, env=env)
-    config = Config(registry=registry, runtime=runtime, source=source)
-    merged = _merge_presets(layers, registry, config, issue)
+        return RuntimeSpec(), PluginsSpec()
+
+
+def _validate_presets(config: Config, merged: Merged, overrides: Mapping[str, list[str]], issue: Any) -> None:
+    """Each merged entry with its ``--set`` overrides, validated against its type; an entry whose
+    type is not loaded, or a plugin's own broken preset, is set aside as unavailable (reported
+    when used, by `zoo list` and by `zoo check`) so the rest stays usable."""
+    registry = config.registry
+    set_entries = {tuple(parts[:2]) for parts in overrides.values()}
     tables = apply_overrides(
-        {kind: {name: fields for name, (fields, _, _) in merged[kind].items()} for kind in KINDS},
-        [o for o, parts in paths.items() if parts[0] in KINDS],
+        {kind: {name: fields for name, (fields, _, _) in merged[kind].items()} for kind in KINDS}, list(overrides)
     )
     for kind in KINDS:
         for name, (_, origin, home) in merged[kind].items():
             data = tables[kind][name]
             config.origins[(kind, name)] = origin
-            path = f"{kind}.{name}"
             type_name = data.get("type") if isinstance(data, Mapping) else None
             if isinstance(type_name, str) and type_name not in registry.known(kind):
-                # its plugin may be missing or off here: keep the rest usable, report this entry
-                # when it is used, in `zoo list` and in `zoo check`
                 hint = registry.not_loaded_hint() or "is its plugin installed?"
                 unknown = UnknownNameError(f"{kind[:-1]} type", type_name, registry.types(kind), hint=hint)
                 config.unavailable[(kind, name)] = f"type {type_name!r} is not available: {unknown}"
                 continue
             try:
-                config.presets[kind][name] = config.validate_entry(kind, data, path, source=None)
+                config.presets[kind][name] = config.validate_entry(kind, data, f"{kind}.{name}", source=None)
             except SpecError as err:
                 if home is None and (kind, name) not in set_entries:
-                    # a plugin's own preset is broken: report it, keep the rest usable
                     config.unavailable[(kind, name)] = f"preset from {origin} is invalid: {err}"
                     continue
-                for p, message in err.issues:
-                    issue(home, p, message)
-    _check_references(config, merged, issue)
-    if issues:
-        raise SpecError(issues, source=source)
-    return config
+                for path, message in err.issues:
+                    issue(home, path, message)
 
 
 def reference_problems(config: Config, spec: Spec) -> list[tuple[str, str]]:

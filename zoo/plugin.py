@@ -6,6 +6,8 @@ This module is the core distribution's entry point in the group ``zoo`` (see pyp
 
 from __future__ import annotations
 
+from typing import Any
+
 from zoo.hookspecs import (
     Register,
     RegisterCommand,
@@ -73,10 +75,15 @@ def zoo_register_samplers(register: Register) -> None:
         register(spec)
 
 
-@hookimpl
-def zoo_register_presets(register: RegisterPreset) -> None:
-    """The standard training recipes and sampling styles (override or derive them in registry.toml)."""
-    register(
+LM_OPTIM = {"type": "adamw", "weight_decay": 0.1, "betas": [0.9, 0.99]}
+MUON_OPTIM = {**LM_OPTIM, "type": "muon", "muon_lr": 0.02, "ns_steps": 4}
+LM_RUN = {"type": "causal-lm", "max_steps": 1000, "batch_size": 16, "eval_every": 100, "checkpoint_every": 250}
+
+# The standard training recipes and sampling styles: (kind, name, fields, description). The
+# trainers hold their optimizer and schedule tables inline, so that a registry file deriving one
+# changes a field (optimizer = {ns_steps = 5}) without restating the rest.
+PRESETS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
+    (
         "trainers",
         "classifier-quick",
         {
@@ -88,78 +95,62 @@ def zoo_register_presets(register: RegisterPreset) -> None:
             "checkpoint_every": 100,
             "schedule": {"type": "cosine", "warmup_steps": 20},
         },
-        description="a classifier in seconds on the CPU (synthetic data unless --data)",
-    )
-    lm_optim = {"type": "adamw", "weight_decay": 0.1, "betas": [0.9, 0.99]}
-    muon_optim = {**lm_optim, "type": "muon", "muon_lr": 0.02, "ns_steps": 4}
-    # the trainers below hold these tables inline, so that a registry file deriving one changes a
-    # field (optimizer = {ns_steps = 5}) without restating the rest
-    register(
-        "optimizers", "adamw-lm", lm_optim, description="the `lm` recipe's AdamW: weight decay 0.1, betas 0.9/0.99"
-    )
-    register(
+        "a classifier in seconds on the CPU (synthetic data unless --data)",
+    ),
+    ("optimizers", "adamw-lm", LM_OPTIM, "the `lm` recipe's AdamW: weight decay 0.1, betas 0.9/0.99"),
+    (
         "optimizers",
         "muon-lm",
-        muon_optim,
-        description="the `lm-muon` recipe's optimizer: Muon at lr 0.02 with 4 Newton-Schulz steps, AdamW for the rest",
-    )
-    register(
+        MUON_OPTIM,
+        "the `lm-muon` recipe's optimizer: Muon at lr 0.02 with 4 Newton-Schulz steps, AdamW for the rest",
+    ),
+    (
         "schedules",
         "cosine-warmup",
         {"type": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.1},
-        description="the `lm` recipe's schedule: 50 warmup steps, cosine down to 0.1 of lr",
-    )
-    register(
+        "the `lm` recipe's schedule: 50 warmup steps, cosine down to 0.1 of lr",
+    ),
+    (
         "trainers",
         "lm",
         {
-            "type": "causal-lm",
-            "max_steps": 1000,
-            "batch_size": 16,
+            **LM_RUN,
             "lr": 1e-3,
-            "eval_every": 100,
-            "checkpoint_every": 250,
-            "optimizer": lm_optim,
+            "optimizer": LM_OPTIM,
             "schedule": {"type": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.1},
         },
-        description="next-token training, 1000 steps",
-    )
-    register(
+        "next-token training, 1000 steps",
+    ),
+    (
         "trainers",
         "lm-muon",
         {
-            "type": "causal-lm",
-            "max_steps": 1000,
-            "batch_size": 16,
+            **LM_RUN,
             "lr": 3e-3,
-            "eval_every": 100,
-            "checkpoint_every": 250,
-            "optimizer": muon_optim,
+            "optimizer": MUON_OPTIM,
             "schedule": {"type": "cosine", "warmup_steps": 50, "min_lr_ratio": 0.0},
             "grad_clip": None,  # Muon's updates are orthogonalised, AdamW's normalised: clipping changed nothing
         },
-        description="`lm` with Muon on the hidden matrices (lr 0.02, 4 Newton-Schulz steps) and AdamW at 3e-3 "
-        "for the rest, cosine to 0, no clipping",
-    )
-    register(
+        "`lm` with Muon on the hidden matrices (lr 0.02, 4 Newton-Schulz steps) and AdamW at 3e-3 for the rest, "
+        "cosine to 0, no clipping",
+    ),
+    (
         "trainers",
         "lm-demo",
         {
-            "type": "causal-lm",
+            **LM_RUN,
             "max_steps": 800,
-            "batch_size": 16,
             "context": 128,
             "lr": 3e-3,
-            "eval_every": 100,
             "eval_batches": 8,
             "checkpoint_every": 200,
-            "optimizer": muon_optim,
+            "optimizer": MUON_OPTIM,
             "schedule": {"type": "cosine", "warmup_steps": 40, "min_lr_ratio": 0.0},
             "grad_clip": None,
         },
-        description="`make demo`: lm-muon's recipe, 800 steps, about two minutes on a 2-core CPU",
-    )
-    register(
+        "`make demo`: lm-muon's recipe, 800 steps, about two minutes on a 2-core CPU",
+    ),
+    (
         "trainers",
         "lm-tiny",
         {
@@ -171,15 +162,22 @@ def zoo_register_presets(register: RegisterPreset) -> None:
             "eval_batches": 2,
             "progress": False,
         },
-        description="a smoke test: 20 steps",
-    )
-    register("samplers", "creative", {"type": "top-p", "p": 0.9, "temperature": 0.8}, description="varied text")
-    register(
+        "a smoke test: 20 steps",
+    ),
+    ("samplers", "creative", {"type": "top-p", "p": 0.9, "temperature": 0.8}, "varied text"),
+    (
         "samplers",
         "precise",
         {"type": "sample", "temperature": 0.7, "top_k": 40, "repetition_penalty": 1.1},
-        description="focused text, fewer repeats",
-    )
+        "focused text, fewer repeats",
+    ),
+)
+
+
+@hookimpl
+def zoo_register_presets(register: RegisterPreset) -> None:
+    for kind, name, fields, description in PRESETS:
+        register(kind, name, fields, description=description)
 
 
 # Data sources, tokenizers, exporters and commands import their implementation when called

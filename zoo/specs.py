@@ -1,7 +1,8 @@
 """Spec base classes, the `[runtime]` and `[plugins]` tables, and TOML helpers.
 
-Specs are pure pydantic: importing this module never imports torch. A spec's ``build()`` imports
-its implementation lazily.
+Specs are pure pydantic: importing this module never imports torch. A spec names what builds it
+(``builder = "package.module:Callable"``, imported when ``build()`` is called), so the
+implementation may import its spec without a circle; a spec may also write ``build()`` itself.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from zoo.errors import SpecError
 from zoo.files import check_depth, shorten
+from zoo.hookspecs import lazy
 from zoo.protocols import InputKind
 
 Kind = Literal["models", "samplers", "trainers", "loggers", "callbacks", "optimizers", "schedules"]
@@ -41,9 +43,15 @@ class Spec(BaseModel):
     protocol: ClassVar[Protocol]  # the model protocol a model speaks, or a trainer/sampler works on
     type: str
 
+    # "package.module:Callable", called with the spec (then build()'s arguments): the arrow from a
+    # spec to its implementation is declared here and imported only when something is built
+    builder: ClassVar[str | None] = None
+
     # what build takes is the kind's: nothing, except an optimizer's (model, lr, device)
-    def build(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__}.build() is not implemented")
+    def build(self, *args: Any, **kwargs: Any) -> Any:
+        if self.builder is None:
+            raise NotImplementedError(f"{type(self).__name__}: set `builder` or implement build()")
+        return lazy(self.builder)(self, *args, **kwargs)
 
     @classmethod
     def example(cls) -> Spec:
@@ -118,8 +126,8 @@ class OptimizerSpec(Spec):
     kind: ClassVar[Kind] = "optimizers"
     protocol: ClassVar[Protocol] = "any"
 
-    def build(self, model: Any, lr: float, device: Any) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__}.build(model, lr, device) is not implemented")
+    def build(self, model: Any, lr: float, device: Any) -> Any:
+        return super().build(model, lr, device)
 
 
 class ScheduleSpec(Spec):

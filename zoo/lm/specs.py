@@ -100,7 +100,4 @@ class CausalLMTrainerSpec(EngineSpec):
     tokenizer: TokenizerSpec = Field(default_factory=ByteTokenizerSpec, description="byte | bpe")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the corpus (its end) held out")
 
-    def build(self) -> Any:
-        from zoo.lm.trainer import CausalLMTrainer
-
-        return CausalLMTrainer(self)
+    builder = "zoo.lm.trainer:CausalLMTrainer"

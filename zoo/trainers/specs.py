@@ -208,7 +208,4 @@ class ClassifierTrainerSpec(EngineSpec):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of examples held out for validation")
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec, description="synthetic data settings")
 
-    def build(self) -> Any:
-        from zoo.trainers.classifier import ClassifierTrainer
-
-        return ClassifierTrainer(self)
+    builder = "zoo.trainers.classifier:ClassifierTrainer"

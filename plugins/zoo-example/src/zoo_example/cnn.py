@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo_example.hooks import SmallCNNSpec
+from zoo_example.specs import SmallCNNSpec
 
 
 class SmallCNN(nn.Module):

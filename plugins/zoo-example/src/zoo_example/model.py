@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo_example.hooks import GRULMSpec
+from zoo_example.specs import GRULMSpec
 
 
 class GRUState:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo
-from zoo_example.hooks import SmoothClassifierSpec
+from zoo_example.specs import SmoothClassifierSpec
 
 
 class SmoothTask(zoo.ClassificationTask):

@@ -94,7 +94,8 @@ def import_hf(folder: Path, as_type: str | None = None, config: zoo.Config | Non
     """
     from transformers import AutoConfig
 
-    from zoo_hf.model import SAFE, check_folder, rejected_by_transformers
+    from zoo_hf.folders import check_folder
+    from zoo_hf.model import SAFE, rejected_by_transformers
 
     cfg = config or zoo.default_config()
     folder = Path(folder)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import zoo
+from zoo_hf.folders import FolderError, check_config, remote_code_keys
 
 REPO_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}")
 REVISION = re.compile(r"[\w][\w./-]{0,199}")
@@ -153,13 +154,9 @@ def index_shards(index: Path) -> list[str]:
 
 def check_metadata(folder: Path, where: str) -> None:
     """The rules a local folder obeys, on the JSON files alone (weights not fetched yet)."""
-    from zoo_hf.model import FolderError, check_config
-
     if (folder / "manifest.json").is_file() or not (folder / "config.json").is_file():
         config_path = folder / "adapter_config.json"
         if config_path.is_file():  # an adapter: its own config names no code either
-            from zoo_hf.hooks import remote_code_keys
-
             data = zoo.read_json(config_path, HubError)
             if isinstance(data, dict) and remote_code_keys(data):
                 raise HubError(f"{where}: adapter_config.json names code to run; zoo never runs a repo's code")

@@ -19,7 +19,8 @@ from torch import nn
 
 import zoo
 from zoo import KVCache, attention_mask_4d
-from zoo_minigpt.hooks import MiniGPTSpec
+from zoo_minigpt import hf_format
+from zoo_minigpt.spec import MiniGPTSpec
 
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
@@ -233,14 +234,10 @@ class MiniGPT(nn.Module):
 
     def hf_export(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """GPT-2 (or, Llama-shaped, Llama) config fields and tensors: `zoo.protocols.HFExportable`."""
-        from zoo_minigpt.hf_format import export
-
-        return export(self.spec, self.state_dict())
+        return hf_format.export(self.spec, self.state_dict())
 
     def hf_import(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        from zoo_minigpt.hf_format import import_tensors
-
-        return import_tensors(self.spec, tensors)
+        return hf_format.import_tensors(self.spec, tensors)
 
     def new_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """A preallocated KV cache on this model's device (in the autocast dtype when decoding under it)."""

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo_simplenet.hooks import SimpleNetSpec
+from zoo_simplenet.spec import SimpleNetSpec
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
