@@ -223,7 +223,7 @@ def static_batches(target: Path, jobs: list[dict[str, Any]], hf: bool, rounds: i
                         do_sample=False,
                     )
             out["transformers generate static"].append(useful / (time.perf_counter() - start))
-    return {k: statistics.median(v) for k, v in out.items() if v}
+    return {k: statistics.median(v) if v else None for k, v in out.items()}  # None: no transformers model
 
 
 def left_padded(prompts: list[list[int]], pad: int) -> tuple[Any, Any]:
