@@ -46,7 +46,7 @@ def run_staggered(model, tokenizer, sampler, *, max_batch: int = 3) -> list[tupl
     batcher = Batcher(model, tokenizer, runtime, eos_ids=[], max_batch=max_batch, max_queue=8)
     out = []
     for i, prompt in enumerate(PROMPTS):
-        got, budget, seed = Collect(), 12 + 3 * i, 100 + i
+        got, budget, seed = Collect(), 8 + 2 * i, 100 + i
         batcher.submit(Request(tokenizer.encode(prompt), resolve_sampler(sampler, model), budget, got, seed=seed))
         out.append((got, budget, seed))
         for _ in range(i):  # the next one arrives a few steps later
