@@ -259,3 +259,23 @@ def test_the_readme_client_example_runs(model, capsys):
     printed = capsys.readouterr().out
     transcript = "user: Hello\nassistant:"
     assert printed == alone(model, transcript, n=40).texts[0]  # no sampling field: the model's default, greedy
+
+
+class TemplatedBytes(zoo.ByteTokenizer):
+    """Bytes, with a chat template of its own (as a Hugging Face tokenizer_config.json has)."""
+
+    def apply_chat_template(self, messages, add_generation_prompt=True):
+        text = "".join(f"<|{m['role']}|>{m['content']}<|end|>" for m in messages)
+        return self.encode(text + ("<|assistant|>" if add_generation_prompt else ""))
+
+
+def test_chat_uses_the_models_own_template():
+    model = tiny_model(seed=6)
+    tokenizer = TemplatedBytes()
+    zoo.attach(model, zoo.spec_of(model), tokenizer=tokenizer)
+    messages = [{"role": "user", "content": "hi"}]
+    with running({"templated": model}) as s:
+        reply = client(s).chat.completions.create(model="templated", messages=messages, max_tokens=8, temperature=0)
+    expected = zoo.generate(model, tokenizer, [zoo.chat_ids(tokenizer, messages)], "greedy", max_new_tokens=8)
+    assert reply.choices[0].message.content == expected.texts[0]
+    assert reply.usage.prompt_tokens == len("<|user|>hi<|end|><|assistant|>")
