@@ -125,6 +125,7 @@ if TYPE_CHECKING:
     from zoo.runtime import (
         Runtime,
     )
+    from zoo.serving.server import serve
     from zoo.specs import (
         CallbackSpec,
         LoggerSpec,
