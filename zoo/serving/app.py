@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from torch import nn
 
 from zoo.errors import ZooError
+from zoo.lm.chat_templates import TemplateError
 from zoo.lm.generation import resolve_sampler
 from zoo.protocols import ChatTemplate, SamplingDefaults, Tokenizer
 from zoo.serving import metrics
@@ -238,8 +239,12 @@ def encode(req: Sampling, tokenizer: Tokenizer) -> list[int]:
 def chat_prompt(tokenizer: Tokenizer, messages: list[dict[str, str]]) -> list[int]:
     """The model's chat template; a model without one gets a plain transcript ("user: ...")."""
     if isinstance(tokenizer, ChatTemplate):
-        with contextlib.suppress(ZooError):
+        try:
             return tokenizer.apply_chat_template(messages)
+        except TemplateError as err:  # the template ran and refused these messages (a bound, an error)
+            raise ApiError(400, f"messages: the model's chat template failed: {err}", "messages") from None
+        except ZooError:  # a tokenizer without a template says so: the plain transcript below
+            pass
     return tokenizer.encode("".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:")
 
 
