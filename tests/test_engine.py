@@ -194,7 +194,7 @@ def test_bf16_mixed_training_on_cpu(config, tmp_path):
 
 
 def test_train_from_config_saves_a_loadable_model(config, tmp_path):
-    from zoo.trainers.training import train_from_config
+    from zoo.training import train_from_config
 
     result = train_from_config(
         config, "simplenet-small", {"type": "classifier", "max_steps": 5, "progress": False}, tmp_path / "r"

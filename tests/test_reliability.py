@@ -142,7 +142,7 @@ def test_resume_with_another_model_is_refused(config, tmp_path):
     fit(config, tmp_path / "r", max_steps=8)
     files = {p: p.read_bytes() for p in sorted((tmp_path / "r").rglob("*")) if p.is_file() and p.name != ".zoo.lock"}
     spec = ClassifierTrainerSpec(max_steps=12, batch_size=16, progress=False)
-    from zoo.trainers.training import train_from_config
+    from zoo.training import train_from_config
 
     with pytest.raises(zoo.RunDirError, match="was started with a different model spec"):
         train_from_config(config, {**MODEL, "hidden": [32]}, spec, tmp_path / "r", resume=True)
@@ -262,7 +262,7 @@ def test_pickle_with_payload_in_a_checkpoint_never_runs(tmp_path, config):
 
 
 def test_bad_data_leaves_no_partial_run(config, tmp_path):
-    from zoo.trainers.training import train_from_config
+    from zoo.training import train_from_config
 
     (tmp_path / "bin.txt").write_bytes(b"\x00\x01\x02binary")
     lm = {"type": "causal-lm", "max_steps": 2, "batch_size": 2, "context": 16, "progress": False}
@@ -276,7 +276,7 @@ def test_bad_data_leaves_no_partial_run(config, tmp_path):
 def test_huge_single_line_file_trains(config, tmp_path):
     """One line of 9.6 MB of multi-byte characters: more than one 8 MiB read chunk, cut safely."""
     from zoo.lm import text_data as text
-    from zoo.trainers.training import train_from_config
+    from zoo.training import train_from_config
 
     (tmp_path / "line.txt").write_text("é—x" * 1_600_000)  # 6 bytes each
     assert (tmp_path / "line.txt").stat().st_size > text.CHUNK_BYTES

@@ -153,7 +153,7 @@ if TYPE_CHECKING:
         ClassifierTrainerSpec,
         EngineSpec,
     )
-    from zoo.trainers.training import (
+    from zoo.training import (
         train,
     )
 

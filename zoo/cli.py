@@ -104,7 +104,7 @@ def plugin_commands(argv: Sequence[str]) -> dict[str, CommandEntry]:
 
 # What commands that run models import, with Ctrl-C held (see zoo.interrupts.held); listing
 # commands import none of it.
-HEAVY = ("numpy", "torch", "safetensors", "zoo.trainers.training", "zoo.lm.generation")
+HEAVY = ("numpy", "torch", "safetensors", "zoo.training", "zoo.lm.generation")
 LISTING = {"list", "show", "plugins", "schema", "check"}
 
 

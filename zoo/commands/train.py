@@ -51,7 +51,7 @@ def train_command(args: argparse.Namespace) -> int:
         args.set = [*(args.set or []), "runtime.compile=true"]
     cfg = config_from_args(args, ("device", "precision", "seed"))
     from zoo import distributed
-    from zoo.trainers.training import train_from_config
+    from zoo.training import train_from_config
 
     together = False  # every rank finished, or stopped at the same step
     try:
