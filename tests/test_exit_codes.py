@@ -55,7 +55,7 @@ def test_ctrl_c_at_any_moment_is_130_without_a_traceback(tmp_path, sig, delay):
     time.sleep(delay)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    if "init_import_site" in err:  # on a loaded machine the signal can land in Python's own start-up
+    if "init_import_site" in err or "Could not import runpy module" in err:  # Python's own start-up, loaded machine
         pytest.skip("the interrupt arrived while the interpreter itself started, before any zoo code ran")
     if proc.returncode == -sig and not err and delay < 0.5:  # likewise, before `import zoo` set its guard
         pytest.skip("the signal arrived while the interpreter itself started, before any zoo code ran")

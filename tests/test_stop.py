@@ -235,17 +235,29 @@ def test_an_empty_newer_step_folder_is_passed_over_with_a_note(tmp_path, corpus,
 def test_a_library_program_stops_on_ctrl_c_with_a_checkpoint(tmp_path, corpus, reference):
     """`zoo.train` in a program's main thread: Ctrl-C stops at the next step with a checkpoint and
     raises `zoo.Stopped` (a KeyboardInterrupt), and the handlers are the program's again after."""
-    before = signal.getsignal(signal.SIGINT)
-    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt) as stopped:
-        zoo.train(TRAINER, tmp_path / "lib", model=MODEL, data=str(corpus), config=_cpu())
-    timer.cancel()
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a program's main thread (not xdist's)
+    out, done = tmp_path / "lib", threading.Event()
+
+    def ctrl_c() -> None:  # at step 5, once
+        while not done.is_set() and trained_to(out) < 5:
+            time.sleep(0.01)
+        if not done.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=ctrl_c)
+    presser.start()
+    try:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            zoo.train(TRAINER, out, model=MODEL, data=str(corpus), config=_cpu())
+    finally:
+        done.set()
+        presser.join()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+        signal.signal(signal.SIGINT, before)
     assert isinstance(stopped.value, zoo.Stopped) and stopped.value.signum == signal.SIGINT
-    assert signal.getsignal(signal.SIGINT) is before
-    assert stopped.value.checkpoint == tmp_path / "lib" / "checkpoints" / f"step-{stopped.value.step:08d}"
-    zoo.train(TRAINER, tmp_path / "lib", model=MODEL, data=str(corpus), config=_cpu(), resume=True)
-    assert same(weights(tmp_path / "lib"), weights(reference))
+    assert stopped.value.checkpoint == out / "checkpoints" / f"step-{stopped.value.step:08d}"
+    zoo.train(TRAINER, out, model=MODEL, data=str(corpus), config=_cpu(), resume=True)
+    assert same(weights(out), weights(reference))
 
 
 def test_training_in_another_thread_leaves_the_signal_handlers_alone(tmp_path, corpus):
