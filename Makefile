@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# torch first: the CPU build this machine keeps on disk, else any release in the project's range
 	$(BIN)/python -m pip install -q torch==2.13.0 || $(BIN)/python -m pip install -q "torch>=2.6,<3"
-	$(BIN)/python -m pip install -q -e ".[dev,plot,bpe,images,onnx,tensorboard,datasets,mlflow,wandb,completion]" $(foreach p,$(PLUGINS),-e $(p))
+	$(BIN)/python -m pip install -q -e ".[dev,serve,plot,bpe,images,onnx,tensorboard,datasets,mlflow,wandb,completion]" $(foreach p,$(PLUGINS),-e $(p))
 	$(BIN)/python -m pip install -q -e "plugins/zoo-hf[lora]"
 	touch $(STAMP)
 

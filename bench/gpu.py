@@ -35,7 +35,7 @@ from common import SHAKESPEARE, machine, print_table, write_result
 import zoo
 from zoo.lm.generation import generate
 from zoo.lm.tokenizers import ByteTokenizer
-from zoo.trainers.training import train_from_config
+from zoo.training import train_from_config
 
 PEAK_BF16 = 989e12  # H100/H200 dense bf16 FLOP/s
 GPT2 = {"vocab_size": 50304, "d_model": 768, "n_layers": 12, "n_heads": 12, "max_seq_len": 1024}

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHAKESPEARE, fmt_range, paired_ratio, print_table, spread, write_result
 
 import zoo
-from zoo.trainers.training import train_from_config
+from zoo.training import train_from_config
 
 MODEL = {"type": "minigpt", "vocab_size": 256, "d_model": 128, "n_layers": 4, "n_heads": 4, "max_seq_len": 64}
 TRAINER = {

@@ -192,9 +192,10 @@ def test_nothing_below_the_facade_imports_it():
 # that does not need it. A new one needs a reason here, not a circle to dodge.
 LAZY = {
     "zoo.__main__": {"zoo.cli", "zoo.interrupts"},  # the Ctrl-C guard first, then the command line
-    "zoo.commands.train": {"zoo.distributed", "zoo.trainers.training"},  # `zoo list` imports no torch
+    "zoo.commands.train": {"zoo.distributed", "zoo.training"},  # `zoo list` imports no torch
     "zoo.commands.export": {"zoo.finetune", "zoo.storage"},
     "zoo.commands.generate": {"zoo.finetune", "zoo.lm.generation", "zoo.runtime"},
+    "zoo.commands.serve": {"zoo.serving.protocol", "zoo.serving.server"},  # FastAPI and torch: only to serve
     "zoo.lm.specs": {"zoo.lm.samplers"},  # build() imports what it builds
     "zoo.trainers.specs": {"zoo.trainers.callbacks", "zoo.trainers.loggers", "zoo.trainers.trackers"},
     "zoo.plugin": {"zoo.lm.specs", "zoo.trainers.specs", "zoo.trainers.optimizers", "zoo.trainers.schedules"},

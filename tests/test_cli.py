@@ -96,14 +96,28 @@ def test_train_then_refuse_then_resume(capsys, root, monkeypatch, tmp_path):
         "--set",
         "trainers.classifier-quick.schedule.warmup_steps=2",
     ]
+    run_dir = tmp_path / "r"
     code, out, _ = run(capsys, *args)
     assert code == 0 and "model saved to" in out
+    weights = (run_dir / "model" / "model.safetensors").read_bytes()
+
+    def history():
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["split"], r.get("loss"), r.get("val_loss")) for r in rows]
+
+    metrics = history()
     code, _, err = run(capsys, *args)
     assert code == 2 and "--resume" in err
-    code, _, _ = run(capsys, *args, "--resume")
-    assert code == 0
-    code, _, _ = run(capsys, *args, "--force")
-    assert code == 0
+    assert (run_dir / "model" / "model.safetensors").read_bytes() == weights  # the refused run wrote nothing
+    # a resume of a finished run continues from its last checkpoint: nothing left to train
+    code, out, err = run(capsys, *args, "--resume")
+    assert code == 0 and f"resuming from {run_dir / 'checkpoints' / 'step-00000020'} (step 20)" in err
+    assert "train_loss" not in out and (run_dir / "model" / "model.safetensors").read_bytes() == weights
+    # --force starts over: the same seeded run again, its history restarted rather than appended
+    code, out, err = run(capsys, *args, "--force")
+    assert code == 0 and "resuming" not in err and "step     20 | train_loss" in out
+    assert history() == metrics
+    assert (run_dir / "model" / "model.safetensors").read_bytes() == weights
 
 
 @pytest.mark.parametrize("command", [["list"], ["plugins"], ["show", "simplenet-small"], ["schema"], ["check"]])

@@ -15,8 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.checkpoints import latest
+from zoo.checkpointer import Checkpointer
 from zoo.storage import read_tensors
+
+
+def latest(root: Path) -> Path | None:
+    return Checkpointer(root.parent).latest()
+
 
 MODEL = {
     "type": "minigpt",

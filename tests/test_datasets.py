@@ -173,3 +173,25 @@ def test_a_torch_dataset_from_python_trains_a_classifier_and_an_lm(tmp_path):
     assert result.steps == 3 and (tmp_path / "l" / "model").is_dir()
     with pytest.raises(zoo.DataError, match=r"list\[0\]: each item must be an \(x, y\) pair"):
         zoo.train(trainer, tmp_path / "bad", model=net, data=[1, 2, 3])
+
+
+class RewritingChat(EosBytes):
+    """A template that writes the conversation's turn count first: every turn changes the start."""
+
+    def apply_chat_template(self, messages, add_generation_prompt=True):
+        text = f"[{len(messages)}]" + "".join(f"<{m['role']}>{m['content']}\x01" for m in messages)
+        return self.encode(text + ("<assistant>" if add_generation_prompt else ""))
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused():
+    """The assistant's tokens are told apart by rendering turn by turn; a template whose later turns
+    change earlier text (here the count at the start) cannot be scored that way: one message."""
+    chat = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "and?"},
+        {"role": "assistant", "content": "bye"},
+    ]
+    with pytest.raises(zoo.DataError, match=r"^c\.jsonl:3: the chat template does not write this conversation turn"):
+        encode_record(RewritingChat(), chat, "c.jsonl:3")
+    encode_record(ChatBytes(), chat, "c.jsonl:3")  # the same conversation through a template that appends

@@ -206,3 +206,39 @@ def test_fsdp_checkpoints_are_written_in_shards_and_reshard_on_resume(corpus, tm
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and f"{shard.name}: not a readable safetensors file" in res.stderr, res.stderr[-2000:]
     assert "Global metadata is not found" not in res.stderr
+
+
+def test_sigterm_stops_every_process_at_one_step_and_the_printed_command_resumes_exactly(runs, corpus, tmp_path):
+    """SIGTERM to `zoo train --nproc 2` (what `timeout` and job schedulers send): every process
+    stops after the same step with one checkpoint, exit 143, one line; the command it prints
+    ends with the weights of an uninterrupted run."""
+    import shlex
+    import signal
+    import time
+
+    out = tmp_path / "stopped"
+    trainer = {**TRAINER, "log_every": 1}  # logging does not change the weights; it shows the steps
+    cmd = ["--model", json.dumps(MODEL), "--trainer", json.dumps(trainer), "--data", str(corpus)]
+    cmd += ["--out", str(out), "--device", "cpu", "--nproc", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "train", *cmd], stderr=subprocess.PIPE, text=True)
+    metrics, deadline = out / "metrics.jsonl", time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if metrics.exists() and '"step": 2, "split": "train"' in metrics.read_text():
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    stopped = [line for line in err.splitlines() if line.startswith("zoo: stopped at step ")]
+    assert len(stopped) == 1, err[-3000:]  # rank 0 says it once
+    step = int(stopped[0].split()[4])
+    assert 2 <= step < TRAINER["max_steps"]
+    events = [json.loads(line) for line in metrics.read_text().splitlines() if '"event": "stopped"' in line]
+    assert [e["step"] for e in events] == [step]  # one agreed step
+    again = shlex.split(stopped[0].split("continue with: ", 1)[1])
+    assert again[:2] == ["zoo", "train"] and again[-1] == "--resume" and "--nproc" in again
+    res = subprocess.run([sys.executable, "-m", "zoo", *again[1:]], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    resumed, straight = weights(out), weights(runs["ddp"])
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)

@@ -142,3 +142,13 @@ def test_parameters_read_at_a_glance(files, capsys):
     assert main(["eval", str(files["net"]), "--data", str(files["net"].parent / "table.npz")]) == 0
     row = capsys.readouterr().out.splitlines()[1].split()
     assert row[2] == count(6 * 16 + 16 + 16 * 3 + 3) == "163"  # not "0.00M"
+
+
+def test_a_context_past_the_models_window_is_capped_at_it(files, config):
+    """`--context` longer than a model's max_seq_len scores in windows of max_seq_len (the same loss
+    as the default), never a forward pass past the model's positions."""
+    runtime = zoo.Runtime(device="cpu")
+    (capped,) = zoo.evaluate([files["byte"]], files["text"], config=config, runtime=runtime, context=10**6)
+    (default,) = zoo.evaluate([files["byte"]], files["text"], config=config, runtime=runtime)
+    (shorter,) = zoo.evaluate([files["byte"]], files["text"], config=config, runtime=runtime, context=8)
+    assert capped.metrics == default.metrics and shorter.metrics["loss"] != default.metrics["loss"]

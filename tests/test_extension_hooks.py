@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.trainers.training import train_from_config
+from zoo.training import train_from_config
 
 
 def plugin(name: str, **hooks: object) -> types.ModuleType:

@@ -155,7 +155,9 @@ def test_fuzz_overrides(text):
 def test_report_case_counts():
     """Runs last in this file: the number of generated cases, for the record."""
     print(f"\nfuzzed {CASES['specs']} spec dicts over {len(TYPES)} types and {CASES['toml']} registry texts/overrides")
-    assert CASES["specs"] >= 200 * len(TYPES) or CASES["specs"] == 0  # 0 when run alone
+    if CASES["specs"] == 0 and CASES["toml"] == 0:
+        pytest.skip("counts the cases of the fuzz tests above: run the file, not this test alone")
+    assert CASES["specs"] >= 200 * len(TYPES) and CASES["toml"] >= 2 * 200
 
 
 @pytest.mark.parametrize(("kind", "type_name", "spec_cls"), TYPES, ids=[t for _, t, _ in TYPES])

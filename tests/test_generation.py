@@ -102,9 +102,14 @@ def test_prompt_longer_than_context_is_a_clear_error(lm):
 
 
 def test_bf16_autocast_generation_on_cpu(lm):
+    """Under bf16 autocast each row's tokens are the greedy tokens of the model run under the same
+    autocast without a cache, one prompt at a time (not merely eight tokens of something)."""
     rt = zoo.Runtime(device="cpu", precision="bf16-mixed")
     out = generate(lm, TOK, ["abc", "de"], "greedy", max_new_tokens=8, runtime=rt)
-    assert all(len(ids) == 8 for ids in out.ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for prompt, ids in zip(["abc", "de"], out.ids, strict=True):
+            start = TOK.encode(prompt)
+            assert ids == greedy_without_cache(lm, start, 8)[len(start) :]
 
 
 def test_generate_on_a_classifier_is_refused(config):

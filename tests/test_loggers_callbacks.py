@@ -117,9 +117,15 @@ def test_best_checkpoint_then_resume_best_or_a_path_continues_exactly(tmp_path):
     assert result.steps == 30 and same_weights(straight, resumed)  # 20 steps trained again from step 10
     assert sorted(p.name for p in (ckpts / "set-aside").iterdir()) == ["step-00000020", "step-00000030"]
     assert [r["step"] for r in records(tmp_path / "r", "val")] == [10, 20, 30]
+    # the callback's state came back with the weights: steps 20 and 30 did not beat step 10's value
+    state = json.loads((ckpts / "best" / "state.json").read_text())
+    assert state["step"] == 10 and state["extra"]["callbacks"][0]["state"]["best_step"] == 10
 
     again, _ = fit(tmp_path / "r", resume=ckpts / "step-00000020", callbacks=best)
     assert same_weights(straight, again)
+    # exactly the later ones were set aside: the one resumed from stays where it was
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best", "set-aside", "step-00000020", "step-00000030"]
+    assert sorted(p.name for p in (ckpts / "set-aside").iterdir()) == ["step-00000020", "step-00000030"]
 
 
 def test_resume_best_without_one_and_a_bad_logger_are_one_message(tmp_path, capsys):

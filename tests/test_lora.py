@@ -133,3 +133,17 @@ def test_targets_that_match_nothing_list_the_layers():
         zoo.SpecError, match=r"lora\.targets: \['\*nothing\*'\] match no linear layer.*blocks\.0\.attn\.qkv"
     ):
         apply_lora(zoo.build_model("minigpt-tiny"), LoraSpec(targets=["*nothing*"]))
+
+
+def test_the_update_is_scaled_by_alpha_over_rank():
+    """LoRA's update is B @ A times alpha / rank (peft's scaling): with alpha 16 and rank 4 the
+    update counts four times, computed by hand here, merged or not."""
+    model = zoo.build_model("minigpt-tiny").eval()
+    apply_lora(model, LoraSpec(rank=4, alpha=16.0))
+    layer = model.get_submodule("blocks.0.attn.qkv")
+    x = torch.randn(3, layer.base.in_features)
+    with torch.no_grad():
+        layer.lora_b.normal_()
+        want = layer.base(x) + x @ layer.lora_a.t() @ layer.lora_b.t() * 4.0
+        torch.testing.assert_close(layer(x), want)
+        torch.testing.assert_close(layer.merged()(x), want, atol=1e-5, rtol=0)

@@ -47,3 +47,40 @@ def test_fifty_plugins_some_broken(tmp_path):
 
     res, _ = zoo_cli(tmp_path / "site", "check")
     assert res.returncode == 2 and "model type 'fake-0' is registered by" in res.stderr
+
+
+STOPPERS = {
+    "exits": "import os\nos._exit(3)\n",
+    "sleeps": "import time\ntime.sleep(1000)\n",
+    "loops": "while True:\n    try:\n        pass\n    except Exception:  # swallows what it can\n        pass\n",
+}
+
+
+def test_a_plugin_that_exits_or_hangs_at_import_cannot_take_zoo_down(tmp_path):
+    """Issue 27: `zoo --version` imports no plugin; `zoo --help` and `zoo plugins` answer, the latter
+    naming each culprit, in about the plugin time limit each (1 s here)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for name, code in STOPPERS.items():
+        (site / f"stopper_{name}.py").write_text(code)
+        info = site / f"stopper_{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: stopper-{name}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[zoo]\nbad = stopper_{name}\n")
+    env = {**os.environ, "PYTHONPATH": str(site), "ZOO_PLUGIN_TIMEOUT": "1"}
+
+    def zoo(*args):
+        run = subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env=env, timeout=60)
+        assert "Traceback" not in run.stderr, run.stderr
+        return run
+
+    res = zoo("--version")
+    assert res.returncode == 0 and res.stdout.startswith("zoo ")
+    res = zoo("--help")
+    assert res.returncode == 0 and all(f"    {c} " in res.stdout for c in ("list", "train", "generate", "plugins"))
+    rows = {r["distribution"]: r for r in json.loads(zoo("plugins", "--json").stdout)}
+    assert "os._exit(3)" in rows["stopper-exits"]["reason"]
+    for name in ("sleeps", "loops"):
+        assert rows[f"stopper-{name}"]["status"] == "failed"
+        assert "still loading after 1 s ($ZOO_PLUGIN_TIMEOUT" in rows[f"stopper-{name}"]["reason"]
+    assert rows["zoo-minigpt"]["status"] == "loaded"

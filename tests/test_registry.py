@@ -152,3 +152,15 @@ def test_presets_of_a_disabled_plugin_stay_unavailable_not_fatal(make_config):
 def test_fresh_registries_do_not_share_state(make_config):
     make_config({}, models_plugin("only_here", EchoSpec))
     assert "echo" not in make_config({}).registry.types("models")
+
+
+def test_disable_lists_add_up_across_registry_layers():
+    """A user file disables one distribution and the project file another: both are off (a
+    `[plugins] disable` of a higher layer adds to the ones below, it does not replace them)."""
+    from zoo.config import Layer, config_from_layers
+
+    low = Layer("user.toml", {"plugins": {"disable": ["zoo-simplenet"]}})
+    high = Layer("registry.toml", {"plugins": {"disable": ["zoo-example"]}})
+    cfg = config_from_layers([low, high], env={})
+    status = {p.distribution: p.status for p in cfg.registry.plugins.values()}
+    assert status["zoo-simplenet"] == status["zoo-example"] == "disabled" and status["zoo-minigpt"] == "loaded"

@@ -89,7 +89,10 @@ def test_overrides_parse_toml_values():
 def test_overrides_are_validated(tmp_path):
     cfg = load_config(ROOT / "registry.toml", ["trainers.classifier-quick.lr=3e-4"], env={})
     assert cfg.presets["trainers"]["classifier-quick"].lr == 3e-4
-    with pytest.raises(zoo.SpecError, match=r"trainers\.classifier-quick\.lr: Input should be greater than 0"):
+    # issue 27: the error names the --set that gave the value, not the registry file
+    with pytest.raises(
+        zoo.SpecError, match=r"^--set trainers\.classifier-quick\.lr=-1: Input should be greater than 0"
+    ):
         load_config(ROOT / "registry.toml", ["trainers.classifier-quick.lr=-1"], env={})
     with pytest.raises(zoo.SpecError, match=r"no entry named 'classifer-quick'; did you mean 'classifier-quick'"):
         apply_overrides({"trainers": {"classifier-quick": {}}}, ["trainers.classifer-quick.lr=1"])

@@ -10,7 +10,7 @@ import torch
 
 import zoo
 from zoo.lm.generation import generate
-from zoo.trainers.training import train_from_config
+from zoo.training import train_from_config
 
 TRAINER_FOR = {  # the trainer follows the model's protocol
     "classifier": {"type": "classifier", "max_steps": 30, "batch_size": 32, "progress": False, "eval_every": 15},

@@ -10,34 +10,9 @@ start-up like Ctrl-C anywhere else.
 
 from __future__ import annotations
 
-import os
-import sys
+from zoo.interrupts import guard_startup
 
-
-def _is_the_command_line() -> bool:
-    """True while ``python -m zoo`` (``torchrun -m zoo``) or the ``zoo`` script starts: never when
-    a program of the user's imports zoo."""
-    argv = list(getattr(sys, "orig_argv", None) or [])
-    if "-m" in argv:
-        return argv[argv.index("-m") + 1 : argv.index("-m") + 2] == ["zoo"]
-    script = (getattr(sys, "argv", None) or [""])[0]
-    return os.path.basename(script) in ("zoo", "zoo.exe")
-
-
-# The command line imports this package before its Ctrl-C guard exists: an interrupt that lands
-# now is remembered, and `zoo.__main__.run` raises it once the guard is in place.
-STARTUP_INTERRUPTS: list[int] = []
-
-
-def remember_startup_interrupt(signum: int, frame: object) -> None:
-    STARTUP_INTERRUPTS.append(signum)
-
-
-if _is_the_command_line():
-    import signal
-
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT stays ignored
-        signal.signal(signal.SIGINT, remember_startup_interrupt)
+guard_startup()  # only `zoo`/`python -m zoo` starting: Ctrl-C now is remembered (zoo.interrupts)
 
 import importlib  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
@@ -100,6 +75,8 @@ if TYPE_CHECKING:
         hookimpl,
         lazy,
     )
+    from zoo.interrupts import Stopped
+    from zoo.lm.chat_templates import TemplateError, render_chat_template
     from zoo.lm.generation import (
         chat_ids,
         generate,
@@ -148,6 +125,7 @@ if TYPE_CHECKING:
     from zoo.runtime import (
         Runtime,
     )
+    from zoo.serving.server import serve
     from zoo.specs import (
         CallbackSpec,
         LoggerSpec,
@@ -175,7 +153,7 @@ if TYPE_CHECKING:
         ClassifierTrainerSpec,
         EngineSpec,
     )
-    from zoo.trainers.training import (
+    from zoo.training import (
         train,
     )
 

@@ -1,14 +1,11 @@
-"""Training checkpoints: model + optimizer + scaler + RNG + step, as safetensors and JSON only.
+"""One training checkpoint: model + optimizer + scaler + RNG + step, as safetensors and JSON only.
 
-A checkpoint is a directory ``checkpoints/step-00000100`` written atomically, so the newest
-directory that exists is always complete. A named one (``checkpoints/best``) sits beside them and
-is never pruned; checkpoints past the step a run resumes from are moved to
-``checkpoints/set-aside``, so "the latest" is always on the history being trained.
+A checkpoint is a folder written atomically (it appears whole or not at all). Which checkpoints a
+run keeps, and which one it resumes from, is `zoo.checkpointer`.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +52,7 @@ class CheckpointMeta(BaseModel):
     sharded: bool = False  # FSDP: tensors in one shard-*.safetensors file per rank
 
 
-STEP_DIR = re.compile(r"^step-(\d{8})$")
 CALLBACK_TENSORS = "callbacks.safetensors"
-SET_ASIDE = "set-aside"
 
 
 @dataclass
@@ -73,56 +68,14 @@ class TrainState:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # callbacks' tensors: callbacks.safetensors
 
 
-def clean_stale(out: Path) -> None:
-    """Remove what a killed process left half-written: temporary and replaced directories."""
-    for folder in (out, out / "checkpoints"):
-        if folder.is_dir():
-            for p in folder.iterdir():
-                if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
-                    shutil.rmtree(p, ignore_errors=True)
-
-
-def checkpoint_dirs(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name)]
-    return sorted(found, key=lambda p: p.name)
-
-
-def latest(root: Path) -> Path | None:
-    dirs = checkpoint_dirs(root)
-    return dirs[-1] if dirs else None
-
-
-def last_good(root: Path) -> str:
-    """What a failed run leaves to resume from, for its error message."""
-    last = latest(root)
-    return f"last good checkpoint kept: {last}" if last else "no checkpoint was written yet"
-
-
-def set_aside_after(root: Path, step: int) -> list[str]:
-    """Move the step checkpoints past ``step`` to ``root/set-aside`` (replacing same-named ones there)."""
-    later = [p for p in checkpoint_dirs(root) if int(p.name[5:]) > step]
-    if later:
-        (root / SET_ASIDE).mkdir(exist_ok=True)
-    for path in later:
-        target = root / SET_ASIDE / path.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        path.replace(target)
-    return [p.name for p in later]
-
-
-def save_checkpoint(root: Path, state: TrainState, keep: int, dist: DistInfo, name: str | None = None) -> Path | None:
-    """Write the full state (every rank calls it); returns its path on rank 0.
+def save_checkpoint(path: Path, state: TrainState, dist: DistInfo) -> None:
+    """Write the full state as the folder ``path`` (every rank calls it; see `zoo.checkpointer`).
 
     One process or DDP: rank 0 writes the state dicts. FSDP: every rank writes its own shards
     through `torch.distributed.checkpoint` (safetensors files with their offsets in the header,
-    no pickle), so no rank ever gathers the whole model or optimizer.
-    Without ``name`` it is ``step-N`` and only the last ``keep`` of those stay; a ``name`` replaces
-    the checkpoint of that name.
+    no pickle), so no rank ever gathers the whole model or optimizer. Either way the folder
+    appears whole or not at all.
     """
-    path = root / (name or f"step-{state.step:08d}")
     if dist.mode == "fsdp":
         _save_sharded(path, state, dist)
     elif dist.rank == 0:
@@ -133,12 +86,6 @@ def save_checkpoint(root: Path, state: TrainState, keep: int, dist: DistInfo, na
             write_tensors(tmp / "model.safetensors", model_tensors)
             write_tensors(tmp / "optimizer.safetensors", opt_tensors)
             _write_rest(tmp, state, opt_meta, aliases=aliases)
-    if dist.rank != 0:
-        return None
-    if name is None:
-        for old in checkpoint_dirs(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    return path
 
 
 def _write_rest(folder: Path, state: TrainState, opt_meta: dict[str, Any], **meta: Any) -> None:

@@ -15,9 +15,9 @@ from zoo import completion
 from zoo.commands import listing, train
 from zoo.config import plugin_settings
 from zoo.console import VERBOSE, set_verbose
-from zoo.errors import EXIT_INTERRUPTED, PluginError, ZooError
+from zoo.errors import PluginError, ZooError
 from zoo.hookspecs import CORE_COMMANDS
-from zoo.interrupts import held
+from zoo.interrupts import exit_code, import_held, message
 from zoo.registry import CommandEntry, Registry
 from zoo.version import __version__
 
@@ -26,7 +26,8 @@ EXIT_CODES = """exit codes:
   0    success
   1    the run failed while running (a non-finite loss, a checkpoint that could not be written)
   2    bad input: usage, a spec, a registry file, a data file, a model folder or checkpoint
-  130  interrupted (Ctrl-C), at any moment
+  130  interrupted (Ctrl-C), at any moment; a training run stops at the next step with a checkpoint
+  143  terminated (SIGTERM), likewise
 """
 
 
@@ -72,8 +73,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     for name, run, arguments, help_ in CORE:
         arguments(add(name, run, help_))
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    # a core command parses without the plugins' commands (its own run loads the registry once)
-    for entry in ({} if chosen in CORE_COMMANDS else plugin_commands(argv)).values():
+    # a core command parses without the plugins' commands (its own run loads the registry once),
+    # and `--version` loads no plugin at all
+    version_only = chosen is None and "--version" in argv
+    for entry in ({} if chosen in CORE_COMMANDS or version_only else plugin_commands(argv)).values():
         p = add(entry.name, entry.run, f"{entry.help} [{entry.distribution}]")
         if entry.name == chosen and entry.arguments is not None:
             try:
@@ -99,9 +102,9 @@ def plugin_commands(argv: Sequence[str]) -> dict[str, CommandEntry]:
     return Registry(plugin_settings(registry_arg)).commands
 
 
-# What commands that run models import, with Ctrl-C held (see zoo.interrupts); listing commands
-# import none of it.
-HEAVY = ("numpy", "torch", "safetensors", "zoo.trainers.training", "zoo.lm.generation")
+# What commands that run models import, with Ctrl-C held (see zoo.interrupts.held); listing
+# commands import none of it.
+HEAVY = ("numpy", "torch", "safetensors", "zoo.training", "zoo.lm.generation")
 LISTING = {"list", "show", "plugins", "schema", "check"}
 
 
@@ -120,11 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_verbose(args.verbose or os.environ.get(VERBOSE) == "1")
     try:
         if args.command not in LISTING:
-            import importlib
-
-            with held():
-                for module in HEAVY:
-                    importlib.import_module(module)
+            import_held(HEAVY)
         code: int = args.func(args)
         return code
     except ZooError as err:
@@ -132,9 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"zoo: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("zoo: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:
+        print(message(err), file=sys.stderr)
+        return exit_code(err)
     except BrokenPipeError:  # the reader went away (`zoo list | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

@@ -159,7 +159,8 @@ def user_registry_file(env: Mapping[str, str] | None = None) -> Path | None:
     else:
         return None
     path = base.joinpath(*USER_FILE)
-    return path if path.is_file() else None
+    # there but not a file (a folder, a FIFO, a dangling link): read, so that it is reported, not skipped
+    return path if path.exists() or path.is_symlink() else None
 
 
 def registry_files(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> list[Path]:
@@ -167,7 +168,7 @@ def registry_files(path: str | Path | None = None, env: Mapping[str, str] | None
     ``./registry.toml``, then ``path`` (``--registry``) or ``$ZOO_REGISTRY``."""
     env = os.environ if env is None else env
     explicit = Path(path) if path is not None else Path(env[REGISTRY_ENV]) if env.get(REGISTRY_ENV) else None
-    project = Path(PROJECT_FILE) if Path(PROJECT_FILE).is_file() else None
+    project = Path(PROJECT_FILE) if Path(PROJECT_FILE).exists() or Path(PROJECT_FILE).is_symlink() else None
     files: list[Path] = []
     for candidate in (user_registry_file(env), project, explicit):
         if candidate is None:
@@ -262,7 +263,10 @@ def config_from_layers(
     _validate_presets(config, merged, {o: parts for o, parts in paths.items() if parts[0] in KINDS}, issue)
     _check_references(config, merged, issue)
     if issues:
-        raise SpecError(issues, source=source)
+        # a value a --set gave is blamed on that --set, not on the file
+        issues = [_blame_override(path, message, paths) for path, message in issues]
+        from_set = all(path.startswith("--set ") for path, _ in issues)
+        raise SpecError(issues, source=None if from_set else source)
     return config
 
 
@@ -330,6 +334,14 @@ def _validate_presets(config: Config, merged: Merged, overrides: Mapping[str, li
                     continue
                 for path, message in err.issues:
                     issue(home, path, message)
+
+
+def _blame_override(path: str, message: str, paths: Mapping[str, Sequence[str]]) -> tuple[str, str]:
+    for override, parts in paths.items():
+        dotted = ".".join(parts)
+        if path == dotted or path.startswith(dotted + "."):
+            return f"--set {override}", message
+    return path, message
 
 
 def reference_problems(config: Config, spec: Spec) -> list[tuple[str, str]]:
@@ -435,6 +447,9 @@ def _derive_shipped(
     return True
 
 
+MAX_BASES = 64  # presets derived from presets, at most this deep
+
+
 class _TableMerge:
     """One layer's table of one kind, merged over the entries below it (``base`` resolved)."""
 
@@ -444,26 +459,32 @@ class _TableMerge:
         self.done: dict[str, Any] = {}
 
     def resolve(self, name: str, chain: tuple[str, ...]) -> Any:
-        if name in self.done:
-            return self.done[name]
+        if name not in self.done:  # failures too (None): each entry is derived, or reported, once
+            self.done[name] = self._derive(name, chain)
+        return self.done[name]
+
+    def _derive(self, name: str, chain: tuple[str, ...]) -> Any:
         kind, layer, data = self.kind, self.layer, self.table[name]
         where = layer.where(kind, name)
         if not isinstance(data, Mapping) or "base" not in data:
-            self.done[name] = (dict(data) if isinstance(data, Mapping) else data, where, layer)
-            return self.done[name]
+            return (dict(data) if isinstance(data, Mapping) else data, where, layer)
         base, rest = data["base"], {k: v for k, v in data.items() if k != "base"}
         if not isinstance(base, str):
             self.issue(layer, f"{kind}.{name}.base", "must be the name of a preset")
             return None
+        if len(chain) >= MAX_BASES:  # a chain a file can make as long as it likes: no recursion past this
+            self.issue(layer, f"{kind}.{name}.base", f"derives through more than {MAX_BASES} bases ({chain[0]} -> ...)")
+            return None
         if base in chain:
-            self.issue(layer, f"{kind}.{name}.base", f"derives from itself: {' -> '.join((*chain, base))}")
+            cycle = (*chain[chain.index(base) :], name, base)  # the real cycle: a -> b -> a
+            self.issue(layer, f"{kind}.{name}.base", f"derives from itself: {' -> '.join(cycle)}")
             return None
         local = base != name and base in self.table
         parent = self.resolve(base, (*chain, name)) if local else self.below.get(base)
         if parent is None:
             # like an unknown type: its plugin may be missing here; reported when used, listed,
             # and by `zoo check`, while the rest of the file stays usable
-            if (kind, base) in self.config.unavailable:
+            if (kind, base) in self.config.unavailable or local:  # there, but it failed (reported)
                 why = f"its base {base!r} is unavailable"
             else:
                 close = difflib.get_close_matches(base, [*self.below, *self.table], n=2)
@@ -473,8 +494,7 @@ class _TableMerge:
             self.config.unavailable[(kind, name)] = f"{where}: {why}"
             return None
         fields = _deep_merge(parent[0], rest) if isinstance(parent[0], Mapping) else rest
-        self.done[name] = (fields, f"{where} (base {base} from {parent[1]})", layer)
-        return self.done[name]
+        return (fields, f"{where} (base {base} from {parent[1]})", layer)
 
 
 def _deep_merge(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from zoo.errors import RuntimeConfigError
+from zoo.launch import launched_by_torchrun
 from zoo.protocols import ShardUnit
 from zoo.tags import attach, spec_of, tokenizer_of
 
@@ -108,6 +109,14 @@ class DistInfo:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
+    def max_over_ranks(self, values: list[float]) -> list[float]:
+        """Each of ``values``, the largest any rank has, on every rank (a collective)."""
+        if not self.active:
+            return [float(v) for v in values]
+        flags = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return [float(v) for v in flags.tolist()]
+
     def all_gather_floats(self, values: list[float]) -> list[list[float]]:
         """Every rank's ``values``, in rank order, on every rank (a collective)."""
         table = torch.zeros((self.world_size, len(values)), dtype=torch.float64, device=self.device)
@@ -122,11 +131,6 @@ class DistInfo:
             dist.all_reduce(value)
             value /= self.world_size
         return value
-
-
-def launched_by_torchrun(env: Any = None) -> bool:
-    env = os.environ if env is None else env
-    return int(env.get("WORLD_SIZE", "1")) > 1
 
 
 def setup(mode: str, device: torch.device) -> DistInfo:
@@ -152,6 +156,13 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def shutdown() -> None:
+def shutdown(*, together: bool = False) -> None:
+    """Leave the process group. ``together`` (every rank got here, as after a finished or stopped
+    run): first a barrier, so no rank tears down its gloo connections and worker threads while a
+    peer still has its last collective in flight on them (a rank that left early then aborted at
+    exit, SIGABRT, "terminate called without an active exception"). After a failure no barrier:
+    a rank that failed alone must not wait for the others forever."""
     if dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()

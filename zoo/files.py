@@ -75,6 +75,58 @@ def regular_file(path: Path, error: ErrorType = ArtifactError, *, what: str = "f
     return info
 
 
+def why_unreadable(path: Path) -> str:
+    """Why ``path`` is neither a regular file nor a folder, as the OS says it: missing, a device or
+    FIFO, a name too long, a path through a file, no permission, a NUL byte."""
+    try:
+        info = os.stat(path)
+    except ValueError:
+        return "the path contains a NUL byte"
+    except FileNotFoundError:
+        return "no such file or folder"
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
+        return "not readable" if not os.access(path, os.R_OK) else "readable"
+    return "not a regular file or folder (a device, FIFO or socket)"
+
+
+NAME_MAX, PATH_MAX = 255, 4095  # bytes: what Linux and macOS file systems take
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".svgz", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif", ".eps", ".ps")
+
+
+def check_path_name(path: str | Path, what: str, error: ErrorType = ZooError) -> Path:
+    """A path the OS will take as a name: no NUL byte, no name past 255 bytes or path past 4095."""
+    text = str(path)
+    if "\0" in text:
+        raise error(f"{what} {shorten(text)}: the path contains a NUL byte")
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise error(f"{what} {shorten(text, 80)}: a name longer than {NAME_MAX} bytes ({shorten(part, 40)})")
+    if len(os.fsencode(text)) > PATH_MAX:
+        raise error(f"{what} {shorten(text, 80)}: longer than {PATH_MAX} bytes")
+    return Path(text)
+
+
+def check_image_out(path: str | Path, what: str) -> Path:
+    """A picture zoo is about to write: a format it can write, and a folder that takes the file;
+    checked before any work is done."""
+    out = check_path_name(path, what)
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ZooError(
+            f"{what} {out}: cannot write a {out.suffix or 'suffix-less'} picture; use {', '.join(IMAGE_SUFFIXES)}"
+        )
+    folder = out.parent
+    if out.is_dir():
+        raise ZooError(f"{what} {out}: a folder")
+    if not folder.is_dir():
+        why = "a file" if folder.exists() else why_unreadable(folder)
+        raise ZooError(f"{what} {out}: {folder} is not a folder ({why})")
+    if not os.access(folder, os.W_OK):
+        raise ZooError(f"{what} {out}: {folder} is not writable")
+    return out
+
+
 def read_text(path: str | Path, error: ErrorType = ArtifactError, *, limit: int = MAX_JSON_BYTES) -> str:
     """A UTF-8 text file of at most ``limit`` bytes."""
     path = Path(path)

@@ -21,7 +21,7 @@ from torch import nn
 from zoo.adapters import ADAPTER_CONFIG, is_adapter, merge_adapter, read_adapter
 from zoo.artifacts import MANIFEST_FILE, Manifest, load
 from zoo.config import Config, default_config
-from zoo.errors import ArtifactError, ZooError
+from zoo.errors import ArtifactError, UnknownNameError, ZooError
 from zoo.files import read_model, shorten
 from zoo.lm.tokenizers import text_tokenizer
 from zoo.model_folders import folder_spec, hub_source, resolve_reference
@@ -98,7 +98,12 @@ def _open_target(target: Any, config: Config, chain: tuple[Path, ...]) -> nn.Mod
             return open_folder(path, config, chain)[0]
         if isinstance(target, Path) or any(sep in str(target) for sep in ("/", "\\")):
             raise ArtifactError(f"{target}: no such artifact, run folder or model folder")
-    named = config.spec("models", target)
+    try:
+        named = config.spec("models", target)
+    except UnknownNameError as err:
+        if not isinstance(target, str):
+            raise
+        raise ArtifactError(f"{target}: no such folder, and not a model preset or type ({err})") from None
     assert isinstance(named, ModelSpec)
     return attach(named.build(), named)
 

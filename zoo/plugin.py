@@ -257,5 +257,6 @@ def zoo_register_commands(register: RegisterCommand) -> None:
         ("chat", "zoo.commands.generate", "chat with a causal LM (its tokenizer's chat template)"),
         ("plot", "zoo.commands.plot", "plot a run's loss curves to loss.png"),
         ("eval", "zoo.commands.eval", "score models side by side on the same data (perplexity, bits/byte, accuracy)"),
+        ("serve", "zoo.commands.serve", "serve causal LMs over an OpenAI-compatible HTTP API, with a chat page"),
     ):
         register(name, lazy(f"{home}:cmd_{name}"), help=help_, arguments=lazy(f"{home}:{name}_arguments"))

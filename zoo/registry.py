@@ -10,12 +10,16 @@ the rest of the registry keeps working.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import difflib
 import importlib.metadata as metadata
 import os
 import re
+import signal
+import threading
+import time
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +33,7 @@ from zoo.specs import BASES, KINDS, Kind, PluginsSpec, Spec
 ENTRY_POINT_GROUP = "zoo"
 DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
 ENABLE_ENV = "ZOO_ENABLE_PLUGINS"  # re-enables, for one run, plugins a registry file disables
+TIMEOUT_ENV = "ZOO_PLUGIN_TIMEOUT"  # seconds one plugin may take to import and register (default 10)
 HOOKS: dict[str, Kind] = {f"zoo_register_{kind}": kind for kind in KINDS}
 PRESET_HOOK = "zoo_register_presets"
 DATA_HOOK = "zoo_register_data_sources"
@@ -167,6 +172,48 @@ def names_from_env(env: Mapping[str, str], key: str) -> set[str]:
     return {normalize(n) for n in env.get(key, "").split(",") if n.strip()}
 
 
+class PluginStopped(BaseException):
+    """A plugin that tried to end the process or ran past its time (a BaseException, so that a
+    plugin's own ``except Exception`` does not swallow it)."""
+
+
+def plugin_timeout(env: Mapping[str, str]) -> float:
+    try:
+        return max(float(env.get(TIMEOUT_ENV, "10")), 0.1)
+    except ValueError:
+        raise PluginError(f"${TIMEOUT_ENV}: expected seconds, got {env[TIMEOUT_ENV][:40]!r}") from None
+
+
+@contextlib.contextmanager
+def guarded(seconds: float) -> Iterator[None]:
+    """Run a plugin's import or hooks so that it cannot take zoo down: ``os._exit`` raises instead
+    of ending the process (``sys.exit`` already raises), and on the main thread a plugin still
+    running after ``seconds`` (a sleep, a loop) is interrupted by SIGALRM, again every second if
+    it catches that. Code that crashes or hangs inside C is beyond this."""
+    real_exit = os._exit
+
+    def exit_(code: int) -> None:
+        raise PluginStopped(f"it called os._exit({code}) while loading")
+
+    def stop(signum: int, frame: Any) -> None:
+        raise PluginStopped(f"it was still loading after {seconds:g} s (${TIMEOUT_ENV} sets the limit)")
+
+    alarm = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGALRM, stop) if alarm else None
+    outer = signal.setitimer(signal.ITIMER_REAL, seconds, 1.0) if alarm else (0.0, 0.0)
+    start = time.monotonic()
+    os._exit = exit_  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os._exit = real_exit
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            if outer[0] > 0:  # a timer someone else set (a test's own hang guard) keeps running
+                signal.setitimer(signal.ITIMER_REAL, max(outer[0] - (time.monotonic() - start), 0.001), outer[1])
+
+
 class Registry:
     """The registered model, sampler and trainer types of one process (or one test)."""
 
@@ -190,6 +237,7 @@ class Registry:
         env = os.environ if env is None else env
         configured = {normalize(n) for n in self.settings.disable} - names_from_env(env, ENABLE_ENV)
         self._disabled = configured | names_from_env(env, DISABLE_ENV)
+        self._timeout = plugin_timeout(env)
         if entry_points:
             self._load_entry_points()
 
@@ -205,7 +253,8 @@ class Registry:
                 self.plugins[name] = PluginInfo(name, dist, version, "disabled", "disabled by configuration")
                 continue
             try:
-                module = ep.load()
+                with guarded(self._timeout):
+                    module = ep.load()
             except BaseException as err:  # a plugin's import must never take zoo down
                 if isinstance(err, KeyboardInterrupt):
                     raise
@@ -253,10 +302,11 @@ class Registry:
         try:
             self._check_hook_names(plugin)
             self.pm.register(plugin, name=name)
-            for hook_name, register in registrars:
-                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                    if impl.plugin_name == name:
-                        impl.function(**{arg: register for arg in impl.argnames})
+            with guarded(self._timeout):
+                for hook_name, register in registrars:
+                    for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                        if impl.plugin_name == name:
+                            impl.function(**{arg: register for arg in impl.argnames})
         except BaseException as err:
             if isinstance(err, KeyboardInterrupt):
                 raise

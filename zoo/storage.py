@@ -103,7 +103,8 @@ def dedupe(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
 
 
 def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
-    save_file(dict(tensors), str(path), metadata=dict(metadata or {}))
+    # an empty metadata dict makes safetensors write an unreadable header for an empty mapping
+    save_file(dict(tensors), str(path), metadata=dict(metadata) if metadata else None)
 
 
 DTYPES = {

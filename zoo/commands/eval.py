@@ -8,9 +8,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from zoo.commands.plot import save_figure
 from zoo.config import config_from_args
 from zoo.errors import ZooError
 from zoo.evaluation import Score, evaluate
+from zoo.files import check_image_out
 from zoo.lm.tokenizers import named_tokenizer, tokenizer_argument
 from zoo.specs import PRECISION_HELP, QUANTIZE_METHODS
 
@@ -73,11 +75,12 @@ def bar_chart(scores: list[Score], out: Path, title: str) -> None:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.plot:
+        check_image_out(args.plot, "--plot")
     cfg = config_from_args(args, ("device", "precision"))
     for flag, value in (
         ("--max-bytes", args.max_bytes),

@@ -15,7 +15,7 @@ from zoo.config import config_from_args, spec_ref
 from zoo.errors import DataError, ZooError
 from zoo.files import parse_json, read_text, shorten, validate_file_model
 from zoo.lm.tokenizers import named_tokenizer, text_tokenizer, tokenizer_argument
-from zoo.specs import MAX_SEED, PRECISION_HELP, QUANTIZE_METHODS
+from zoo.specs import MAX_SEED, PRECISION_HELP, QUANTIZE_METHODS, parse_override
 
 
 @dataclass
@@ -29,7 +29,36 @@ class Session:
     options: dict[str, Any]
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """What would be refused or ignored later, refused before a model is opened: text that is not
+    UTF-8 (a byte the shell passed through), ``--system`` without a chat, ``--set samplers.X``
+    for a sampler this command does not use (one named alone is the sampler: --sampler X)."""
+    for flag in ("prompt", "system", "stop"):
+        values = getattr(args, flag, None) or []
+        for value in [values] if isinstance(values, str) else values:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:
+                byte = ord(value[err.start]) - 0xDC00  # how Python keeps a byte that is not UTF-8
+                raise ZooError(
+                    f"--{flag}: not UTF-8 text (the byte 0x{byte & 0xFF:02x} at character {err.start}); "
+                    "give text in UTF-8, or put it in a --prompt-file"
+                ) from None
+    if args.system and not getattr(args, "chat", True):
+        raise ZooError("--system is the system message of a chat: add --chat")
+    named = sorted({parse_override(o)[0][1] for o in args.set or () if parse_override(o)[0][:1] == ["samplers"]})
+    if named and args.sampler is None and len(named) == 1:
+        args.sampler = named[0]
+        print(f"zoo: note: sampling with {named[0]!r}, the sampler --set changes", file=sys.stderr)
+    elif (named and args.sampler not in named) or len(named) > 1:
+        raise ZooError(
+            f"--set changes the sampler{'s' if len(named) > 1 else ''} {', '.join(map(repr, named))}, but this command "
+            f"samples with {repr(args.sampler) if args.sampler else 'the model default'}; name one with --sampler"
+        )
+
+
 def open_session(args: argparse.Namespace) -> Session:
+    check_arguments(args)
     cfg = config_from_args(args, ("device", "precision"))
     from zoo.finetune import open_model
     from zoo.runtime import Runtime

@@ -42,6 +42,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     pattern = words[0] if words else "*"
 
     wanted = {kind: set(list_names(kind, pattern, protocol=args.protocol, config=cfg)) for kind in kinds}
+    literal = not any(c in pattern for c in "*?[")
+    if literal and words and not any(wanted.values()) and not any(n == pattern for _, n in cfg.unavailable):
+        # a word that is neither a kind nor a name (a glob that matches nothing is an empty list)
+        every = [*KINDS, *(n for kind in kinds for n in cfg.names(kind))]
+        raise UnknownNameError("kind or name", pattern, every, hint=f"kinds: {', '.join(KINDS)}")
     # presets exactly as a plugin shipped them (not overridden by a registry file) name their distribution
     shipped = {
         (p.kind, p.name): p.distribution for p in cfg.registry.presets if cfg.origins.get((p.kind, p.name)) == p.origin
@@ -128,6 +133,9 @@ def _find(cfg: Config, name: str) -> tuple[Kind, Spec | None, Any]:
             return kind, spec, cfg.registry.entry(kind, spec.type)
         if name in cfg.registry.types(kind):
             return kind, None, cfg.registry.entry(kind, name)
+    for kind in KINDS:
+        if (kind, name) in cfg.unavailable:
+            raise ZooError(f"{kind[:-1]} {name!r} is unavailable: {cfg.unavailable[(kind, name)]}")
     every = [n for kind in KINDS for n in cfg.names(kind)]
     raise UnknownNameError("name", name, every, hint=cfg.registry.not_loaded_hint())
 

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from zoo.errors import DataError, ZooError
-from zoo.files import parse_json, read_text, validate_file_model
+from zoo.files import check_image_out, parse_json, read_text, validate_file_model
 
 
 class MetricRow(BaseModel):
@@ -50,8 +50,8 @@ def loss_table(rows: list[dict[str, Any]]) -> str:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     run = Path(args.run)
+    out = check_image_out(args.out, "--out") if args.out else run / "loss.png"
     rows = read_metrics(run)
-    out = Path(args.out) if args.out else run / "loss.png"
     try:
         import matplotlib
 
@@ -72,11 +72,22 @@ def cmd_plot(args: argparse.Namespace) -> int:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out)
     print(loss_table(rows))
     print(f"wrote {out}")
     return 0
+
+
+def save_figure(fig: Any, out: Path) -> None:
+    """Write and close ``fig``; a write the OS refuses (a full disk, a permission) is one message."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(out, dpi=120)
+    except (OSError, ValueError) as err:
+        raise ZooError(f"{out}: cannot write the picture ({getattr(err, 'strerror', None) or err})") from None
+    finally:
+        plt.close(fig)
 
 
 def plot_arguments(p: argparse.ArgumentParser) -> None:

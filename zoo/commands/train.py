@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from zoo.config import Config, config_from_args, spec_ref
 from zoo.errors import SpecError
-from zoo.launch import relaunch_with_torchrun
+from zoo.interrupts import Stopped, exit_code
+from zoo.launch import relaunch_with_torchrun, relaunched, user_argv
 from zoo.lm.tokenizers import named_tokenizer, tokenizer_argument
 from zoo.specs import PRECISION_HELP, validate
 
@@ -17,12 +21,39 @@ EXIT_OK = 0
 def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc and args.nproc > 1:
         return relaunch_with_torchrun(args.nproc, args.argv)
+    try:
+        return train_command(args)
+    except Stopped as stop:  # SIGINT/SIGTERM: a checkpoint was written at a step boundary
+        if stop.is_main and stop.checkpoint is None:
+            print("zoo: stopped before the first step; nothing was trained", file=sys.stderr)
+        elif stop.is_main:
+            again = resume_command(user_argv(args.argv))
+            print(f"zoo: stopped at step {stop.step} ({stop.checkpoint}); continue with: {again}", file=sys.stderr)
+        return EXIT_OK if relaunched() else exit_code(stop)  # under --nproc the launching process says 130/143
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The command that continues this run: the same arguments with ``--resume`` (and no ``--force``)."""
+    kept: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--resume":  # its optional value: last, best or a path (not an option)
+            value = next(rest, None)
+            if value is not None and value.startswith("-"):
+                kept.append(value)
+        elif arg != "--force" and not arg.startswith("--resume="):
+            kept.append(arg)
+    return shlex.join(["zoo", *kept, "--resume"])
+
+
+def train_command(args: argparse.Namespace) -> int:
     if args.compile:
         args.set = [*(args.set or []), "runtime.compile=true"]
     cfg = config_from_args(args, ("device", "precision", "seed"))
     from zoo import distributed
-    from zoo.trainers.training import train_from_config
+    from zoo.training import train_from_config
 
+    together = False  # every rank finished, or stopped at the same step
     try:
         result = train_from_config(
             cfg,
@@ -36,8 +67,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             lora=args.lora,
             tokenizer=named_tokenizer(args.tokenizer, config=cfg) if args.tokenizer else None,
         )
+        together = True
+    except Stopped:
+        together = True
+        raise
     finally:
-        distributed.shutdown()
+        distributed.shutdown(together=together)
     if distributed.rank() == 0:
         print(summary(result.steps, result.metrics, result.artifact))
     return EXIT_OK

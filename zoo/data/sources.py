@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import DataError, UnknownNameError, ZooError
+from zoo.files import why_unreadable
 from zoo.registry import DataSourceEntry, Registry
 
 
@@ -20,13 +22,15 @@ def choose(registry: Registry, path: Path, protocol: str, data_format: str | Non
         if entry.protocol != protocol:
             raise DataError(f"data source {data_format!r} reads {entry.protocol} data, not {protocol} data")
         return entry
+    if path.exists() and not os.access(path, os.R_OK):
+        raise DataError(f"{path}: permission denied")
     if path.is_dir():
         folders = [s for s in mine.values() if s.folder]
         if not folders:
             raise DataError(f"{path}: a folder, but no {protocol} data source reads folders; give a file")
         return folders[0]
     if not path.is_file():
-        raise DataError(f"{path}: no such file or folder")
+        raise DataError(f"{path}: {why_unreadable(path)}")
     suffix = path.suffix.lower()
     for wanted in (suffix, "*"):
         for entry in mine.values():

@@ -273,7 +273,7 @@ def _decoder(
     if sampler is None:  # the model's own recipe (its generation_config.json), else greedy
         sampler = (model.default_sampler if isinstance(model, SamplingDefaults) else None) or "greedy"
     sampler_obj = resolve_sampler(sampler, model, config)
-    eos = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer, model)
+    eos = list(eos_ids) if eos_ids is not None else default_eos(tokenizer, model)
     decoder = Decoder(
         model,
         prompt_ids,
@@ -327,32 +327,45 @@ def stream(
         cache,
         quantize,
     )
-    B = len(prompt_ids)
-    new: list[list[int]] = [[] for _ in range(B)]
-    shown = [""] * B
-    finished = [False] * B
-    for t, (nxt, done) in enumerate(decoder.steps()):
-        ids, flags = nxt.tolist(), done.tolist()
-        deltas = []
-        for i in range(B):
-            if finished[i]:
-                deltas.append("")
-                continue
-            if flags[i] and ids[i] in eos:
-                finished[i] = True
-            else:
-                new[i].append(ids[i])
-            text = tokenizer.decode(new[i])
-            if stop and any(s in text for s in stop):
-                text = text[: min(text.index(s) for s in stop if s in text)]
-                finished[i] = True
-            last = finished[i] or t + 1 == max_new_tokens
-            safe = text if last else text.rstrip("\ufffd")  # hold back half a UTF-8 character
-            deltas.append(safe[len(shown[i]) :])
-            shown[i] = max(shown[i], safe, key=len)
-        yield StreamChunk(t, deltas, list(finished), ids)
-        if all(finished):
+    rows = [TextStream(tokenizer, eos, stop, max_new_tokens) for _ in prompt_ids]
+    for t, (nxt, _done) in enumerate(decoder.steps()):
+        ids = nxt.tolist()
+        deltas = ["" if row.finished else row.add(tok) for row, tok in zip(rows, ids, strict=True)]
+        yield StreamChunk(t, deltas, [row.finished for row in rows], ids)
+        if all(row.finished for row in rows):
             return
+
+
+class TextStream:
+    """The text one sequence adds with each drawn token (what `stream` yields, and the server too):
+    an EOS id ends it (not shown), a stop string cuts it, half a UTF-8 character waits for the rest.
+    ``reason`` says why it finished: "eos", "stop" or "length"."""
+
+    def __init__(self, tokenizer: Any, eos: Sequence[int], stop: Sequence[str], max_new_tokens: int) -> None:
+        self.tokenizer, self.eos, self.stop, self.max_new = tokenizer, set(eos), list(stop), max_new_tokens
+        self.ids: list[int] = []  # the tokens kept (EOS left out)
+        self.drawn = 0
+        self.shown = ""
+        self.finished = False
+        self.reason: str | None = None
+
+    def add(self, token: int) -> str:
+        """The new text after ``token``; sets ``finished`` (and ``reason``) when the sequence ends."""
+        self.drawn += 1
+        if token in self.eos:
+            self.finished, self.reason = True, "eos"
+        else:
+            self.ids.append(token)
+        text = self.tokenizer.decode(self.ids)
+        cut = [text.index(s) for s in self.stop if s in text]
+        if cut:
+            text, self.finished, self.reason = text[: min(cut)], True, "stop"
+        if not self.finished and self.drawn >= self.max_new:
+            self.finished, self.reason = True, "length"
+        safe = text if self.finished else text.rstrip("\ufffd")  # hold back half a UTF-8 character
+        delta = safe[len(self.shown) :]
+        self.shown = max(self.shown, safe, key=len)
+        return delta
 
 
 def generate(
@@ -426,7 +439,7 @@ def _all_stopped(tokenizer: Any, steps: list[torch.Tensor], stop: Sequence[str])
     return all(any(s in tokenizer.decode(r) for s in stop) for r in rows)
 
 
-def _default_eos(tokenizer: Tokenizer, model: Any) -> list[int]:
+def default_eos(tokenizer: Tokenizer, model: Any) -> list[int]:
     """The tokenizer's EOS id and every stop id the model knows (its generation config's)."""
     ids = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
     if isinstance(model, StopTokens):

@@ -201,6 +201,8 @@ def encode_record(tokenizer: Tokenizer, record: Record, where: str) -> Encoded:
                     "changes earlier tokens), so the assistant's tokens cannot be told apart"
                 )
             scored[start : len(upto)] = [True] * (len(upto) - start)
+    except DataError:  # already names the record
+        raise
     except ZooError as err:
         raise DataError(f"{where}: {err}") from None
     return Encoded(full, scored)

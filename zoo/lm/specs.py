@@ -33,7 +33,7 @@ class SampleSpec(SamplerSpec):
 
     type: Literal["sample"] = "sample"
     temperature: float = Field(1.0, gt=0.0, description="divides the logits; < 1 sharpens, > 1 flattens")
-    top_k: int | None = Field(None, ge=1, description="keep only the k most likely tokens")
+    top_k: int | None = Field(None, ge=1, le=1 << 24, description="keep only the k most likely tokens")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="keep the smallest set with cumulative probability >= p")
     min_p: float = Field(0.0, ge=0.0, lt=1.0, description="drop tokens below min_p x the top probability")
     repetition_penalty: float = Field(1.0, ge=1.0, description="> 1 discourages tokens already present")
@@ -48,7 +48,7 @@ class TopKSpec(SamplerSpec):
     """Sample among the k most likely tokens."""
 
     type: Literal["top-k"] = "top-k"
-    k: int = Field(40, ge=1, description="how many of the most likely tokens to keep")
+    k: int = Field(40, ge=1, le=1 << 24, description="how many of the most likely tokens to keep")
     temperature: float = Field(1.0, gt=0.0, description="divides the logits before filtering")
     repetition_penalty: float = Field(1.0, ge=1.0, description="> 1 discourages tokens already present")
 
@@ -94,9 +94,12 @@ class CausalLMTrainerSpec(EngineSpec):
 
     type: Literal["causal-lm"] = "causal-lm"
     protocol = "causal-lm"
+    metrics = ("val_loss", "val_ppl")
     lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
-    batch_size: int = Field(16, gt=0, description="sequences per optimizer step, over all processes")
-    context: int | None = Field(None, gt=1, description="training window in tokens; null: the model's max_seq_len")
+    batch_size: int = Field(16, gt=0, le=1 << 24, description="sequences per optimizer step, over all processes")
+    context: int | None = Field(
+        None, gt=1, le=1 << 24, description="training window in tokens; null: the model's max_seq_len"
+    )
     tokenizer: TokenizerSpec = Field(default_factory=ByteTokenizerSpec, description="byte | bpe")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the corpus (its end) held out")
 

@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from zoo.errors import DataError, ZooError
-from zoo.files import LENIENT, read_model, regular_file
+from zoo.files import LENIENT, read_model, regular_file, why_unreadable
 from zoo.lm.records import encode_record
 from zoo.protocols import RecordSource, TextSource, Tokenizer
 
@@ -68,7 +68,7 @@ def read_text_files(path: Path, options: Mapping[str, Any]) -> list[TextSource]:
             raise DataError(f"{path}: folder holds no .txt files")
         return [TextFile(str(p), p) for p in files]
     if not path.is_file():
-        raise DataError(f"{path}: no such file or folder")
+        raise DataError(f"{path}: {why_unreadable(path)}")
     return [TextFile(str(path), path)]
 
 
@@ -81,7 +81,11 @@ def default_corpus_text() -> str:
 def iter_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
     """Decoded text of a file in chunks cut at line ends; bad files raise `DataError`."""
     offset, seen_any = 0, False
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
+    with fh:
         pending = b""
         while True:
             block = fh.read(chunk_bytes)

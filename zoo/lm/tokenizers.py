@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -102,10 +103,12 @@ class HFTokenizer:
         self.pad_id = pad if pad is not None else (self.eos_id or 0)
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tok.encode(text).ids)
+        with rust_panics("encode text"):
+            return list(self.tok.encode(text).ids)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tok.encode_batch(texts)]
+        with rust_panics("encode text"):
+            return [e.ids for e in self.tok.encode_batch(texts)]
 
     def decode(self, ids: Iterable[int]) -> str:
         return str(self.tok.decode([int(i) for i in ids], skip_special_tokens=True))
@@ -122,6 +125,18 @@ class HFTokenizer:
             "eos_token": self.eos_token,
             "pad_token": self.pad_token,
         }
+
+
+@contextlib.contextmanager
+def rust_panics(what: str) -> Iterator[None]:
+    """A crafted tokenizer.json can panic inside `tokenizers` (Rust) at encode time, as at load
+    time (a pre-tokenizer regex past its backtracking limit): one message, not a traceback."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # pyo3's PanicException is a BaseException
+        raise DataError(f"the tokenizer failed to {what} ({type(err).__name__}: {shorten(str(err))})") from None
 
 
 def _require_tokenizers() -> Any:

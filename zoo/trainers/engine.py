@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -21,8 +22,10 @@ import torch
 from torch import nn
 
 from zoo import checkpoints
+from zoo.checkpointer import SET_ASIDE, Checkpointer, Resume
 from zoo.config import Config, default_config
-from zoo.errors import PluginError, RunDirError, SpecError, TrainingError, ZooError
+from zoo.errors import PluginError, SpecError, TrainingError, ZooError
+from zoo.interrupts import Stopped, StopRequest, stop_requests
 from zoo.protocols import Batch, Callback, FitResult, Logger, Schedule, Task
 from zoo.quantization import refuse_quantized
 from zoo.registry import Registry
@@ -46,9 +49,6 @@ from zoo.trainers.telemetry import (
 )
 
 __all__ = ["EngineTrainer", "FitResult", "Resume", "RunInfo", "train"]
-
-
-Resume = bool | str | Path  # False: a new run; True or "last": the latest checkpoint; "best"; a checkpoint folder
 
 
 def train(
@@ -76,50 +76,103 @@ def train(
     ``optimizer_spec`` and ``schedule`` are what ``spec`` names, resolved.
     """
     out = Path(out)
-    run, wrapped = begin(model, spec, runtime, out, resume, run_info, callbacks, optimizer_spec)
-    if not any(isinstance(lg, JsonlLogger) for lg in loggers):
-        loggers = [JsonlLogger(), *loggers]
-    log = Loggers(list(loggers), runtime.is_main)
-    log.start(out, run.step)
-    stepper = Stepper(model, wrapped, task, spec, runtime, run, schedule)
-    bar = progress_bar(spec, run.step, enabled=runtime.is_main and spec.progress)
-    try:
-        while run.step < spec.max_steps:
-            lr = stepper.step()
-            step = run.step
-            if stepper.skipped:
-                scale = stepper.scaler.get_scale()
-                log.log({"step": step, "split": "train", "event": "skipped", "loss_scale": scale})
-                if runtime.is_main:
-                    bar.write(f"step {step}: fp16 gradient overflow, step skipped (loss scale -> {scale:g})")
-            bar.update(1)
-            if step % spec.log_every == 0 or step == spec.max_steps:
-                stepper.log(lr, log, bar)
-            run.notify("on_step_end")
-            stop = run.stop_reason()
-            if (spec.eval_every and step % spec.eval_every == 0) or step == spec.max_steps or stop is not None:
-                evaluate(model, task, run, log, bar)
-                stop = stop or run.stop_reason()
-            if stop is not None:  # the last steps' figures, before the run ends early
-                stepper.figures.check()
-                if stepper.window.steps:
-                    stepper.log(lr, log, bar)
-            final = step == spec.max_steps or stop is not None
-            if (spec.checkpoint_every and step % spec.checkpoint_every == 0) or final:
-                path = run.write_checkpoint() or out / "checkpoints" / f"step-{step:08d}"
-                if on_checkpoint is not None and runtime.is_main:
-                    on_checkpoint()
-                run.notify("on_checkpoint", path)
-            if stop is not None:
-                log.log({"step": step, "split": "event", "event": "stopped", "reason": stop})
-                if runtime.is_main:
-                    bar.write(f"step {step}: {stop}")
-                break
-    finally:
-        bar.close()
+    with stop_requests() as request:  # from here SIGINT/SIGTERM stop at a step boundary (zoo.interrupts)
+        run, wrapped = begin(model, spec, runtime, out, resume, run_info, callbacks, optimizer_spec)
+        if not any(isinstance(lg, JsonlLogger) for lg in loggers):
+            loggers = [JsonlLogger(), *loggers]
+        log = Loggers(list(loggers), runtime.is_main)
+        log.start(out, run.step)
+        stepper = Stepper(model, wrapped, task, spec, runtime, run, schedule)
+        bar = progress_bar(spec, run.step, enabled=runtime.is_main and spec.progress)
+        try:
+            stopped = steps(model, task, run, stepper, log, bar, request, on_checkpoint)
+        finally:
+            bar.close()
+    if stopped is not None:  # a signal: the run is not over, its checkpoint is written
+        log.close()
+        raise stopped
     log.log({"step": run.step, "split": "ranks", **stepper.shares.gather(runtime)})
     log.close()
     return FitResult(out, run.step, run.metrics, finish(run, save_artifact))
+
+
+def steps(
+    model: nn.Module,
+    task: Task,
+    run: Run,
+    stepper: Stepper,
+    log: Loggers,
+    bar: Any,
+    request: StopRequest,
+    on_checkpoint: Callable[[], None] | None,
+) -> Stopped | None:
+    """The step loop, to ``max_steps`` or a stop every process agrees on: a callback's (evaluated,
+    checkpointed, the run ends) or a signal's, before the next step (checkpointed, and returned
+    for the caller to raise: the run is not over)."""
+    spec, saved = run.spec, -1
+    while run.step < spec.max_steps:
+        signum = int(run.runtime.dist.max_over_ranks([request.signum or 0])[0])
+        if signum:
+            return stop_here(run, stepper, log, bar, signum, saved, on_checkpoint)
+        lr = stepper.step()
+        step = run.step
+        if stepper.skipped:
+            scale = stepper.scaler.get_scale()
+            log.log({"step": step, "split": "train", "event": "skipped", "loss_scale": scale})
+            if run.is_main:
+                bar.write(f"step {step}: fp16 gradient overflow, step skipped (loss scale -> {scale:g})")
+        bar.update(1)
+        if step % spec.log_every == 0 or step == spec.max_steps:
+            stepper.log(lr, log, bar)
+        run.notify("on_step_end")
+        stop = run.stop_reason()
+        if (spec.eval_every and step % spec.eval_every == 0) or step == spec.max_steps or stop is not None:
+            evaluate(model, task, run, log, bar)
+            stop = stop or run.stop_reason()
+        if stop is not None:  # the last steps' figures, before the run ends early
+            stepper.figures.check()
+            if stepper.window.steps:
+                stepper.log(lr, log, bar)
+        if (spec.checkpoint_every and step % spec.checkpoint_every == 0) or step == spec.max_steps or stop:
+            checkpoint(run, on_checkpoint)
+            saved = step
+        if stop is not None:
+            log.log({"step": step, "split": "event", "event": "stopped", "reason": stop})
+            if run.is_main:
+                bar.write(f"step {step}: {stop}")
+            break
+    return None
+
+
+def checkpoint(run: Run, on_checkpoint: Callable[[], None] | None) -> Path:
+    """A ``step-N`` checkpoint now (a collective), then ``on_checkpoint`` and the callbacks hear of it."""
+    path = run.write_checkpoint() or run.checkpointer.root / f"step-{run.step:08d}"
+    if on_checkpoint is not None and run.is_main:
+        on_checkpoint()
+    run.notify("on_checkpoint", path)
+    return path
+
+
+def stop_here(
+    run: Run,
+    stepper: Stepper,
+    log: Loggers,
+    bar: Any,
+    signum: int,
+    saved: int,
+    on_checkpoint: Callable[[], None] | None,
+) -> Stopped:
+    """A signal's stop: the last steps' figures logged, a checkpoint at this step (unless one was
+    just written, or no step was trained yet), the event recorded; ``--resume`` continues exactly."""
+    stepper.figures.check()
+    if stepper.window.steps:
+        stepper.log(stepper.lr, log, bar)
+    if run.step == saved:
+        path: Path | None = run.checkpointer.root / f"step-{run.step:08d}"
+    else:
+        path = checkpoint(run, on_checkpoint) if run.step > 0 else None
+    log.log({"step": run.step, "split": "event", "event": "stopped", "reason": signal.Signals(signum).name})
+    return Stopped(signum, run.step, path, is_main=run.is_main)
 
 
 def begin(
@@ -135,10 +188,10 @@ def begin(
     """The run's state, restored from its checkpoint when it resumes (callbacks' state included),
     and the model as the runtime wraps it (compiled, DDP or FSDP)."""
     main = runtime.is_main
-    ckpt_root = out / "checkpoints"
+    checkpointer = Checkpointer(out, spec.keep_checkpoints, runtime.dist)
     if main:
-        checkpoints.clean_stale(out)
-    start = resume_point(ckpt_root, resume)
+        checkpointer.clean_stale()
+    start = checkpointer.resume_point(resume, notes=main)
     info = json.loads(json.dumps(run_info or {}, default=str))
     check_run_info(out / RUN_FILE, info, resume=bool(resume), runtime=runtime)
     runtime.seed_everything()
@@ -152,15 +205,16 @@ def begin(
     if start is not None:
         checkpoints.load_checkpoint(start, state, runtime.dist)
         run.restore_callbacks()
+        runtime.dist.barrier()  # every rank has read its checkpoint before rank 0 moves any away
         if main:
-            set_aside = checkpoints.set_aside_after(ckpt_root, state.step)
+            set_aside = checkpointer.set_aside_after(state.step)
             print(f"resuming from {start} (step {state.step})", file=sys.stderr)
             if set_aside:
                 moved = ", ".join(set_aside)
-                print(f"later checkpoints moved to {ckpt_root / checkpoints.SET_ASIDE}: {moved}", file=sys.stderr)
+                print(f"later checkpoints moved to {checkpointer.root / SET_ASIDE}: {moved}", file=sys.stderr)
         runtime.dist.barrier()
     elif resume and main:
-        print(f"no checkpoint in {ckpt_root}: starting from step 0", file=sys.stderr)
+        print(f"no checkpoint in {checkpointer.root}: starting from step 0", file=sys.stderr)
     return run, wrapped
 
 
@@ -198,11 +252,12 @@ class Stepper:
             [names.get(id(p), "?") for p in self.params],
             [group_of.get(id(p), "?") for p in self.params],
             self.window,
-            run.out / "checkpoints",
+            run.checkpointer.last_good,
             scaled=self.scaler.is_enabled(),
         )
         self.figures = run.figures
         self.skipped = False  # the last step was an fp16 overflow the scaler skipped
+        self.lr = math.nan  # the last step's learning rate
 
     def step(self) -> float:
         """Train one step; returns its learning rate."""
@@ -230,7 +285,8 @@ class Stepper:
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
         self.skipped = scaler.is_enabled() and scaler.get_scale() < scale_before
-        return spec.lr * factor
+        self.lr = spec.lr * factor
+        return self.lr
 
     def log(self, lr: float, log: Loggers, bar: Any) -> None:
         """One training log line for the steps since the last (reads the figures off the device)."""
@@ -279,26 +335,6 @@ def build_optimizer(spec: OptimizerSpec, model: nn.Module, lr: float, device: to
             f"not {type(optimizer).__name__}"
         )
     return optimizer
-
-
-def resume_point(root: Path, resume: Resume) -> Path | None:
-    """The checkpoint a run continues from: None for a new run (or a resumed one with none yet)."""
-    if resume is False:
-        return None
-    if resume is True or resume == "last":
-        return checkpoints.latest(root)
-    if resume == "best":
-        best = root / "best"
-        if not (best / "state.json").is_file():
-            raise RunDirError(
-                f"no best checkpoint in {root}: a trainer with the best-checkpoint callback keeps one "
-                "(callbacks = ['best-checkpoint']); resume with --resume last instead"
-            )
-        return best
-    path = Path(resume)
-    if not (path / "state.json").is_file():
-        raise RunDirError(f"{path}: not a checkpoint folder (no state.json); give one under RUN/checkpoints")
-    return path
 
 
 class EngineTrainer:

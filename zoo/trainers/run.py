@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from zoo import checkpoints
+from zoo.checkpointer import Checkpointer, check_name
 from zoo.errors import ArtifactError, TrainingError
 from zoo.runtime import Runtime
 from zoo.trainers.specs import EngineSpec
@@ -29,6 +30,7 @@ class Run:
 
     def __init__(self, out: Path, state: checkpoints.TrainState, spec: EngineSpec, runtime: Runtime) -> None:
         self.out, self.state, self.spec, self.runtime = out, state, spec, runtime
+        self.checkpointer = Checkpointer(out, spec.keep_checkpoints, runtime.dist)
         self.max_steps = spec.max_steps
         self.is_main = runtime.is_main
         self.figures: StepFigures | None = None
@@ -61,8 +63,7 @@ class Run:
     def save_checkpoint(self, name: str) -> None:
         """Ask for the full state as ``checkpoints/NAME`` (replacing one of that name), written once
         every callback has seen the current event, so it holds their updated state too."""
-        plain = name.replace("-", "").replace("_", "").isalnum() and name[:1].isalpha()
-        if not plain or name == checkpoints.SET_ASIDE or checkpoints.STEP_DIR.match(name):
+        if not check_name(name):
             raise TrainingError(f"checkpoint name {name!r}: use letters, digits, '-' and '_' (e.g. 'best')")
         if name not in self.pending:
             self.pending.append(name)
@@ -91,13 +92,7 @@ class Run:
             state = split_tensors(cb.state_dict(), f"{i}", self.state.tensors)
             saved.append({"type": type(cb).__name__, "state": state})
         self.state.extra["callbacks"] = saved
-        root = self.out / "checkpoints"
-        try:  # every rank: gathering a sharded state is a collective; rank 0 writes
-            path = checkpoints.save_checkpoint(root, self.state, self.spec.keep_checkpoints, self.runtime.dist, name)
-        except ArtifactError as err:
-            raise TrainingError(
-                f"checkpoint at step {self.step} could not be written ({err}); " + checkpoints.last_good(root)
-            ) from None
+        path = self.checkpointer.write(self.state, name)  # every rank: under FSDP a collective
         self.runtime.dist.barrier()
         return path
 

@@ -127,7 +127,7 @@ class EarlyStoppingSpec(WatchSpec):
     """Stop training when a metric stops improving (checked at each evaluation)."""
 
     type: Literal["early-stopping"] = "early-stopping"
-    patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
+    patience: int = Field(3, ge=1, le=1 << 40, description="evaluations without improvement before stopping")
     min_delta: float = Field(0.0, ge=0.0, description="a smaller change does not count as an improvement")
 
     def build(self) -> Any:
@@ -152,8 +152,8 @@ class EMASpec(CallbackSpec):
 
     type: Literal["ema"] = "ema"
     decay: float = Field(0.999, gt=0.0, lt=1.0, description="ema = decay * ema + (1 - decay) * weights")
-    every: int = Field(1, ge=1, description="update the average every N optimizer steps")
-    start_step: int = Field(0, ge=0, description="the first step the average takes in")
+    every: int = Field(1, ge=1, le=1 << 40, description="update the average every N optimizer steps")
+    start_step: int = Field(0, ge=0, le=1 << 40, description="the first step the average takes in")
     final: Literal["ema", "raw"] = Field(
         "ema", description="ema: RUN/model is the average (RUN/model-raw the trained weights); raw: the reverse"
     )
@@ -171,9 +171,9 @@ DEFAULT_TYPES = {"optimizer": "adamw", "schedule": "constant"}  # of a table tha
 class EngineSpec(TrainerSpec):
     """Fields every trainer built on the training engine shares."""
 
-    max_steps: int = Field(1000, gt=0, description="optimizer steps to run")
-    batch_size: int = Field(32, gt=0, description="examples per optimizer step, over all processes")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (divides batch_size)")
+    max_steps: int = Field(1000, gt=0, le=1 << 40, description="optimizer steps to run")
+    batch_size: int = Field(32, gt=0, le=1 << 24, description="examples per optimizer step, over all processes")
+    grad_accum: int = Field(1, ge=1, le=1 << 24, description="micro-batches per optimizer step (divides batch_size)")
     lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
     optimizer: Ref = Field(
         "adamw",
@@ -186,11 +186,11 @@ class EngineSpec(TrainerSpec):
         "(zoo list schedules), or a table such as {type = 'cosine', warmup_steps = 100}",
     )
     grad_clip: float | None = Field(1.0, gt=0.0, description="clip the global gradient norm; null disables")
-    eval_every: int = Field(100, ge=0, description="evaluate every N steps (0: only at the end)")
-    eval_batches: int = Field(10, gt=0, description="validation batches per evaluation")
-    log_every: int = Field(10, gt=0, description="append training metrics every N steps")
-    checkpoint_every: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
-    keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
+    eval_every: int = Field(100, ge=0, le=1 << 40, description="evaluate every N steps (0: only at the end)")
+    eval_batches: int = Field(10, gt=0, le=1 << 24, description="validation batches per evaluation")
+    log_every: int = Field(10, gt=0, le=1 << 40, description="append training metrics every N steps")
+    checkpoint_every: int = Field(0, ge=0, le=1 << 40, description="checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = Field(2, ge=1, le=1 << 20, description="how many recent checkpoints to keep")
     progress: bool = Field(True, description="show a progress bar with the live loss")
     data: str | None = Field(None, description="data file or folder (--data overrides); null: the trainer's default")
     data_format: str | None = Field(
@@ -217,9 +217,17 @@ class EngineSpec(TrainerSpec):
         refs: list[tuple[Kind, str, Ref]] = [(k, f"{k}[{i}]", r) for k, named in listed for i, r in enumerate(named)]
         return [*refs, ("optimizers", "optimizer", self.optimizer), ("schedules", "schedule", self.schedule)]
 
+    # the figures this trainer's evaluation reports (None: not declared, watched metrics unchecked)
+    metrics: ClassVar[tuple[str, ...] | None] = None
+
     def check_reference(self, named: Spec) -> None:
         if isinstance(named, ScheduleSpec):
             named.for_steps(self.max_steps)[0].check_steps(self.max_steps)
+        if isinstance(named, WatchSpec) and self.metrics is not None and named.metric not in self.metrics:
+            raise ValueError(
+                f"{named.type} watches {named.metric!r}, which a {self.type} trainer's evaluation never reports "
+                f"(it reports {', '.join(self.metrics)})"
+            )
 
     @field_validator("optimizer", "schedule", mode="before")
     @classmethod
@@ -247,7 +255,7 @@ class SyntheticSpec(BaseModel):
 
     model_config = STRICT
 
-    n_samples: int = Field(4096, ge=16, description="examples (train + validation)")
+    n_samples: int = Field(4096, ge=16, le=1 << 28, description="examples (train + validation)")
     label_noise: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of labels replaced at random")
     seed: int = Field(1234, ge=0, le=MAX_SEED, description="seed of the generated data (independent of runtime.seed)")
 
@@ -257,6 +265,7 @@ class ClassifierTrainerSpec(EngineSpec):
 
     type: Literal["classifier"] = "classifier"
     protocol = "classifier"
+    metrics = ("val_loss", "val_accuracy")
     input_kinds: ClassVar[tuple[InputKind, ...]] = ("features", "images")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of examples held out for validation")
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec, description="synthetic data settings")

@@ -11,15 +11,13 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from zoo import checkpoints
 from zoo.errors import TrainingError
 from zoo.runtime import Runtime
 from zoo.trainers.loggers import Loggers
@@ -60,8 +58,11 @@ class StepFigures:
 
     MAX_PENDING = 1000
 
-    def __init__(self, names: list[str], groups: list[str], window: LogWindow, root: Path, scaled: bool) -> None:
-        self.names, self.groups, self.window, self.root, self.scaled = names, groups, window, root, scaled
+    def __init__(
+        self, names: list[str], groups: list[str], window: LogWindow, last_good: Callable[[], str], scaled: bool
+    ) -> None:
+        self.names, self.groups, self.window, self.scaled = names, groups, window, scaled
+        self.last_good = last_good  # what is left to resume from, for the error message
         self.steps: list[int] = []
         self.losses: list[torch.Tensor] = []
         self.norms: list[torch.Tensor] = []  # (P,) per step, P = parameters with a gradient
@@ -88,15 +89,13 @@ class StepFigures:
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"non-finite loss ({loss}) at step {step}; "
-                    + checkpoints.last_good(self.root)
+                    + self.last_good()
                     + "; lower lr, enable grad_clip, or use bf16-mixed/fp32"
                 )
             if not math.isfinite(total) and not self.scaled:
                 bad = [f"{self.names[i]} (param group {self.groups[i]!r})" for i in (~row.isfinite()).nonzero()[:, 0]]
                 where = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-                raise TrainingError(
-                    f"non-finite gradient at step {step} in {where}; " + checkpoints.last_good(self.root)
-                )
+                raise TrainingError(f"non-finite gradient at step {step} in {where}; " + self.last_good())
             self.window.add(loss)
         self.last_loss, self.grad_norm = losses[-1], totals[-1]
         self.steps, self.losses, self.norms = [], [], []

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -287,3 +288,104 @@ def test_int8_chat_from_a_llama_folder_replies_as_fp32_transformers(chat_folder,
     with torch.inference_mode():
         got, want_logits = model(ids)[0], hf(ids).logits
     assert not torch.equal(got, want_logits) and float((got - want_logits).abs().mean() / want_logits.std()) < 0.05
+
+
+PARITY_TEMPLATES = [
+    TEMPLATE,
+    MARKED,
+    "{{ bos_token }}{% set ns = namespace(sys='') %}{% for m in messages %}{% if m.role == 'system' %}"
+    "{% set ns.sys = m.content|trim %}{% endif %}{% endfor %}{% if ns.sys %}<<SYS>>{{ ns.sys }}<</SYS>>{% endif %}"
+    "{%- for m in messages if m.role != 'system' %}{{ '<|' + m['role'] + '|>\\n' + m['content']|trim + eos_token }}"
+    "{%- if loop.last and add_generation_prompt %}<|assistant|>{% endif %}{% endfor %}",
+    "{{ messages|tojson }}{{ dict(a=1, b=[1, 2])|tojson(indent=2) }}{{ messages|map(attribute='role')|join(', ') }}"
+    "{{ '%s-%d' % ('x', 3) }}{{ '{:>5}|'.format('ab') }}{{ (messages|length) * 2 }}{{ [1, 2] + [3] }}"
+    "{% for k, v in messages[0]|dictsort %}{{ k }}={{ v }};{% endfor %}{{ none }}{{ 1700000000 }}{{ 7 // 2 }}"
+    "{{ 2 ** 10 }}{{ 'x' ~ 3 ~ none }}{% for m in messages %}{{ m.reasoning_content }}{% endfor %}",
+]
+
+
+@pytest.mark.parametrize("template", range(len(PARITY_TEMPLATES)))
+def test_zoo_renders_chat_templates_as_transformers_does(chat_folder, template):
+    _, _, tok = chat_folder
+    chat = [
+        {"role": "system", "content": " be brief "},
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "hi there", "thinking": "hmm", "tool_calls": None},
+    ]
+    for add in (True, False):
+        want = tok.apply_chat_template(
+            chat, chat_template=PARITY_TEMPLATES[template], add_generation_prompt=add, tokenize=False
+        )
+        got = zoo.render_chat_template(
+            PARITY_TEMPLATES[template], chat, add_generation_prompt=add, **tok.special_tokens_map
+        )
+        assert got == want
+
+
+HANGS = "{% for x in range(100000) %}{% for y in range(100000) %}{% endfor %}{% endfor %}"
+
+
+@pytest.mark.parametrize("place", ["tokenizer_config.json", "chat_template.jinja"])
+def test_a_hostile_chat_template_is_refused_by_generate_chat_and_training(
+    chat_folder, tmp_path, place, capsys, monkeypatch
+):
+    """Issue 27: a template that ran for minutes or took gigabytes is exit 2 in about a second, naming
+    the folder and the bound, in `generate --chat`, `chat` and chat training data (no run folder)."""
+    folder = saved_with(chat_folder, tmp_path / "m")
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    for template in (HANGS, "{{ 'a' * 10**8 }}"):
+        if place == "chat_template.jinja":
+            (folder / place).write_text(template)
+        else:
+            (folder / place).write_text(json.dumps({**config, "chat_template": template}))
+        start = time.monotonic()
+        assert main(["generate", str(folder), "--chat", "--prompt", "hi", "--max-new-tokens", "2"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("zoo: error:") == 1 and f"{folder}: chat template refused" in err, err
+        assert time.monotonic() - start < 20
+    assert "past the bound of 1,000,000" in err
+    if place == "chat_template.jinja":
+        return  # the same tokenizer path below
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    assert main(["chat", str(folder), "--max-new-tokens", "2"]) == 2
+    assert "chat template refused" in capsys.readouterr().err
+    data = tmp_path / "chat.jsonl"
+    data.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]})
+    )
+    trainer = {"type": "causal-lm", "max_steps": 2, "batch_size": 1, "context": 16, "progress": False}
+    args = ["train", "--init-from", str(folder), "--trainer", json.dumps(trainer), "--data", str(data)]
+    assert main([*args, "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "chat.jsonl:1: " in err and "chat template refused" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not json", "generation_config.json: not valid JSON"),
+        ('{"temperature": "hot", "do_sample": true}', "generation_config.json: temperature hot is not a valid value"),
+        ('{"eos_token_id": "x"}', "generation_config.json: eos_token_id x is not a valid value"),
+        ("[1, 2]", "generation_config.json: expected a JSON object"),
+    ],
+)
+def test_an_invalid_generation_config_is_refused_not_ignored(chat_folder, tmp_path, capsys, text, message):
+    """Issue 27: transformers falls back to defaults without a word; zoo names the file, exit 2."""
+    folder = saved_with(chat_folder, tmp_path / "m")
+    (folder / "generation_config.json").write_text(text)
+    assert main(["generate", str(folder), "--prompt", "hello", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("zoo: error:") == 1 and message in err, err
+
+
+def test_a_tokenizer_that_panics_at_encode_is_one_message(chat_folder, tmp_path, capsys):
+    """Issue 27: a pre-tokenizer regex past Oniguruma's backtracking limit panics in Rust at encode
+    time; the load was guarded, now the encode is too."""
+    folder = saved_with(chat_folder, tmp_path / "m")
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": "(a|aa)+$"}, "behavior": "Isolated", "invert": False}
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    assert main(["generate", str(folder), "--prompt", "a" * 30000 + "c", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("zoo: error:") == 1 and "the tokenizer failed to encode text (PanicException" in err, err

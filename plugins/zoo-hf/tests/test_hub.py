@@ -363,3 +363,29 @@ def test_an_adapter_repo_names_its_base_on_the_hub(hub, versions, tmp_path, caps
     hub.add_repo("zoo-test/local-base", files)
     code, _, err = run(capsys, "generate", "hf:zoo-test/local-base", "--prompt", "x")
     assert code == 2 and "an adapter from the hub must name its base as a hub repo" in err, err
+
+
+def test_the_parent_sha256_recorded_is_the_files_own_past_one_read_chunk(tmp_path):
+    """The sha256 a fine-tune records for its hub parent (run.json, manifest.json): a file longer
+    than one 1 MiB read is hashed whole, and an LFS blob's name is used only when it is a sha256."""
+    from zoo_hf.hub import describe
+
+    snapshot = tmp_path / "models--org--name" / "snapshots" / "abc123"
+    blobs = tmp_path / "models--org--name" / "blobs"
+    snapshot.mkdir(parents=True)
+    blobs.mkdir()
+    big = os.urandom(2 * (1 << 20) + 17)
+    (snapshot / "model.safetensors").write_bytes(big)  # a real file, not a blob link: hashed
+    small = b'{"model_type": "llama"}'
+    sha1_named = blobs / hashlib.sha1(small).hexdigest()  # a git blob id names a small file's blob
+    sha1_named.write_bytes(small)
+    (snapshot / "config.json").symlink_to(sha1_named)
+    lfs = blobs / hashlib.sha256(b"weights").hexdigest()
+    lfs.write_bytes(b"weights")
+    (snapshot / "other.safetensors").symlink_to(lfs)
+    files = describe(snapshot)["files"]
+    assert files == {
+        "model.safetensors": hashlib.sha256(big).hexdigest(),
+        "config.json": hashlib.sha256(small).hexdigest(),
+        "other.safetensors": hashlib.sha256(b"weights").hexdigest(),
+    }

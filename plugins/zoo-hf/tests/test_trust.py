@@ -142,3 +142,20 @@ def test_a_clean_folder_still_imports_offline(tmp_path):
     res = zoo_cli(tmp_path, "import", str(folder), "--out", str(tmp_path / "imported"))
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "imported" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("file", ["config.json", "tokenizer_config.json"])
+def test_custom_pipelines_are_refused_like_auto_map(tmp_path, file, capsys):
+    """``custom_pipelines`` names a pipeline class in a module of the folder (or a hub repo): code
+    too. Refused in either file, exit 2, the planted module never runs."""
+    from zoo.cli import main
+
+    folder, marker = gpt2_folder(tmp_path / "model"), tmp_path / "MARKER"
+    path = folder / file
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["custom_pipelines"] = {"text-generation": {"impl": "evil.Pipeline", "pt": ["AutoModelForCausalLM"]}}
+    path.write_text(json.dumps(data))
+    assert main(["generate", str(folder), "--prompt", "x", "--max-new-tokens", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{file}: custom_pipelines asks to run Python code" in err or f"{file}: names code to run" in err, err
+    assert not marker.exists()

@@ -17,10 +17,10 @@ class GRULMSpec(zoo.ModelSpec):
 
     type: Literal["gru-lm"] = "gru-lm"
     protocol = "causal-lm"
-    vocab_size: int = Field(256, gt=0, description="vocabulary size")
-    d_model: int = Field(64, gt=0, description="embedding and hidden width")
+    vocab_size: int = Field(256, gt=0, le=1 << 24, description="vocabulary size")
+    d_model: int = Field(64, gt=0, le=1 << 20, description="embedding and hidden width")
     n_layers: int = Field(1, ge=1, le=8, description="stacked GRU layers")
-    max_seq_len: int = Field(1024, gt=0, description="training window (decoding has no limit)")
+    max_seq_len: int = Field(1024, gt=0, le=1 << 24, description="training window (decoding has no limit)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout between GRU layers")
 
     builder = "zoo_example.model:GRULM"  # imported (with torch) only when built
@@ -36,15 +36,17 @@ class SmallCNNSpec(zoo.ModelSpec):
     channels: int = Field(3, ge=1, le=4, description="image channels (3: RGB, 1: grey)")
     height: int = Field(32, ge=4, le=4096, description="image height in pixels")
     width: int = Field(32, ge=4, le=4096, description="image width in pixels")
-    widths: list[int] = Field(default_factory=lambda: [16, 32], description="channels of each conv stage")
-    num_classes: int = Field(10, ge=2, description="output classes")
+    widths: list[int] = Field(
+        default_factory=lambda: [16, 32], max_length=64, description="channels of each conv stage"
+    )
+    num_classes: int = Field(10, ge=2, le=1 << 24, description="output classes")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the head")
 
     @field_validator("widths")
     @classmethod
     def _widths(cls, widths: list[int]) -> list[int]:
-        if not widths or any(w <= 0 for w in widths):
-            raise ValueError(f"widths must be one or more positive channel counts, got {widths}")
+        if not widths or any(w <= 0 or w > 65536 for w in widths):
+            raise ValueError(f"widths must be one or more channel counts between 1 and 65536, got {widths}")
         return widths
 
     # zoo.ClassifierSpec: what one example looks like

@@ -60,6 +60,7 @@ def check_config(folder: Path) -> dict[str, Any]:
                 f"{folder / name}: {keys[0]} asks to run Python code shipped in the folder; zoo never runs "
                 f"code from model folders. Remove {keys[0]!r} if the architecture is one transformers ships."
             )
+    check_generation_config(folder / "generation_config.json")
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
         raise FolderError(
@@ -67,3 +68,39 @@ def check_config(folder: Path) -> dict[str, Any]:
             "ships; zoo builds only those (no remote code)"
         )
     return config
+
+
+# generation_config.json's keys zoo reads (stop ids, the sampling recipe), with the JSON types each takes
+_GENERATION_KEYS: dict[str, tuple[type, ...]] = {
+    "eos_token_id": (int, list),
+    "do_sample": (bool,),
+    "temperature": (int, float),
+    "top_k": (int,),
+    "top_p": (int, float),
+    "min_p": (int, float),
+    "repetition_penalty": (int, float),
+}
+
+
+def check_generation_config(path: Path) -> None:
+    """generation_config.json, when there, is a JSON object whose stop ids and sampling values have
+    the types transformers expects; transformers itself falls back to defaults silently."""
+    if not path.exists() and not path.is_symlink():
+        return
+    data = read_json(path, FolderError)
+    if not isinstance(data, dict):
+        raise FolderError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    for key, types in _GENERATION_KEYS.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, types) and (bool not in types) == (not isinstance(value, bool))
+        if ok and isinstance(value, list):
+            ok = all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)
+        if not ok or (isinstance(value, int) and not isinstance(value, bool) and value < 0):
+            raise FolderError(f"{path}: {key} {shorten(value, 60)} is not a valid value (expected {_kinds(types)})")
+
+
+def _kinds(types: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", list: "a list of token ids"}
+    return " or ".join(names[t] for t in types)

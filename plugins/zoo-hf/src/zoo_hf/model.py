@@ -283,7 +283,22 @@ class HFTokenizer:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (self.eos_id or 0)
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tok.encode(text))  # special tokens (a BOS) added as transformers does by default
+        with self._panics("encode text"):
+            return list(self.tok.encode(text))  # special tokens (a BOS) added as transformers does by default
+
+    @contextlib.contextmanager
+    def _panics(self, what: str) -> Iterator[None]:
+        """A crafted tokenizer.json can panic in Rust at encode time as at load time (a pre-tokenizer
+        regex past its backtracking limit): one message naming the folder, not a traceback."""
+        try:
+            yield
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # pyo3's PanicException is a BaseException
+            where = self.tok.name_or_path or "the tokenizer"
+            raise FolderError(
+                f"{where}: the tokenizer failed to {what} ({type(err).__name__}: {shorten(str(err))})"
+            ) from None
 
     def decode(self, ids: Any) -> str:
         return str(self.tok.decode([int(i) for i in ids], skip_special_tokens=True))
@@ -294,10 +309,14 @@ class HFTokenizer:
         if not self.tok.chat_template:
             raise ZooError("this model's tokenizer has no chat_template (tokenizer_config.json); use plain prompts")
         with rejected_by_transformers("the chat template", ZooError):
-            text = self.tok.apply_chat_template(
-                list(messages), add_generation_prompt=add_generation_prompt, tokenize=False
-            )
-        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+            template = self.tok.get_chat_template()
+        # zoo renders it (bounded in time and size, sandboxed as transformers does), then tokenizes
+        where = f"{self.tok.name_or_path or 'the tokenizer'}: chat template"
+        text = zoo.render_chat_template(
+            template, messages, add_generation_prompt=add_generation_prompt, where=where, **self.tok.special_tokens_map
+        )
+        with self._panics("encode the chat"):
+            return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
     def save(self, folder: Path) -> dict[str, Any]:
         """As transformers saves it: tokenizer.json, its config, special tokens, chat template."""

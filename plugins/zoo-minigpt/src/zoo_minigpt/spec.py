@@ -17,15 +17,18 @@ class MiniGPTSpec(zoo.ModelSpec):
 
     type: Literal["minigpt"] = "minigpt"
     protocol = "causal-lm"
-    vocab_size: int = Field(256, gt=0, description="vocabulary size (256 for the byte tokenizer)")
-    d_model: int = Field(128, gt=0, description="embedding width")
-    n_layers: int = Field(4, gt=0, description="transformer blocks")
-    n_heads: int = Field(4, gt=0, description="attention heads (must divide d_model)")
+    vocab_size: int = Field(256, gt=0, le=1 << 24, description="vocabulary size (256 for the byte tokenizer)")
+    d_model: int = Field(128, gt=0, le=1 << 20, description="embedding width")
+    n_layers: int = Field(4, gt=0, le=4096, description="transformer blocks")
+    n_heads: int = Field(4, gt=0, le=1 << 16, description="attention heads (must divide d_model)")
     n_kv_heads: int | None = Field(
-        None, gt=0, description="key/value heads (grouped-query attention; must divide n_heads); null: n_heads"
+        None,
+        gt=0,
+        le=1 << 16,
+        description="key/value heads (grouped-query attention; must divide n_heads); null: n_heads",
     )
-    max_seq_len: int = Field(256, gt=0, description="context length (positions)")
-    mlp_ratio: float = Field(4.0, gt=0.0, description="MLP hidden width as a multiple of d_model")
+    max_seq_len: int = Field(256, gt=0, le=1 << 24, description="context length (positions)")
+    mlp_ratio: float = Field(4.0, gt=0.0, le=1024.0, description="MLP hidden width as a multiple of d_model")
     activation: Literal["gelu", "gelu_tanh", "silu", "relu"] = Field(
         "gelu", description="MLP activation of mlp='standard' (gelu_tanh is GPT-2's approximation)"
     )
@@ -33,12 +36,15 @@ class MiniGPTSpec(zoo.ModelSpec):
         "standard", description="standard: fc -> activation -> proj; swiglu: proj(silu(gate) * up) (Llama)"
     )
     mlp_hidden: int | None = Field(
-        None, gt=0, description="MLP hidden width; null: d_model x mlp_ratio (x 2/3 for swiglu, rounded up to 8)"
+        None,
+        gt=0,
+        le=1 << 24,
+        description="MLP hidden width; null: d_model x mlp_ratio (x 2/3 for swiglu, rounded up to 8)",
     )
     positions: Literal["learned", "rope"] = Field(
         "learned", description="learned absolute position embeddings (GPT-2) or rotary embeddings (RoPE)"
     )
-    rope_theta: float = Field(10000.0, gt=0.0, description="RoPE base frequency")
+    rope_theta: float = Field(10000.0, gt=0.0, le=1e12, description="RoPE base frequency")
     qk_norm: bool = Field(False, description="RMS-normalise queries and keys per head before attention")
     zero_init: bool = Field(
         False, description="zero-initialise residual output projections and, when untied, the output head"

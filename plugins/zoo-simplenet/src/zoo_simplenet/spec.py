@@ -14,9 +14,11 @@ class SimpleNetSpec(zoo.ModelSpec):
 
     type: Literal["simplenet"] = "simplenet"
     protocol = "classifier"
-    in_features: int = Field(20, gt=0, description="input feature count")
-    hidden: list[int] = Field(default_factory=lambda: [64, 64], description="hidden layer widths, in order")
-    num_classes: int = Field(4, ge=2, description="output classes")
+    in_features: int = Field(20, gt=0, le=1 << 24, description="input feature count")
+    hidden: list[int] = Field(
+        default_factory=lambda: [64, 64], max_length=1024, description="hidden layer widths, in order"
+    )
+    num_classes: int = Field(4, ge=2, le=1 << 24, description="output classes")
     activation: Literal["relu", "gelu", "silu"] = Field("relu", description="hidden activation")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout after each hidden layer")
     norm: Literal["none", "batchnorm", "layernorm"] = Field("none", description="normalisation after each linear")
@@ -25,8 +27,8 @@ class SimpleNetSpec(zoo.ModelSpec):
     @field_validator("hidden")
     @classmethod
     def _hidden_positive(cls, hidden: list[int]) -> list[int]:
-        if any(h <= 0 for h in hidden):
-            raise ValueError(f"hidden widths must be positive, got {hidden}")
+        if any(h <= 0 or h > 1 << 24 for h in hidden):
+            raise ValueError(f"hidden widths must be positive and at most {1 << 24}, got {hidden}")
         return hidden
 
     # zoo.ClassifierSpec: flat features in

@@ -9,7 +9,7 @@ from typing import Any
 from zoo.adapters import write_adapter
 from zoo.artifacts import save
 from zoo.build import check_protocol
-from zoo.config import Config, default_config
+from zoo.config import Config, default_config, reference_problems
 from zoo.errors import DataMismatch, PluginError, RunDirError, SpecError
 from zoo.files import read_model
 from zoo.finetune import artifact_folder, starting_point
@@ -51,6 +51,9 @@ def train_from_config(
     """
 
     tspec, adapters = _with_lora(cfg.spec("trainers", trainer), lora)
+    problems = reference_problems(cfg, tspec)  # an inline trainer's too, before anything is touched
+    if problems:
+        raise SpecError([(f"trainer {tspec.type}.{where}", message) for where, message in problems])
     init_from = _parent_for(Path(out), init_from, bool(resume))
     if model is None and init_from is None:
         raise SpecError([("--model", "give a model (a preset, a type or an inline spec), or --init-from PATH")])

@@ -1,0 +1,192 @@
+"""The continuous batcher, driven step by step: a request's tokens equal `zoo.generate`'s for the
+same prompt, sampler and seed, whatever else is in the batch and whenever it joined; requests join
+between steps; the queue is bounded; a failing sampler or a cancelled request leaves the rest alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from serve_helpers import ExplodeSpec, SlowSpec, plugin_config, tiny_model
+
+import zoo
+from zoo.lm.generation import resolve_sampler
+from zoo.runtime import Runtime
+from zoo.serving.batcher import Batcher, QueueFull, Request, Update
+
+PROMPTS = ["hello", "a much longer prompt than the others", "x", "the quick brown fox", "zoo"]
+SAMPLERS = ["greedy", {"type": "top-k", "k": 20, "temperature": 0.9}, {"type": "sample", "repetition_penalty": 1.3}]
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.updates: list[Update] = []
+
+    def __call__(self, update: Update) -> None:
+        self.updates.append(update)
+
+    @property
+    def tokens(self) -> list[int]:
+        return [u.token for u in self.updates if u.token is not None]
+
+    @property
+    def text(self) -> str:
+        return "".join(u.text for u in self.updates)
+
+    @property
+    def finish(self) -> str | None:
+        return self.updates[-1].finish if self.updates else None
+
+
+def run_staggered(model, tokenizer, sampler, *, max_batch: int = 3) -> list[tuple[Collect, int, int]]:
+    """Five requests of mixed lengths, joining at different steps (two while others decode, two
+    waiting for a free row); returns each one's updates, budget and seed."""
+    runtime = Runtime(device="cpu")
+    batcher = Batcher(model, tokenizer, runtime, eos_ids=[], max_batch=max_batch, max_queue=8)
+    out = []
+    for i, prompt in enumerate(PROMPTS):
+        got, budget, seed = Collect(), 8 + 2 * i, 100 + i
+        batcher.submit(Request(tokenizer.encode(prompt), resolve_sampler(sampler, model), budget, got, seed=seed))
+        out.append((got, budget, seed))
+        for _ in range(i):  # the next one arrives a few steps later
+            batcher.step()
+    while batcher.step():
+        pass
+    return out
+
+
+def check_against_generate(model, tokenizer, sampler) -> None:
+    results = run_staggered(model, tokenizer, sampler)
+    for prompt, (got, budget, seed) in zip(PROMPTS, results, strict=True):
+        alone = zoo.generate(model, tokenizer, prompt, sampler, max_new_tokens=budget, seed=seed, eos_ids=[])
+        assert got.tokens == alone.ids[0], prompt
+        assert got.text == alone.texts[0]
+        assert got.finish == "length"
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=["greedy", "top-k", "penalty"])
+def test_minigpt_tokens_equal_generate_whatever_the_batch(sampler):
+    model = tiny_model(positions="rope")
+    check_against_generate(model, zoo.ByteTokenizer(), sampler)
+
+
+def test_learned_positions_and_grouped_heads_too():
+    model = tiny_model(seed=1, n_heads=4, n_kv_heads=2)
+    check_against_generate(model, zoo.ByteTokenizer(), SAMPLERS[1])
+
+
+@pytest.fixture(scope="module")
+def hf_llama(tmp_path_factory) -> Path:
+    """A tiny random Llama in a local Hugging Face folder; 256 ids, so zoo reads bytes with it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("llama")
+    config = LlamaConfig(
+        vocab_size=256,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS[:2], ids=["greedy", "top-k"])
+def test_hugging_face_tokens_equal_generate_whatever_the_batch(hf_llama, sampler):
+    model = zoo.open_model(hf_llama)
+    Runtime(device="cpu").prepare_for_inference(model)
+    check_against_generate(model, zoo.ByteTokenizer(), sampler)
+
+
+def test_a_recurrent_plugin_model_is_served_one_request_at_a_time():
+    model = zoo.build_model("gru-lm-small").eval()
+    batcher = Batcher(model, zoo.ByteTokenizer(), Runtime(device="cpu"), max_batch=8)
+    assert batcher.max_batch == 1  # its state cannot be split into rows
+    check_against_generate(model, zoo.ByteTokenizer(), SAMPLERS[1])
+
+
+def test_a_request_joins_the_running_batch_between_steps():
+    """The newcomer starts at the next step and, being short, leaves long before the long one."""
+    model, tokenizer = tiny_model(), zoo.ByteTokenizer()
+    batcher = Batcher(model, tokenizer, Runtime(device="cpu"), max_batch=4)
+    long, short = Collect(), Collect()
+    batcher.submit(Request(tokenizer.encode("a long one"), resolve_sampler("greedy", model), 60, long))
+    for _ in range(5):
+        batcher.step()
+    batcher.submit(Request(tokenizer.encode("short"), resolve_sampler("greedy", model), 4, short))
+    batcher.step()
+    assert len(short.tokens) == 2 and batcher.batch_size == 2  # prefill + one step together with the long one
+    for _ in range(3):
+        batcher.step()
+    assert short.finish == "length" and long.finish is None
+    assert batcher.batch_size == 1 and len(long.tokens) == 10
+
+
+def test_the_queue_is_bounded():
+    model, tokenizer = tiny_model(), zoo.ByteTokenizer()
+    batcher = Batcher(model, tokenizer, Runtime(device="cpu"), max_batch=1, max_queue=2)
+    greedy = resolve_sampler("greedy", model)
+    for _ in range(2):
+        batcher.submit(Request([1, 2], greedy, 3, Collect()))
+    with pytest.raises(QueueFull):
+        batcher.submit(Request([1, 2], greedy, 3, Collect()))
+    batcher.step()  # one joins the batch: a place in the queue is free again
+    batcher.submit(Request([1, 2], greedy, 3, Collect()))
+
+
+def test_a_failing_sampler_fails_its_request_alone():
+    model, tokenizer = tiny_model(), zoo.ByteTokenizer()
+    batcher = Batcher(model, tokenizer, Runtime(device="cpu"), max_batch=4)
+    good, bad = Collect(), Collect()
+    batcher.submit(Request(tokenizer.encode("fine"), resolve_sampler("greedy", model), 10, good))
+    batcher.submit(Request(tokenizer.encode("doomed"), ExplodeSpec(after=3).build(), 10, bad))
+    while batcher.step():
+        pass
+    assert bad.finish == "error" and "boom" in (bad.updates[-1].error or "") and len(bad.tokens) == 2
+    alone = zoo.generate(model, tokenizer, "fine", "greedy", max_new_tokens=10, eos_ids=[])
+    assert good.tokens == alone.ids[0] and good.finish == "length"
+
+
+def test_a_cancelled_request_leaves_at_the_next_step():
+    model, tokenizer = tiny_model(), zoo.ByteTokenizer()
+    batcher = Batcher(model, tokenizer, Runtime(device="cpu"), max_batch=4)
+    stays, goes = Collect(), Collect()
+    batcher.submit(Request(tokenizer.encode("stays"), resolve_sampler("greedy", model), 20, stays))
+    request = Request(tokenizer.encode("goes"), resolve_sampler("greedy", model), 20, goes)
+    batcher.submit(request)
+    batcher.step()
+    request.cancel()
+    batcher.step()
+    assert batcher.batch_size == 1 and len(goes.tokens) == 2
+    while batcher.step():
+        pass
+    alone = zoo.generate(model, tokenizer, "stays", "greedy", max_new_tokens=20, eos_ids=[])
+    assert stays.tokens == alone.ids[0] and len(goes.tokens) == 2
+
+
+def test_eos_and_stop_strings_end_a_request_as_generate_does():
+    model, tokenizer = tiny_model(seed=3), zoo.ByteTokenizer()
+    alone = zoo.generate(model, tokenizer, "hello", "greedy", max_new_tokens=30, eos_ids=[])
+    eos, stop = alone.ids[0][5], alone.texts[0][8:10]
+    batcher = Batcher(model, tokenizer, Runtime(device="cpu"), eos_ids=[eos])
+    by_eos, by_stop = Collect(), Collect()
+    batcher.submit(Request(tokenizer.encode("hello"), resolve_sampler("greedy", model), 30, by_eos))
+    batcher.submit(Request(tokenizer.encode("hello"), resolve_sampler("greedy", model), 30, by_stop, stop=[stop]))
+    while batcher.step():
+        pass
+    expected = zoo.generate(model, tokenizer, "hello", "greedy", max_new_tokens=30, eos_ids=[eos])
+    assert by_eos.finish == "eos" and by_eos.text == expected.texts[0]
+    cut = zoo.generate(model, tokenizer, "hello", "greedy", max_new_tokens=30, eos_ids=[eos], stop=[stop])
+    assert by_stop.finish in ("stop", "eos") and by_stop.text == cut.texts[0]
+
+
+def test_the_test_samplers_are_registered():
+    config = plugin_config()
+    assert isinstance(config.spec("samplers", "slow-greedy"), SlowSpec)

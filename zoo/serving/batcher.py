@@ -1,0 +1,279 @@
+"""Continuous batching: one decoding loop that requests join and leave between steps.
+
+Each iteration of `Batcher.step` (1) drops the rows whose client went away or that finished,
+(2) prefills every waiting request that fits in one batched forward pass (left-padded, as
+`zoo.generate` does) and draws its first token, (3) moves the survivors and the newcomers into
+one `BatchCache`, and (4) runs one decoding step for all of them. Every row keeps its own
+sampler, generator (seeded with the request's seed, as `zoo.generate` seeds a lone prompt) and
+text state (`zoo.lm.generation.TextStream`), so a request draws the same tokens whatever else is
+in the batch. A sampler that raises fails its own request only.
+
+The loop runs on one thread (`start`); `submit` is safe from any thread, and each request's
+``emit`` is called on the loop's thread (the server hands the updates to its event loop).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from zoo.errors import ZooError
+from zoo.lm.generation import TextStream, decode_limit
+from zoo.protocols import Sampler, Tokenizer
+from zoo.runtime import Runtime
+from zoo.serving.cache import BatchCache, cache_kind
+
+
+class QueueFull(ZooError):
+    """More requests wait than the queue holds: the caller should retry later (HTTP 429)."""
+
+
+class Closed(ZooError):
+    """The batcher is shutting down and takes no new requests (HTTP 503)."""
+
+
+@dataclass
+class Update:
+    """What one request gets after a step: new text, the token drawn, and whether it ended."""
+
+    text: str
+    token: int | None
+    finish: str | None = None  # "eos", "stop", "length", "error"
+    error: str | None = None
+
+
+@dataclass(eq=False)
+class Request:
+    """One completion to run: prompt ids, a sampler object, and where its updates go."""
+
+    prompt: list[int]
+    sampler: Sampler
+    max_tokens: int
+    emit: Callable[[Update], None]
+    seed: int = 0
+    stop: Sequence[str] = ()
+    cancelled: bool = False  # set by the server when the client disconnects; seen at the next step
+    submitted: float = field(default_factory=time.monotonic)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Row:
+    """A running request: its generator, the tokens it has seen, its text so far."""
+
+    def __init__(self, request: Request, tokenizer: Tokenizer, eos: Sequence[int], vocab: int, device: str) -> None:
+        self.request = request
+        self.generator = torch.Generator(device=device).manual_seed(request.seed)
+        self.text = TextStream(tokenizer, eos, request.stop, request.max_tokens)
+        self.seen: torch.Tensor | None = None
+        if request.sampler.needs_seen:  # only repetition penalties pay for this
+            self.seen = torch.zeros((1, vocab), dtype=torch.bool, device=device)
+            self.seen[0, request.prompt] = True
+        self.pending = 0  # the last token drawn, fed at the next step
+        self.done = False
+
+    @property
+    def leaving(self) -> bool:
+        return self.done or self.request.cancelled
+
+
+class Batcher:
+    """The decoding loop of one model; `max_batch` rows run at once, `max_queue` more may wait."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Tokenizer,
+        runtime: Runtime,
+        *,
+        eos_ids: Sequence[int] = (),
+        max_batch: int = 16,
+        max_queue: int = 64,
+    ) -> None:
+        self.model, self.tokenizer, self.runtime = model, tokenizer, runtime
+        self.eos = list(eos_ids)
+        self.vocab = int(model.vocab_size)  # type: ignore[arg-type]
+        self.limit = decode_limit(model)
+        kind = cache_kind(model, runtime)
+        self.max_batch = max_batch if kind != "opaque" else 1  # an unsplittable cache: one row at a time
+        self.max_queue = max_queue
+        self.cache = BatchCache(model, runtime, kind)
+        self.rows: list[_Row] = []
+        self.waiting: collections.deque[Request] = collections.deque()
+        self._wake = threading.Condition()
+        self._hold = threading.Lock()  # held for one whole iteration (tests pause the loop with it)
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self.tokens_total = 0
+        self.requests_total = 0
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, tokens) per step
+
+    # -- the side the server calls -----------------------------------------------------------
+
+    def submit(self, request: Request) -> None:
+        """Queue ``request``; `QueueFull` when ``max_queue`` already wait, `Closed` when closing."""
+        if not request.prompt or request.max_tokens < 1:
+            raise ZooError("a request needs at least one prompt token and max_tokens >= 1")
+        if self.limit is not None and len(request.prompt) + request.max_tokens > self.limit:
+            raise ZooError(f"prompt + max_tokens exceeds the model's context of {self.limit} tokens")
+        if any(t < 0 or t >= self.vocab for t in request.prompt):
+            raise ZooError(f"prompt token ids must be in [0, {self.vocab})")
+        with self._wake:
+            if self._closing:
+                raise Closed("the server is shutting down")
+            if len(self.waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self.waiting)} requests are waiting (the queue holds {self.max_queue})")
+            self.waiting.append(request)
+            self._wake.notify()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.rows)
+
+    def tokens_per_second(self, window: float = 10.0) -> float:
+        now = time.monotonic()
+        recent = [(t, n) for t, n in list(self._recent) if now - t <= window]
+        return sum(n for _, n in recent) / window
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="zoo-batcher", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Take no new requests, finish the ones admitted or waiting, and stop the loop."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No step runs inside this block (tests use it to fill the queue deterministically)."""
+        with self._hold:
+            yield
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self.waiting and not self.rows and not self._closing:
+                    self._wake.wait()
+                if self._closing and not self.waiting and not self.rows:
+                    return
+            self.step()
+
+    def step(self) -> bool:
+        """One iteration (see the module's docstring); False when there was nothing to do."""
+        with self._hold, self.runtime.inference(self.model):
+            joining = self._admit()
+            if not joining and not self.rows:
+                return False
+            try:
+                self._join(joining)
+                if self.rows:
+                    self._decode()
+            except Exception as err:  # the model itself failed: every row of this batch fails
+                for row in [*self.rows, *joining]:
+                    self._fail(row, f"the model failed: {type(err).__name__}: {err}")
+                self.rows = []
+                self.cache = BatchCache(self.model, self.runtime, self.cache.kind)
+            return True
+
+    def _admit(self) -> list[_Row]:
+        with self._wake:
+            while self.waiting and self.waiting[0].cancelled:  # gone before it started
+                self.waiting.popleft()
+            if not self.cache.splittable and any(not r.leaving for r in self.rows):
+                return []
+            room = self.max_batch - sum(not r.leaving for r in self.rows)
+            taken: list[Request] = []
+            while self.waiting and len(taken) < room:
+                request = self.waiting.popleft()
+                if not request.cancelled:
+                    taken.append(request)
+        device = str(self.runtime.device)
+        self.requests_total += len(taken)
+        return [_Row(r, self.tokenizer, self.eos, self.vocab, device) for r in taken]
+
+    def _join(self, joining: list[_Row]) -> None:
+        """Prefill the newcomers together, draw their first tokens, and rebuild the batch's cache
+        with the rows that stay and the newcomers that go on."""
+        fresh = None
+        if joining:
+            fresh = BatchCache(self.model, self.runtime, self.cache.kind)
+            longest = max(len(r.request.prompt) for r in joining)
+            ids = torch.full((len(joining), longest), self.tokenizer.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(joining), longest), dtype=torch.long)
+            for i, row in enumerate(joining):
+                prompt = row.request.prompt
+                ids[i, longest - len(prompt) :] = torch.tensor(prompt)
+                mask[i, longest - len(prompt) :] = 1
+            device = self.runtime.device
+            logits = fresh.forward(ids.to(device), mask.to(device))
+            self._draw(joining, logits[:, -1].float())
+        keep = [i for i, r in enumerate(self.rows) if not r.leaving]
+        going_on = [i for i, r in enumerate(joining) if not r.leaving]
+        if len(keep) == len(self.rows) and not going_on:
+            return  # nobody left, nobody joins: the cache stays as it is
+        survivors = [self.rows[i] for i in keep] + [joining[i] for i in going_on]
+        room = max((r.request.max_tokens - r.text.drawn for r in survivors), default=0)
+        self.cache.rebuild(keep, room, fresh, going_on)
+        self.rows = survivors
+
+    def _decode(self) -> None:
+        device = self.runtime.device
+        ids = torch.tensor([[r.pending] for r in self.rows], dtype=torch.long, device=device)
+        logits = self.cache.forward(ids, torch.ones_like(ids))
+        self._draw(self.rows, logits[:, -1].float())
+
+    def _draw(self, rows: Sequence[_Row], last: torch.Tensor) -> None:
+        """One token per row from ``last`` (B, V), each with the row's own sampler and generator."""
+        drawn = 0
+        for i, row in enumerate(rows):
+            if row.leaving:
+                continue
+            try:
+                token = int(row.request.sampler.select(last[i : i + 1], self._seen(row), [row.generator])[0])
+                if not 0 <= token < self.vocab:
+                    raise ValueError(f"drew token {token}, outside the vocabulary of {self.vocab}")
+            except Exception as err:  # this request's sampler: this request alone fails
+                self._fail(row, f"the sampler failed: {type(err).__name__}: {err}")
+                continue
+            if row.seen is not None:
+                row.seen[0, token] = True
+            row.pending = token
+            text = row.text.add(token)
+            row.done = row.text.finished
+            drawn += 1
+            self._emit(row, Update(text, token, row.text.reason if row.done else None))
+        self.tokens_total += drawn
+        self._recent.append((time.monotonic(), drawn))
+        while self._recent and time.monotonic() - self._recent[0][0] > 60:
+            self._recent.popleft()
+
+    def _seen(self, row: _Row) -> torch.Tensor:
+        return row.seen if row.seen is not None else torch.zeros((1, 1), dtype=torch.bool, device=self.runtime.device)
+
+    def _fail(self, row: _Row, message: str) -> None:
+        row.done = True
+        self._emit(row, Update("", None, "error", message))
+
+    def _emit(self, row: _Row, update: Update) -> None:
+        try:
+            row.request.emit(update)
+        except Exception:  # nobody listens any more (the server's loop closed): stop the row
+            row.request.cancelled = True
