@@ -70,7 +70,7 @@ def test_lightning_precision_names_are_aliases(given, zoo_name):
 @pytest.mark.parametrize(("given", "hint"), [("bf16-true", "bf16-mixed"), ("16-true", "fp16-mixed"), ("64", "fp32")])
 def test_precisions_zoo_lacks_are_refused_naming_what_to_use(capsys, given, hint):
     code, _, err = run(capsys, "show", "runtime", "--set", f"runtime.precision={json.dumps(given)}")
-    assert code == 2 and f"runtime.precision: {given!r} is not supported" in err and hint in err, err
+    assert code == 2 and "runtime.precision" in err and f"{given!r} is not supported" in err and hint in err, err
 
 
 def test_the_aliases_are_documented_in_show_and_the_schema(capsys):

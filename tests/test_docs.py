@@ -119,9 +119,10 @@ def test_docs_toml_blocks_parse(doc):
 #    (peft's layout); `zoo chat` reads one line from stdin;
 #  - `zoo schema > FILE` writes what the command printed.
 # Not run: lines that need the network (`hf:` references, the hub presets' first fetch, `zoo pull`)
-# — plugins/zoo-hf/tests/test_hub.py runs them against a local hub — and several processes
-# (`--nproc`, torchrun), which tests/test_distributed.py runs.
-NOT_RUN = ("hf:", "smollm2-135m-instruct", "--nproc")
+# — plugins/zoo-hf/tests/test_hub.py runs them against a local hub —, several processes
+# (`--nproc`, torchrun), which tests/test_distributed.py runs, and `zoo serve`, a server that runs
+# until it is stopped (tests/test_serve_*.py start and stop it).
+NOT_RUN = ("hf:", "smollm2-135m-instruct", "--nproc", "zoo serve")
 SLOW_README = ("--format onnx",)  # torch.onnx export: tens of seconds each here; in the slow run
 
 

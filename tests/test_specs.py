@@ -65,8 +65,10 @@ def test_unknown_preset_suggests_close_matches(config):
 def test_cross_field_rules(make_config):
     with pytest.raises(zoo.SpecError, match=r"batch_size \(10\) must be divisible by grad_accum \(3\)"):
         make_config({"trainers": {"t": {"type": "classifier", "batch_size": 10, "grad_accum": 3}}})
-    with pytest.raises(zoo.SpecError, match=r"warmup_steps \(50\) must be below max_steps \(10\)"):
-        make_config({"trainers": {"t": {"type": "classifier", "max_steps": 10, "schedule": {"warmup_steps": 50}}}})
+    # a warmup longer than the run is clipped to it when the run starts (with a note), not refused
+    cfg = make_config({"trainers": {"t": {"type": "classifier", "max_steps": 10, "schedule": {"warmup_steps": 50}}}})
+    fitted, note = cfg.spec("schedules", cfg.presets["trainers"]["t"].schedule).for_steps(10)
+    assert fitted.warmup_steps == 9 and note and "warming up over 9" in note
 
 
 def test_specs_are_immutable_and_round_trip(config):
