@@ -28,7 +28,7 @@ from zoo.storage import read_tensors
 MODEL = {"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 64}
 TRAINER = {
     "type": "causal-lm",
-    "max_steps": 40,
+    "max_steps": 200,  # the signal comes by step 28: on a quiet machine the rest must outlast its delivery
     "batch_size": 4,
     "context": 32,
     "checkpoint_every": 1000,  # only the final one and the stop's: a stop before any is the usual case
@@ -107,7 +107,7 @@ def stop_and_resume(trial: int, tmp_path: Path, corpus: Path, reference: Path) -
     sig = (signal.SIGINT, signal.SIGTERM)[trial % 2]
     out = tmp_path / "run"
     proc = start(command(out, corpus))
-    at = rng.randint(1, TRAINER["max_steps"] - 12)  # mid-step, mid-log, mid-evaluation (step 20), between
+    at = rng.randint(1, 28)  # mid-step, mid-log, mid-evaluation (step 20), between
     wait_for(lambda: trained_to(out) >= at, proc)
     time.sleep(rng.uniform(0.0, 0.05))
     proc.send_signal(sig)
@@ -197,8 +197,10 @@ def force_killed(trial: int, tmp_path: Path, corpus: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     aside = left_aside(out)
     new_is_safe = Checkpointer(out).latest() is not None
-    if trial in (0, 1):
-        assert aside and new_is_safe == (trial == 0)
+    if trial == 0:  # the old run may already be gone: the new run removes it once it has a checkpoint
+        assert new_is_safe
+    if trial == 1:
+        assert aside and not new_is_safe
     if aside and not new_is_safe:  # the old run, whole, aside
         assert {k: v for k, v in snapshot(aside[0]).items() if k != ".zoo.lock"} == old
     nxt = run(command(out, corpus, "--resume", trainer=OLD))
