@@ -65,6 +65,14 @@ def no_torch_python() -> Callable[[str], str]:
     return run
 
 
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A small text corpus for real training runs (a test file may define its own)."""
+    path = tmp_path_factory.mktemp("corpus") / "c.txt"
+    path.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(400)))
+    return path
+
+
 __all__ = ["zoo"]
 
 

@@ -67,13 +67,6 @@ def command(out: Path, corpus: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "c.txt"
-    path.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(400)))
-    return path
-
-
-@pytest.fixture(scope="module")
 def reference(tmp_path_factory, corpus) -> dict[str, torch.Tensor]:
     out = tmp_path_factory.mktemp("ref") / "run"
     subprocess.run(command(out, corpus), check=True, capture_output=True)

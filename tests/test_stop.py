@@ -87,13 +87,6 @@ def trained_to(out: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "c.txt"
-    path.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(400)))
-    return path
-
-
-@pytest.fixture(scope="module")
 def reference(tmp_path_factory, corpus) -> Path:
     out = tmp_path_factory.mktemp("ref") / "run"
     res = run(command(out, corpus))
