@@ -37,6 +37,9 @@ import httpx
 from common import ROOT, machine, print_table, spread, write_result
 
 CLIENTS = 16
+# requests per client per round: enough that the ramp-down at a round's end (the last requests
+# finishing one by one, the batch emptying) is a small part of it; the Llama's rounds take minutes
+REQUESTS = {"minigpt-small": 16, "llama-135m": 3}
 WORDS = [
     "the",
     "zoo",
@@ -239,11 +242,12 @@ def left_padded(prompts: list[list[int]], pad: int) -> tuple[Any, Any]:
 
 def bench_model(name: str, target: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Interleaved rounds against the two servers of one model; one row of figures."""
+    requests = args.requests or REQUESTS.get(name, 2)
     batched, sequential = Server(target, name, CLIENTS, args.threads), Server(target, name, 1, args.threads)
     try:
         batched.wait()
         sequential.wait()
-        jobs = workload(CLIENTS * args.requests, 0, args.max_tokens)
+        jobs = workload(CLIENTS * requests, 0, args.max_tokens)
         run = lambda server, clients, todo: asyncio.run(load(server.url, name, todo, clients, args.timeout))  # noqa: E731
         run(batched, CLIENTS, jobs[:CLIENTS])  # warm-up, unmeasured
         run(sequential, 1, jobs[:2])
@@ -252,7 +256,7 @@ def bench_model(name: str, target: Path, args: argparse.Namespace) -> dict[str, 
             print(f"{name}: round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
             rounds["batched"].append(run(batched, CLIENTS, jobs))
             rounds["sequential"].append(run(sequential, CLIENTS, jobs))
-            rounds["lone"].append(run(batched, 1, jobs[: args.requests]))
+            rounds["lone"].append(run(batched, 1, jobs[:requests]))
     finally:
         batched.stop()
         sequential.stop()
@@ -271,6 +275,7 @@ def bench_model(name: str, target: Path, args: argparse.Namespace) -> dict[str, 
         "latency p50": med("batched", "latency p50"),
         "latency p99": med("batched", "latency p99"),
         "errors": sum(x["errors"] for side in rounds.values() for x in side),
+        "requests per client": requests,
         **{f"{k} tok/s": v for k, v in statics.items()},
         "rounds": rounds,
     }
@@ -279,7 +284,9 @@ def bench_model(name: str, target: Path, args: argparse.Namespace) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--requests", type=int, default=2, help="requests per client per round")
+    parser.add_argument(
+        "--requests", type=int, default=None, help=f"requests per client per round (default: {REQUESTS})"
+    )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one round may take")
     parser.add_argument("--models", default="minigpt-small,llama-135m")
@@ -292,7 +299,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     if args.quick:
-        args.rounds, args.requests, args.max_tokens = 1, 1, 8
+        args.rounds, args.requests, args.max_tokens = 1, args.requests or 1, 8
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         targets = build_models(Path(tmp), args.quick)
@@ -301,7 +308,7 @@ def main() -> None:
     shown = [{k: v for k, v in r.items() if k != "rounds"} for r in rows]
     print_table(shown)
     if not args.quick:
-        setup = {"clients": CLIENTS, "requests per client": args.requests, "max_tokens": args.max_tokens}
+        setup = {"clients": CLIENTS, "requests per client": args.requests or REQUESTS, "max_tokens": args.max_tokens}
         setup["threads"] = args.threads
         out = write_result("serve_load", rows, {"setup": setup, "load": os.getloadavg()})
         print(f"wrote {out}")

@@ -67,14 +67,37 @@ class Explode:
         return logits.argmax(-1)
 
 
+class FailSeedSpec(zoo.SamplerSpec):
+    """Greedy, but raises when a row's generator was seeded with ``seed``: one request of a batch."""
+
+    type: Literal["fail-seed"] = "fail-seed"
+    seed: int = zoo.Field(13, description="the seed whose request fails")
+
+    def build(self) -> Any:
+        return FailSeed(self.seed)
+
+
+class FailSeed:
+    needs_seen = False
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def select(self, logits: torch.Tensor, seen: torch.Tensor, generator: zoo.Generators) -> torch.Tensor:
+        if isinstance(generator, list) and any(g.initial_seed() == self.seed for g in generator):
+            raise RuntimeError(f"seed {self.seed}")
+        return logits.argmax(-1)
+
+
 class SamplerPlugin:
-    """An inline plugin registering the two samplers above."""
+    """An inline plugin registering the samplers above."""
 
     @staticmethod
     @zoo.hookimpl
     def zoo_register_samplers(register: zoo.Register) -> None:
         register(SlowSpec)
         register(ExplodeSpec)
+        register(FailSeedSpec)
 
 
 def plugin_config() -> Any:

@@ -9,7 +9,7 @@ import torch
 
 import zoo
 from zoo.cli import main
-from zoo.lm.generation import generate, stream
+from zoo.lm.generation import generate, last_logits_only, stream
 from zoo.lm.tokenizers import ByteTokenizer
 
 TOK = ByteTokenizer()
@@ -273,3 +273,14 @@ def test_batch_json_is_json_lines(lm, tmp_path, capsys, root, monkeypatch):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("one") and out.count("-" * 40) == 1 and "\n" + "-" * 40 + "\ntwo" in out
+
+
+def test_a_minigpt_prefill_can_keep_the_last_positions_logits_only():
+    torch.manual_seed(0)
+    model = zoo.build_model({"type": "minigpt", "vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 2}).eval()
+    ids = torch.randint(0, 256, (2, 9))
+    full, _ = model(ids)
+    keep = last_logits_only(model.forward)
+    last, cache = model(ids, model.new_cache(2, 16), **keep)
+    assert keep == {"logits_to_keep": 1} and last.shape == (2, 1, 256) and cache.length == 9
+    torch.testing.assert_close(last[:, 0], full[:, -1], atol=1e-5, rtol=0)

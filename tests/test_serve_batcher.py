@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from serve_helpers import ExplodeSpec, SlowSpec, plugin_config, tiny_model
+from serve_helpers import ExplodeSpec, FailSeedSpec, SlowSpec, plugin_config, tiny_model
 
 import zoo
 from zoo.lm.generation import resolve_sampler
 from zoo.runtime import Runtime
+from zoo.serving import cache
 from zoo.serving.batcher import Batcher, QueueFull, Request, Update
 
 PROMPTS = ["hello", "a much longer prompt than the others", "x", "the quick brown fox", "zoo"]
@@ -41,13 +42,15 @@ class Collect:
 
 def run_staggered(model, tokenizer, sampler, *, max_batch: int = 3) -> list[tuple[Collect, int, int]]:
     """Five requests of mixed lengths, joining at different steps (two while others decode, two
-    waiting for a free row); returns each one's updates, budget and seed."""
+    waiting for a free row, which take the slots of finished ones); returns each one's updates,
+    budget and seed. The requests share one sampler object, as the server's do: drawn together."""
     runtime = Runtime(device="cpu")
     batcher = Batcher(model, tokenizer, runtime, eos_ids=[], max_batch=max_batch, max_queue=8)
+    shared = resolve_sampler(sampler, model)
     out = []
     for i, prompt in enumerate(PROMPTS):
         got, budget, seed = Collect(), 8 + 2 * i, 100 + i
-        batcher.submit(Request(tokenizer.encode(prompt), resolve_sampler(sampler, model), budget, got, seed=seed))
+        batcher.submit(Request(tokenizer.encode(prompt), shared, budget, got, seed=seed))
         out.append((got, budget, seed))
         for _ in range(i):  # the next one arrives a few steps later
             batcher.step()
@@ -154,6 +157,28 @@ def test_a_failing_sampler_fails_its_request_alone():
     assert good.tokens == alone.ids[0] and good.finish == "length"
 
 
+def test_a_sampler_shared_by_requests_fails_only_the_request_it_fails_on():
+    """Rows that share a sampler are drawn in one call; when it raises, each is drawn alone."""
+    model, tokenizer = tiny_model(), zoo.ByteTokenizer()
+    batcher = Batcher(model, tokenizer, Runtime(device="cpu"), max_batch=4)
+    shared, good, bad = FailSeedSpec(seed=13).build(), Collect(), Collect()
+    batcher.submit(Request(tokenizer.encode("fine"), shared, 10, good, seed=5))
+    batcher.submit(Request(tokenizer.encode("doomed"), shared, 10, bad, seed=13))
+    while batcher.step():
+        pass
+    assert bad.finish == "error" and "seed 13" in (bad.updates[-1].error or "") and not bad.tokens
+    alone = zoo.generate(model, tokenizer, "fine", "greedy", max_new_tokens=10, seed=5, eos_ids=[])
+    assert good.tokens == alone.ids[0] and good.finish == "length"
+
+
+def test_a_newcomer_takes_the_slot_of_a_finished_row_without_a_rebuild(monkeypatch):
+    placed: list[bool] = []
+    place = cache.BatchCache.place
+    monkeypatch.setattr(cache.BatchCache, "place", lambda self, *a: placed.append(place(self, *a)) or placed[-1])
+    check_against_generate(tiny_model(positions="rope"), zoo.ByteTokenizer(), "greedy")
+    assert any(placed)  # and the tokens were generate's (checked above)
+
+
 def test_a_cancelled_request_leaves_at_the_next_step():
     model, tokenizer = tiny_model(), zoo.ByteTokenizer()
     batcher = Batcher(model, tokenizer, Runtime(device="cpu"), max_batch=4)
@@ -190,3 +215,59 @@ def test_eos_and_stop_strings_end_a_request_as_generate_does():
 def test_the_test_samplers_are_registered():
     config = plugin_config()
     assert isinstance(config.spec("samplers", "slow-greedy"), SlowSpec)
+
+
+@pytest.mark.parametrize("positions", ["rope", "learned"])
+def test_a_row_placed_in_a_finished_slot_computes_what_it_would_alone(positions):
+    """The cache itself: rows prefilled together, decoded, one replaced by a newcomer written into
+    its slot (left-padded to the batch's length); every row's next logits equal its own sequence
+    run alone, so neither the copy nor the padding changes what a row computes."""
+    model, runtime = tiny_model(seed=2, positions=positions), Runtime(device="cpu")
+    kind = cache.cache_kind(model, runtime)
+
+    def prefill(prompts: list[list[int]]) -> cache.BatchCache:
+        longest = max(map(len, prompts))
+        ids = torch.tensor([[0] * (longest - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+        fresh = cache.BatchCache(model, runtime, kind)
+        fresh.forward(ids, mask)
+        return fresh
+
+    def alone(sequence: list[int]) -> torch.Tensor:
+        return model(torch.tensor([sequence]))[0][0, -1]
+
+    seqs = [list(range(10, 30)), [40, 41, 42]]
+    with torch.inference_mode():
+        batch = cache.BatchCache(model, runtime, kind)
+        batch.rebuild([], 8, prefill(seqs), [0, 1])
+        for step in range(3):  # decode: both rows take a token
+            batch.forward(torch.tensor([[50 + step], [60 + step]]), torch.ones(2, 1, dtype=torch.long))
+            seqs[0].append(50 + step)
+            seqs[1].append(60 + step)
+        newcomer = [70, 71, 72, 73]  # row 1 finished: the newcomer takes its slot
+        assert batch.place([1], prefill([newcomer]), [0])
+        seqs[1] = newcomer
+        logits = batch.forward(torch.tensor([[80], [81]]), torch.ones(2, 1, dtype=torch.long))[:, -1]
+        for row, token in enumerate((80, 81)):
+            torch.testing.assert_close(logits[row], alone([*seqs[row], token]), atol=1e-5, rtol=0)
+        assert not batch.place([1], prefill([list(range(100, 140))]), [0])  # longer than the batch: no
+
+
+def test_finished_rows_are_dropped_before_the_batch_outgrows_the_model():
+    """A newcomer left-padded to a long row's length would pass the model's limit with that row's
+    columns; once that row finishes, its columns go before the next step (the model never raises)."""
+    model, tokenizer = tiny_model(max_seq_len=48), zoo.ByteTokenizer()
+    batcher = Batcher(model, tokenizer, Runtime(device="cpu"), eos_ids=[], max_batch=2)
+    greedy = resolve_sampler("greedy", model)
+    jobs = {"long": ("x" * 40, 8), "short": ("abc", 4), "late": ("xyz", 40)}
+    got = {name: Collect() for name in jobs}
+    for name in ("long", "short"):
+        batcher.submit(Request(tokenizer.encode(jobs[name][0]), greedy, jobs[name][1], got[name]))
+    while got["short"].finish is None:
+        batcher.step()
+    batcher.submit(Request(tokenizer.encode(jobs["late"][0]), greedy, jobs["late"][1], got["late"]))
+    while batcher.step():
+        pass
+    for name, (prompt, budget) in jobs.items():
+        alone = zoo.generate(model, tokenizer, prompt, "greedy", max_new_tokens=budget, eos_ids=[])
+        assert got[name].finish == "length" and got[name].tokens == alone.ids[0], name

@@ -4,6 +4,7 @@ Retry-After), a client that disconnects, /health and /metrics, and 1,000 malform
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -14,6 +15,8 @@ import pytest
 from serve_helpers import running, tiny_model
 
 import zoo
+from zoo.serving.app import Outbox, Stream
+from zoo.serving.batcher import Update
 from zoo.serving.protocol import Limits
 
 
@@ -279,3 +282,17 @@ def test_chat_uses_the_models_own_template():
     expected = zoo.generate(model, tokenizer, [zoo.chat_ids(tokenizer, messages)], "greedy", max_new_tokens=8)
     assert reply.choices[0].message.content == expected.texts[0]
     assert reply.usage.prompt_tokens == len("<|user|>hi<|end|><|assistant|>")
+
+
+def test_updates_that_arrive_together_go_out_as_one_chunk():
+    """A client that reads slower than the model writes gets fewer, longer chunks, every token counted."""
+
+    async def read() -> tuple[list[Update], int]:
+        stream = Stream(Outbox(asyncio.get_running_loop()))
+        for text, token, finish in [("a", 1, None), ("b", 2, None), ("c", 3, "length")]:
+            stream.emit(Update(text, token, finish))
+        await asyncio.sleep(0)  # one delivery for the three
+        return [u async for u in stream.updates()], stream.completion_tokens
+
+    got, tokens = asyncio.run(read())
+    assert [(u.text, u.token, u.finish) for u in got] == [("abc", 3, "length")] and tokens == 3

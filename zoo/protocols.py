@@ -112,7 +112,9 @@ class CausalLM(Protocol):
     """``forward(input_ids (B, T), cache=None, *, attention_mask=None, position_ids=None)`` returns
     ``(logits (B, T, V), cache)``; ``attention_mask`` (B, S) marks real tokens (1) and padding (0)
     over every position seen so far. ``new_cache(batch, max_len, dtype)`` allocates a cache whose
-    ``length`` counts the positions stored (`zoo.KVCache` is one any plugin may use)."""
+    ``length`` counts the positions stored (`zoo.KVCache` is one any plugin may use). A forward
+    that also takes ``logits_to_keep: int`` (0: all; n: the last n positions, as transformers)
+    lets decoding skip the output layer on a prompt's other positions."""
 
     max_seq_len: int
     vocab_size: int

@@ -9,8 +9,9 @@ loop never waits on the device.
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,7 @@ class Decoder:
                 cache,
                 attention_mask=None if mask is None else mask[:, :P],
                 position_ids=positions[:, start:P],
+                **last_logits_only(model.forward),
             )
             for t in range(self.max_new):
                 last = logits[:, -1].float()  # (B, V)
@@ -221,6 +223,16 @@ class Decoder:
             mode = "reduce-overhead" if self.runtime.device.type == "cuda" else None
             step = torch.compile(step, fullgraph=True, dynamic=False, mode=mode)
         return step
+
+
+def last_logits_only(forward: Callable[..., Any]) -> dict[str, int]:
+    """``{"logits_to_keep": 1}`` when a model's ``forward`` takes that keyword (transformers' name):
+    a prefill then runs the output layer on the last position alone, the only one decoding reads."""
+    try:
+        takes = "logits_to_keep" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {"logits_to_keep": 1} if takes else {}
 
 
 def cache_dtype(model: nn.Module, runtime: Runtime) -> torch.dtype:

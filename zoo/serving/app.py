@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import json
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from zoo.serving.protocol import ApiError, ChatRequest, CompletionRequest, Limit
 from zoo.specs import MAX_SEED
 
 RETRY_AFTER = "1"  # seconds: a step of the batch frees rows quickly
+MAX_SAMPLERS = 256  # sampler objects kept per model, one per distinct setting
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Served:
     batcher: Batcher
     config: Any = None  # the registry samplers are built from
     created: int = field(default_factory=lambda: int(time.time()))
+    # one sampler object per distinct spec: the batcher draws the rows that share one in one call
+    samplers: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,9 +60,16 @@ class State:
     api_key: str | None
     draining: bool = False
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, outcome) -> count
+    outboxes: dict[asyncio.AbstractEventLoop, Outbox] = field(default_factory=dict)
 
     def count(self, model: str, outcome: str) -> None:
         self.outcomes[model, outcome] = self.outcomes.get((model, outcome), 0) + 1
+
+    def outbox(self, loop: asyncio.AbstractEventLoop) -> Outbox:
+        if loop not in self.outboxes:
+            self.outboxes = {old: box for old, box in self.outboxes.items() if not old.is_closed()}
+            self.outboxes[loop] = Outbox(loop)
+        return self.outboxes[loop]
 
 
 def create_app(models: Sequence[Served], *, limits: Limits | None = None, api_key: str | None = None) -> FastAPI:
@@ -147,7 +158,7 @@ async def answer(request: Request, state: State, *, chat: bool) -> Response:
     served = state.models.get(req.model)
     if served is None:
         raise ApiError(404, f"model: {req.model!r} is not served here; try {sorted(state.models)}", "model")
-    job = prepare(req, served, state.limits, asyncio.get_running_loop())
+    job = prepare(req, served, state.limits, state.outbox(asyncio.get_running_loop()))
     try:
         served.batcher.submit(job.request)
     except QueueFull as err:
@@ -173,28 +184,59 @@ def unavailable(message: str) -> ApiError:
     return err
 
 
+class Outbox:
+    """Carries updates from the batcher's thread to one event loop: one wake-up of the loop per
+    step of the batch, however many requests the step updated."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.items: list[tuple[asyncio.Queue[Update], Update]] = []
+
+    def post(self, queue: asyncio.Queue[Update], update: Update) -> None:  # on the batcher's thread
+        if self.loop.is_closed():
+            raise RuntimeError("the event loop is closed")  # the batcher stops the row
+        with self.lock:
+            self.items.append((queue, update))
+            if len(self.items) > 1:  # a delivery is already on its way
+                return
+        self.loop.call_soon_threadsafe(self.deliver)
+
+    def deliver(self) -> None:  # on the event loop
+        with self.lock:
+            items, self.items = self.items, []
+        for queue, update in items:
+            queue.put_nowait(update)
+
+
 class Stream:
     """One request's updates, handed over from the batcher's thread to the event loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop, self.queue = loop, asyncio.Queue[Update]()
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox, self.queue = outbox, asyncio.Queue[Update]()
         self.request: Job
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
     def emit(self, update: Update) -> None:  # on the batcher's thread
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, update)
+        self.outbox.post(self.queue, update)
 
     async def updates(self) -> AsyncIterator[Update]:
+        """The updates in order; those that arrived together come as one (their text joined), so
+        a client that reads slower than the model writes gets fewer, longer chunks."""
         while True:
             update = await self.queue.get()
             self.completion_tokens += update.token is not None
+            while update.finish is None and not self.queue.empty():
+                nxt = self.queue.get_nowait()
+                self.completion_tokens += nxt.token is not None
+                update = Update(update.text + nxt.text, nxt.token, nxt.finish, nxt.error)
             yield update
             if update.finish is not None:
                 return
 
 
-def prepare(req: Sampling, served: Served, limits: Limits, loop: asyncio.AbstractEventLoop) -> Stream:
+def prepare(req: Sampling, served: Served, limits: Limits, outbox: Outbox) -> Stream:
     """The batcher's request for ``req``: its prompt ids, sampler, seed and token budget; 400 on
     any field the model cannot take."""
     field_name = "messages" if isinstance(req, ChatRequest) else "prompt"
@@ -220,7 +262,7 @@ def prepare(req: Sampling, served: Served, limits: Limits, loop: asyncio.Abstrac
             "max_tokens",
         )
     default = 16 if isinstance(req, CompletionRequest) else min(room, limits.max_tokens)  # OpenAI's defaults
-    stream = Stream(loop)
+    stream = Stream(outbox)
     stream.prompt_tokens = len(prompt)
     seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED)
     sampler = build_sampler(req, served)
@@ -253,10 +295,17 @@ def build_sampler(req: Sampling, served: Served) -> Any:
     if spec is None:
         model = served.model
         spec = (model.default_sampler if isinstance(model, SamplingDefaults) else None) or "greedy"
+    key = json.dumps(spec, sort_keys=True)
+    if key in served.samplers:
+        return served.samplers[key]
     try:
-        return resolve_sampler(spec, served.model, served.config)
+        sampler = resolve_sampler(spec, served.model, served.config)
     except ZooError as err:
         raise ApiError(400, f"sampler: {err}", "sampler") from None
+    if len(served.samplers) >= MAX_SAMPLERS:  # many distinct settings: forget the oldest
+        served.samplers.pop(next(iter(served.samplers)))
+    served.samplers[key] = sampler
+    return sampler
 
 
 class Reply:

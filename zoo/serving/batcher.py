@@ -30,6 +30,8 @@ from zoo.protocols import Sampler, Tokenizer
 from zoo.runtime import Runtime
 from zoo.serving.cache import BatchCache, cache_kind
 
+SLOT_GRACE = 2  # steps a finished row's slot waits for a newcomer before the batch drops it
+
 
 class QueueFull(ZooError):
     """More requests wait than the queue holds: the caller should retry later (HTTP 429)."""
@@ -79,6 +81,7 @@ class _Row:
             self.seen[0, request.prompt] = True
         self.pending = 0  # the last token drawn, fed at the next step
         self.done = False
+        self.idle = 0  # steps since it finished, its slot kept for a newcomer
 
     @property
     def leaving(self) -> bool:
@@ -115,6 +118,7 @@ class Batcher:
         self.tokens_total = 0
         self.requests_total = 0
         self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, tokens) per step
+        self._no_seen = torch.zeros((1, 1), dtype=torch.bool, device=runtime.device)  # samplers without needs_seen
 
     # -- the side the server calls -----------------------------------------------------------
 
@@ -140,7 +144,8 @@ class Batcher:
 
     @property
     def batch_size(self) -> int:
-        return len(self.rows)
+        """Requests decoding now (a finished row's slot, kept for a newcomer, does not count)."""
+        return sum(not r.leaving for r in self.rows)
 
     def tokens_per_second(self, window: float = 10.0) -> float:
         now = time.monotonic()
@@ -184,11 +189,12 @@ class Batcher:
                 return False
             try:
                 self._join(joining)
-                if self.rows:
+                if any(not r.leaving for r in self.rows):
                     self._decode()
             except Exception as err:  # the model itself failed: every row of this batch fails
                 for row in [*self.rows, *joining]:
-                    self._fail(row, f"the model failed: {type(err).__name__}: {err}")
+                    if not row.leaving:
+                        self._fail(row, f"the model failed: {type(err).__name__}: {err}")
                 self.rows = []
                 self.cache = BatchCache(self.model, self.runtime, self.cache.kind)
             return True
@@ -210,29 +216,58 @@ class Batcher:
         return [_Row(r, self.tokenizer, self.eos, self.vocab, device) for r in taken]
 
     def _join(self, joining: list[_Row]) -> None:
-        """Prefill the newcomers together, draw their first tokens, and rebuild the batch's cache
-        with the rows that stay and the newcomers that go on."""
-        fresh = None
-        if joining:
-            fresh = BatchCache(self.model, self.runtime, self.cache.kind)
-            longest = max(len(r.request.prompt) for r in joining)
-            ids = torch.full((len(joining), longest), self.tokenizer.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(joining), longest), dtype=torch.long)
-            for i, row in enumerate(joining):
-                prompt = row.request.prompt
-                ids[i, longest - len(prompt) :] = torch.tensor(prompt)
-                mask[i, longest - len(prompt) :] = 1
-            device = self.runtime.device
-            logits = fresh.forward(ids.to(device), mask.to(device))
-            self._draw(joining, logits[:, -1].float())
-        keep = [i for i, r in enumerate(self.rows) if not r.leaving]
+        """Prefill the newcomers together and draw their first tokens; put them in the slots of
+        finished rows, or rebuild the batch's cache with the rows that stay and the newcomers."""
+        fresh = self._prefill(joining) if joining else None
         going_on = [i for i, r in enumerate(joining) if not r.leaving]
-        if len(keep) == len(self.rows) and not going_on:
-            return  # nobody left, nobody joins: the cache stays as it is
+        free = [i for i, r in enumerate(self.rows) if r.leaving]
+        if fresh is not None and going_on and self._place(free, fresh, [joining[i] for i in going_on], going_on):
+            free, going_on = free[len(going_on) :], []
+        for i in free:
+            self.rows[i].idle += 1
+        if not going_on and not self._compact_due(free):
+            return  # the cache stays as it is (finished rows keep their slots a little while)
+        keep = [i for i, r in enumerate(self.rows) if not r.leaving]
         survivors = [self.rows[i] for i in keep] + [joining[i] for i in going_on]
         room = max((r.request.max_tokens - r.text.drawn for r in survivors), default=0)
         self.cache.rebuild(keep, room, fresh, going_on)
         self.rows = survivors
+
+    def _prefill(self, joining: list[_Row]) -> BatchCache:
+        fresh = BatchCache(self.model, self.runtime, self.cache.kind)
+        longest = max(len(r.request.prompt) for r in joining)
+        ids = torch.full((len(joining), longest), self.tokenizer.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(joining), longest), dtype=torch.long)
+        for i, row in enumerate(joining):
+            prompt = row.request.prompt
+            ids[i, longest - len(prompt) :] = torch.tensor(prompt)
+            mask[i, longest - len(prompt) :] = 1
+        device = self.runtime.device
+        logits = fresh.forward(ids.to(device), mask.to(device), last_only=True)
+        self._draw(joining, logits[:, -1].float())
+        return fresh
+
+    def _place(self, free: list[int], fresh: BatchCache, newcomers: list[_Row], rows: list[int]) -> bool:
+        """Newcomers (rows ``rows`` of ``fresh``) into the slots of finished rows: one copy into the
+        running batch's buffers instead of rebuilding them. False when they do not fit (too few
+        free slots, or a prompt longer than the batch)."""
+        if len(free) < len(newcomers):
+            return False
+        slots = free[: len(newcomers)]
+        if not self.cache.place(slots, fresh, rows):
+            return False
+        for slot, row in zip(slots, newcomers, strict=True):
+            self.rows[slot] = row
+        return True
+
+    def _compact_due(self, free: list[int]) -> bool:
+        """Drop the finished rows now? When no newcomer took a slot for a few steps, when no row
+        runs, or when their columns would carry the batch past the model's limit."""
+        if not free:
+            return False
+        if len(free) == len(self.rows) or any(self.rows[i].idle > SLOT_GRACE for i in free):
+            return True
+        return self.limit is not None and self.cache.length + 1 > self.limit
 
     def _decode(self) -> None:
         device = self.runtime.device
@@ -241,32 +276,66 @@ class Batcher:
         self._draw(self.rows, logits[:, -1].float())
 
     def _draw(self, rows: Sequence[_Row], last: torch.Tensor) -> None:
-        """One token per row from ``last`` (B, V), each with the row's own sampler and generator."""
-        drawn = 0
+        """One token per row from ``last`` (B, V), each with the row's own sampler and generator.
+
+        Rows that share a sampler object are drawn in one call, as `zoo.generate` draws a batch
+        (the protocol promises a row samples exactly as it would alone); if that call raises, each
+        of its rows is drawn alone, so only the request whose draw fails fails."""
+        groups: dict[int, list[int]] = {}
         for i, row in enumerate(rows):
-            if row.leaving:
-                continue
+            if not row.leaving:
+                groups.setdefault(id(row.request.sampler), []).append(i)
+        drawn = 0
+        for members in groups.values():
             try:
-                token = int(row.request.sampler.select(last[i : i + 1], self._seen(row), [row.generator])[0])
-                if not 0 <= token < self.vocab:
-                    raise ValueError(f"drew token {token}, outside the vocabulary of {self.vocab}")
-            except Exception as err:  # this request's sampler: this request alone fails
-                self._fail(row, f"the sampler failed: {type(err).__name__}: {err}")
-                continue
-            if row.seen is not None:
-                row.seen[0, token] = True
-            row.pending = token
-            text = row.text.add(token)
-            row.done = row.text.finished
-            drawn += 1
-            self._emit(row, Update(text, token, row.text.reason if row.done else None))
+                tokens: list[int | None] = list(self._select([rows[i] for i in members], last, members))
+            except Exception as err:  # a request's sampler: that request alone fails
+                if len(members) == 1:
+                    self._fail(rows[members[0]], f"the sampler failed: {type(err).__name__}: {err}")
+                    continue
+                tokens = [self._select_alone(rows[i], last, i) for i in members]
+            for i, token in zip(members, tokens, strict=True):
+                if token is not None:
+                    drawn += self._take(rows[i], token)
         self.tokens_total += drawn
         self._recent.append((time.monotonic(), drawn))
         while self._recent and time.monotonic() - self._recent[0][0] > 60:
             self._recent.popleft()
 
-    def _seen(self, row: _Row) -> torch.Tensor:
-        return row.seen if row.seen is not None else torch.zeros((1, 1), dtype=torch.bool, device=self.runtime.device)
+    def _select(self, rows: Sequence[_Row], last: torch.Tensor, index: Sequence[int]) -> list[int]:
+        """The tokens ``rows`` (rows ``index`` of ``last``, one sampler) draw; raises what the sampler raises."""
+        sampler = rows[0].request.sampler
+        if len(index) == last.shape[0]:  # the whole batch (one sampler for every row, the usual case)
+            logits = last
+        elif len(index) == 1:
+            logits = last[index[0] : index[0] + 1]
+        else:
+            logits = last[torch.tensor(index, device=last.device)]
+        if sampler.needs_seen:
+            seen = torch.cat([r.seen for r in rows if r.seen is not None])
+        else:
+            seen = self._no_seen.expand(len(rows), 1)
+        tokens = [int(t) for t in sampler.select(logits, seen, [r.generator for r in rows]).tolist()]
+        if len(tokens) != len(rows) or any(not 0 <= t < self.vocab for t in tokens):
+            raise ValueError(f"drew {tokens} for {len(rows)} rows; tokens are in [0, {self.vocab})")
+        return tokens
+
+    def _select_alone(self, row: _Row, last: torch.Tensor, i: int) -> int | None:
+        try:
+            return self._select([row], last, [i])[0]
+        except Exception as err:
+            self._fail(row, f"the sampler failed: {type(err).__name__}: {err}")
+            return None
+
+    def _take(self, row: _Row, token: int) -> int:
+        """Record ``token`` as ``row``'s next one and send its text; 1 (a token drawn)."""
+        if row.seen is not None:
+            row.seen[0, token] = True
+        row.pending = token
+        text = row.text.add(token)
+        row.done = row.text.finished
+        self._emit(row, Update(text, token, row.text.reason if row.done else None))
+        return 1
 
     def _fail(self, row: _Row, message: str) -> None:
         row.done = True

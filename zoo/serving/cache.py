@@ -13,13 +13,13 @@ model's plain per-layer tensors (`zoo.PastTensors`, e.g. Hugging Face models). A
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from zoo.lm.generation import cache_dtype
+from zoo.lm.generation import cache_dtype, last_logits_only
 from zoo.lm.kv_cache import KVCache
 from zoo.protocols import PastTensors
 from zoo.runtime import Runtime
@@ -46,6 +46,7 @@ class BatchCache:
         self.opaque: Any = None  # the cache object itself, kind "opaque" (one row)
         self.mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)  # (B, length)
         self.room = 0  # decoding steps the buffers hold before the next rebuild (kind "kv")
+        self.buffer: torch.Tensor | None = None  # after a rebuild: every tensor in one, (2 x layers, B, H, S, D)
         self._kv: KVCache | None = None
 
     @property
@@ -60,11 +61,14 @@ class BatchCache:
     def splittable(self) -> bool:
         return self.kind != "opaque"
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:
         """Run ``ids`` (B, T) after what the cache holds; ``mask`` (B, T) marks their real tokens.
-        Returns the logits (B, T, V) and keeps the new keys and values."""
+        Returns the logits (B, T, V), or (B, 1, V) with ``last_only`` where the model can skip the
+        others (`last_logits_only`), and keeps the new keys and values."""
+        forward: Callable[..., Any] = getattr(self.model, "forward_with_past" if self.kind == "past" else "forward")
+        keep = last_logits_only(forward) if last_only and ids.shape[1] > 1 else {}
         if self.rows == 0:  # a fresh cache: the prompts' own padding is all it holds
-            self.mask, self.tensors, self._kv, self.opaque = mask[:, :0], [], None, None
+            self.mask, self.tensors, self._kv, self.opaque, self.buffer = mask[:, :0], [], None, None, None
         elif self.kind == "kv" and self.room < ids.shape[1]:
             self.rebuild(range(self.rows), room=max(64, ids.shape[1]))
         full = torch.cat([self.mask, mask], dim=1)  # (B, length + T)
@@ -74,14 +78,15 @@ class BatchCache:
         if self.kind == "past":
             assert isinstance(self.model, PastTensors)
             logits, self.tensors = self.model.forward_with_past(
-                ids, self.tensors, attention_mask=attention, position_ids=positions
+                ids, self.tensors, attention_mask=attention, position_ids=positions, **keep
             )
+            self.buffer = None  # the model returned tensors of its own
         else:
             cache = self._kv if self.kind == "kv" else self.opaque
             if cache is None:
                 cache = self.model.new_cache(ids.shape[0], ids.shape[1], dtype=self.dtype)  # type: ignore[operator]
                 self.opaque = cache if self.kind == "opaque" else None
-            logits, cache = self.model(ids, cache, attention_mask=attention, position_ids=positions)
+            logits, cache = self.model(ids, cache, attention_mask=attention, position_ids=positions, **keep)
             if self.kind == "kv":
                 self._kv = cache
                 self.tensors = [t for pair in zip(cache.k, cache.v, strict=True) for t in pair]
@@ -91,53 +96,86 @@ class BatchCache:
         self.mask = full
         return logits
 
-    def _held(self) -> list[torch.Tensor]:
-        """Every tensor narrowed to the positions written so far."""
+    def _held(self) -> torch.Tensor:
+        """Every key and value tensor narrowed to the positions written so far, stacked:
+        (2 x layers, B, H, length, D). A view of the buffers when they are one tensor already."""
+        if self.buffer is not None:
+            return self.buffer.narrow(3, 0, self.length)
         if self.kind == "kv":
-            return [t.narrow(2, 0, self.length) for t in self.tensors]
-        return self.tensors
+            return torch.stack([t.narrow(2, 0, self.length) for t in self.tensors])
+        return torch.stack(self.tensors)
 
     def rebuild(
         self, keep: Sequence[int], room: int, newcomers: BatchCache | None = None, joining: Sequence[int] = ()
     ) -> None:
         """Keep rows ``keep`` (in that order), append rows ``joining`` of ``newcomers`` after them,
-        drop the columns every row pads, and leave buffer space for ``room`` more steps."""
+        drop the columns every row pads, and leave buffer space for ``room`` more steps.
+        All layers move in one copy per part (the buffers are one tensor), not one per layer."""
         if not self.splittable:  # one row at a time: it is either this cache's or the newcomer's
             if newcomers is not None and joining:
                 self.opaque, self.mask = newcomers.opaque, newcomers.mask
             elif not keep:
                 self.opaque, self.mask = None, self.mask[:0, :0]
             return
-        parts = [(self._held(), self.mask, self._index(keep))]
-        if newcomers is not None:
-            parts.append((newcomers._held(), newcomers.mask, self._index(joining)))
-        parts = [(tensors, mask.index_select(0, rows), rows) for tensors, mask, rows in parts if len(rows)]
+        parts = [(self, list(keep))] + ([(newcomers, list(joining))] if newcomers is not None else [])
+        parts = [(cache, rows) for cache, rows in parts if rows and cache.tensors]
+        masks = [cache.mask[rows] if rows != list(range(cache.rows)) else cache.mask for cache, rows in parts]
         length = 0
-        for _, mask, _ in parts:  # the longest row, its padding dropped, sets the new length
+        for mask in masks:  # the longest row, its padding dropped, sets the new length
             length = max(length, int(mask.shape[1] - int((mask.cumsum(-1) == 0).sum(-1).min())))
-        total = sum(len(rows) for _, _, rows in parts)
-        capacity = length + (room if self.kind == "kv" else 0)
+        total = sum(len(rows) for _, rows in parts)
         new_mask = torch.zeros((total, length), dtype=torch.long, device=self.device)
-        shapes = [(total, t.shape[1], capacity, t.shape[3]) for t in parts[0][0]] if parts else []
-        out = [torch.zeros(shape, dtype=self.dtype, device=self.device) for shape in shapes]
+        if not parts:
+            self.mask, self.buffer, self.tensors = new_mask, None, []
+            self._install(length)
+            return
+        first = parts[0][0].tensors[0]
+        capacity = length + (room if self.kind == "kv" else 0)
+        shape = (len(parts[0][0].tensors), total, first.shape[1], capacity, first.shape[3])
+        out = torch.zeros(shape, dtype=self.dtype, device=self.device)
         at = 0
-        for tensors, mask, rows in parts:
-            tensors = [t.index_select(0, rows) for t in tensors]
-            n, width = mask.shape[0], min(length, mask.shape[1])
+        for (cache, rows), mask in zip(parts, masks, strict=True):
+            held = cache._held()
+            if rows != list(range(cache.rows)):
+                held = held.index_select(1, torch.tensor(rows, dtype=torch.long, device=self.device))
+            n, width = len(rows), min(length, mask.shape[1])
             new_mask[at : at + n, length - width :] = mask[:, mask.shape[1] - width :]
-            for o, t in zip(out, tensors, strict=True):
-                o[at : at + n, :, length - width : length] = t[:, :, t.shape[2] - width :]
+            out[:, at : at + n, :, length - width : length] = held[:, :, :, held.shape[3] - width :]
             at += n
-        self.mask = new_mask
-        self._install(out, length)
+        self.mask, self.buffer = new_mask, out
+        self.tensors = list(out.unbind(0))
+        self._install(length)
+
+    def place(self, slots: Sequence[int], newcomers: BatchCache, joining: Sequence[int]) -> bool:
+        """Write rows ``joining`` of ``newcomers`` over rows ``slots`` (finished ones), right-aligned
+        and left-padded to this cache's length; False (nothing written) when they are longer."""
+        if not self.splittable or not self.tensors or not newcomers.tensors:
+            return False
+        mask = newcomers.mask[list(joining)]
+        width = int(mask.shape[1] - int((mask.cumsum(-1) == 0).sum(-1).min()))  # their padding dropped
+        length = self.length
+        if width > length:
+            return False
+        held = newcomers._held().index_select(1, self._index(joining))
+        held = held.narrow(3, held.shape[3] - width, width)
+        rows = self._index(slots)
+        pad = length - width
+        if self.buffer is not None:  # every layer at once: (2 x layers, B, H, S, D)
+            self.buffer[:, rows, :, :pad] = 0
+            self.buffer[:, rows, :, pad:length] = held
+        else:
+            for target, source in zip(self.tensors, held.unbind(0), strict=True):  # (B, H, S, D) each
+                target[rows, :, :pad] = 0
+                target[rows, :, pad:length] = source
+        self.mask[rows] = torch.cat([self.mask.new_zeros((len(slots), length - width)), mask[:, -width:]], dim=1)
+        return True
 
     def _index(self, rows: Sequence[int]) -> torch.Tensor:
         return torch.tensor(list(rows), dtype=torch.long, device=self.device)
 
-    def _install(self, tensors: list[torch.Tensor], length: int) -> None:
+    def _install(self, length: int) -> None:
         if self.kind == "kv":
             kv = self._kv or KVCache(0, 0, 0, 0, 0, device=self.device, dtype=self.dtype)
-            kv.k, kv.v = tensors[0::2], tensors[1::2]
-            kv.max_len, kv.length = tensors[0].shape[2] if tensors else 0, length
+            kv.k, kv.v = self.tensors[0::2], self.tensors[1::2]
+            kv.max_len, kv.length = self.tensors[0].shape[2] if self.tensors else 0, length
             self._kv, self.room = kv, kv.max_len - length
-        self.tensors = tensors

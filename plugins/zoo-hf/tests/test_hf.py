@@ -10,7 +10,7 @@ from zoo_hf import convert
 
 import zoo
 import zoo.testing
-from zoo.lm.generation import generate
+from zoo.lm.generation import generate, last_logits_only
 from zoo.lm.tokenizers import ByteTokenizer
 
 GPT2 = {
@@ -149,6 +149,20 @@ def test_hf_cached_logits_equal_full_recompute():
     parts = [model(ids[:, :5], cache)[0]] + [model(ids[:, t : t + 1], cache)[0] for t in range(5, 12)]
     assert cache.length == 12
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("spec", [GPT2, LLAMA], ids=["gpt2", "llama"])
+def test_a_prefill_can_keep_the_last_positions_logits_only(spec):
+    """What decoding asks for (`last_logits_only`): the output layer on the last position alone."""
+    torch.manual_seed(0)
+    model = zoo.build_model(spec).eval()
+    ids = torch.randint(0, 256, (2, 9))
+    full, _ = model(ids)
+    last, _ = model(ids, model.new_cache(2, 64), **last_logits_only(model.forward))
+    assert last.shape == (2, 1, 256)
+    torch.testing.assert_close(last[:, 0], full[:, -1], atol=1e-5, rtol=0)
+    _, past = model.forward_with_past(ids, [], **last_logits_only(model.forward_with_past))
+    assert model.forward_with_past(ids[:, -1:], past)[0].shape == (2, 1, 256)
 
 
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu"])

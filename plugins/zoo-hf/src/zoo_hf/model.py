@@ -154,6 +154,7 @@ class HFCausalLM(HFAdapter):
         self.default_sampler = sampler_from(hf.generation_config)
         params = inspect.signature(hf.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.2x
+        self._keeps_logits = "logits_to_keep" in params
 
     def add_lora(self, spec: Any) -> list[str]:
         """LoRA through peft (`zoo.LoraTarget`): adapters on the layers ``spec.targets`` match."""
@@ -198,8 +199,11 @@ class HFCausalLM(HFAdapter):
         *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> tuple[torch.Tensor, HFCache | None]:
         kwargs: dict[str, Any] = {"attention_mask": attention_mask, "use_cache": cache is not None}
+        if logits_to_keep and self._keeps_logits:
+            kwargs["logits_to_keep"] = logits_to_keep
         if position_ids is not None:
             kwargs["position_ids"] = position_ids.expand(input_ids.shape[0], -1)
         if cache is not None and cache.hf is not None:
@@ -232,6 +236,7 @@ class HFCausalLM(HFAdapter):
         *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The forward pass on a transformers `DynamicCache` filled from ``past`` (what ONNX export
         with past traces); returns the logits and every layer's grown keys and values."""
@@ -241,7 +246,9 @@ class HFCausalLM(HFAdapter):
         cache.hf = DynamicCache()
         for layer in range(len(past) // 2):
             cache.hf.update(past[2 * layer], past[2 * layer + 1], layer)
-        logits, _ = self(input_ids, cache, attention_mask=attention_mask, position_ids=position_ids)
+        logits, _ = self(
+            input_ids, cache, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=logits_to_keep
+        )
         return logits, [t for layer in cache.hf.layers for t in (layer.keys, layer.values)]
 
 

@@ -259,7 +259,9 @@ class MiniGPT(nn.Module):
         *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> tuple[torch.Tensor, KVCache | None]:
+        """Logits (B, T, V), or of the last ``logits_to_keep`` positions (0: all, as transformers)."""
         T = input_ids.shape[1]
         past = cache.length if cache is not None else 0
         if past + T > self.max_seq_len:
@@ -277,6 +279,8 @@ class MiniGPT(nn.Module):
             x = block(x, cache, mask, is_causal, None, rope)
         if cache is not None:
             cache.advance(T)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
         logits = self.head(self.ln_f(x))  # (B, T, V)
         return logits, cache
 
