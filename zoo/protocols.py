@@ -230,7 +230,9 @@ class Sampler(Protocol):
     ``logits`` (B, V) float32; ``seen`` (B, V) bool marks tokens already in each sequence (an
     all-False (B, 1) placeholder when ``needs_seen`` is False, which saves the bookkeeping);
     ``generators`` one seeded ``torch.Generator`` per row (row i of a batch is seeded with
-    ``seed + i``): draw with `zoo.draw` so a row samples exactly as it would alone.
+    ``seed + i``): draw with `zoo.draw` so a row samples exactly as it would alone. `zoo serve`
+    shares one sampler object among the requests that ask for the same settings and draws their
+    rows in one call, so keep no per-request state in it.
     """
 
     needs_seen: bool
