@@ -1,12 +1,14 @@
 """Continuous batching: one decoding loop that requests join and leave between steps.
 
-Each iteration of `Batcher.step` (1) drops the rows whose client went away or that finished,
-(2) prefills every waiting request that fits in one batched forward pass (left-padded, as
-`zoo.generate` does) and draws its first token, (3) moves the survivors and the newcomers into
-one `BatchCache`, and (4) runs one decoding step for all of them. Every row keeps its own
-sampler, generator (seeded with the request's seed, as `zoo.generate` seeds a lone prompt) and
-text state (`zoo.lm.generation.TextStream`), so a request draws the same tokens whatever else is
-in the batch. A sampler that raises fails its own request only.
+Each iteration of `Batcher.step` (1) prefills every waiting request that fits in one batched
+forward pass (left-padded, as `zoo.generate` does) and draws its first token, (2) writes the
+newcomers into the slots of rows that finished or whose client went away (one copy), or, when
+they do not fit, rebuilds the `BatchCache` with the rows that stay and the newcomers (a slot no
+newcomer takes within `SLOT_GRACE` steps is dropped the same way), and (3) runs one decoding step
+for all of them. Every row keeps its own generator (seeded with the request's seed, as
+`zoo.generate` seeds a lone prompt) and text state (`zoo.lm.generation.TextStream`); rows that
+share a sampler are drawn in one call. So a request draws the same tokens whatever else is in the
+batch. A sampler that raises fails its own request only.
 
 The loop runs on one thread (`start`); `submit` is safe from any thread, and each request's
 ``emit`` is called on the loop's thread (the server hands the updates to its event loop).
