@@ -28,9 +28,9 @@ lint: setup
 	$(BIN)/ruff format --check zoo plugins tests bench scripts
 	$(BIN)/mypy
 
-# one worker per core; a file's tests stay together (some report on the cases the file ran)
+# one worker per core; tests/conftest.py says which tests share a worker and puts the slow first
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -n auto --dist loadfile
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -n auto --dist loadgroup
 
 test-slow: setup
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -m slow

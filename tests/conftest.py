@@ -80,3 +80,70 @@ __all__ = ["zoo"]
 def _command_line_verbosity(monkeypatch: pytest.MonkeyPatch) -> None:
     """`main([...])` records --verbose in the environment (ZOO_VERBOSE); undone after each test."""
     monkeypatch.delenv("ZOO_VERBOSE", raising=False)
+
+
+# `make test` runs `pytest -n auto --dist loadgroup`, with the groups below (pytest_xdist_make_scheduler):
+# a file's tests share a worker, as with --dist loadfile (module fixtures are set up once;
+# test_fuzz and test_hostile_files report on the cases the file ran), except the FREE tests, which
+# any worker takes. (xdist 3.8's own xdist_group marks do nothing under pytest 9.2: it renames
+# item._nodeid, which pytest no longer reads.) Slow groups go first: workers take the queue in
+# order, so the last tests to start are short ones (longest first balances two workers best).
+FREE = {  # tests without an expensive module fixture (a file: all of its tests)
+    "tests/test_distributed.py::test_early_stopping_stops_every_process_at_one_step",
+    "tests/test_distributed.py::test_fsdp_checkpoints_are_written_in_shards_and_reshard_on_resume",
+    "tests/test_distributed.py::test_fsdp_two_processes_equal_one",  # `single` only: 3 s
+    "tests/test_stop.py::test_force_killed_before_or_after_the_new_runs_first_checkpoint",
+    "tests/test_outside_repo.py",
+    "tests/test_bench_scripts.py",
+}
+SLOW = {  # group (a file) or free test: seconds, measured on a quiet 2-core machine under -n 2
+    "tests/test_distributed.py": 55,
+    "tests/test_fuzz.py": 50,
+    "tests/test_hostile_files.py": 45,
+    "tests/test_crash.py": 40,
+    "tests/test_stop.py": 40,
+    "tests/test_distributed.py::test_fsdp_checkpoints_are_written_in_shards_and_reshard_on_resume": 35,
+    "tests/test_generation.py": 30,
+    "tests/test_bench_scripts.py::test_gpu_script_dry_run": 25,
+    "tests/test_distributed.py::test_fsdp_two_processes_equal_one": 23,
+    "plugins/zoo-hf/tests/test_onnx_hf.py": 20,
+    "plugins/zoo-hf/tests/test_hub.py": 20,
+    "tests/test_onnx.py": 20,
+    "plugins/zoo-hf/tests/test_trust.py": 20,
+    "tests/test_exit_codes.py": 17,
+    "tests/test_engine.py": 16,
+    "tests/test_outside_repo.py::test_the_command_line_from_an_empty_folder": 15,
+    "tests/test_conformance.py": 10,
+    "tests/test_extension_hooks.py": 10,
+    "tests/test_docs.py": 10,
+    "tests/test_distributed.py::test_early_stopping_stops_every_process_at_one_step": 10,
+    "tests/test_stop.py::test_force_killed_before_or_after_the_new_runs_first_checkpoint": 10,
+    "plugins/zoo-hf/tests/test_chat.py": 10,
+}
+
+
+def xdist_group(nodeid: str) -> str | None:
+    """The file whose worker runs this test, or None for a free test."""
+    path, test = nodeid.split("::")[0], nodeid.split("[")[0]
+    return None if path in FREE or test in FREE else path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def seconds(item: pytest.Item) -> float:
+        return SLOW.get(xdist_group(item.nodeid) or item.nodeid.split("[")[0], 0)
+
+    items.sort(key=lambda item: -seconds(item))  # stable: the rest keep their order
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: `pytest -p no:xdist` still runs
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Groups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid) or nodeid
+
+    config.option.loadscopereorder = False  # keep the slowest-first order above
+    return Groups(config, log)

@@ -63,11 +63,18 @@ def corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, corpus) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("runs")
-    train(root / "single", corpus)
-    train(root / "ddp", corpus, "--nproc", "2")
-    return {"single": root / "single", "ddp": root / "ddp"}
+def single(tmp_path_factory, corpus) -> Path:
+    """One process; its own fixture, so a test that needs only this one can run on another worker."""
+    out = tmp_path_factory.mktemp("runs") / "single"
+    train(out, corpus)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, corpus, single) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("runs") / "ddp"
+    train(out, corpus, "--nproc", "2")
+    return {"single": single, "ddp": out}
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -134,13 +141,13 @@ def test_ddp_run_resumes_exactly(runs, corpus, tmp_path):
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
 
 
-def test_fsdp_two_processes_equal_one(runs, corpus, tmp_path):
+def test_fsdp_two_processes_equal_one(single, corpus, tmp_path):
     """FSDP (fully_shard per block) on gloo: same weights as one process, exact resume."""
     out = tmp_path / "fsdp"
     train(out, corpus, "--nproc", "2", "--set", "runtime.distributed=fsdp")
-    single, fsdp = weights(runs["single"]), weights(out)
-    for k in single:
-        torch.testing.assert_close(fsdp[k], single[k], atol=2e-5, rtol=1e-4)
+    one, fsdp = weights(single), weights(out)
+    for k in one:
+        torch.testing.assert_close(fsdp[k], one[k], atol=2e-5, rtol=1e-4)
     shutil.rmtree(out / "checkpoints" / "step-00000010")
     shutil.rmtree(out / "model")
     train(out, corpus, "--nproc", "2", "--set", "runtime.distributed=fsdp", "--resume")

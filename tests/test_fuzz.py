@@ -172,3 +172,10 @@ def test_non_finite_numbers_are_rejected(kind, type_name, spec_cls):
             where = rf"{name}\.0" if pair else name
             with pytest.raises(zoo.SpecError, match=rf"{type_name}\.{where}: Input should be a finite number"):
                 CONFIG.spec(kind, {"type": type_name, name: [bad, 0.5] if pair else bad})
+
+
+def test_an_inline_table_with_a_non_finite_number_is_rejected():
+    """Found by the fuzzer: {'optimizer': {'': inf}} was accepted, then lost in the JSON round trip."""
+    for bad in ({"": float("inf")}, {"betas": [float("nan"), 0.9]}):
+        with pytest.raises(zoo.SpecError, match=r"optimizer: .*must be finite"):
+            CONFIG.spec("trainers", {"type": "causal-lm", "optimizer": bad})

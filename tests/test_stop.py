@@ -168,6 +168,12 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def new_checkpoint(out: Path) -> bool:
+    """The replacing run (NEW) has a checkpoint in ``out``: not the old run's final step 3."""
+    latest = Checkpointer(out).latest()
+    return latest is not None and latest.name >= f"step-{NEW['checkpoint_every']:08d}"
+
+
 def force_killed(trial: int, tmp_path: Path, corpus: Path) -> None:
     """An old run, then `--force` killed (SIGKILL) at a random moment; the next `zoo train` on
     that --out finishes the replacement: the old run back byte for byte (new run without a
@@ -177,8 +183,9 @@ def force_killed(trial: int, tmp_path: Path, corpus: Path) -> None:
     assert run(command(out, corpus, trainer=OLD)).returncode == 0
     old = {k: v for k, v in snapshot(out).items() if k != ".zoo.lock"}
     proc = start(command(out, corpus, "--force", trainer=NEW))
-    if trial == 0:  # after the new run's first checkpoint
-        wait_for(lambda: bool(left_aside(out)) and Checkpointer(out).latest() is not None, proc)
+    if trial == 0:  # after the new run's first checkpoint (step 10; the old run's is step 3), which
+        # the old run aside may not outlive long: waiting for both can miss that window
+        wait_for(lambda: new_checkpoint(out), proc)
     elif trial == 1:  # the new run trains, no checkpoint yet
         wait_for(lambda: bool(left_aside(out)) and trained_to(out) >= 1, proc)
     else:  # anywhere: start-up, moving the old run aside, tokenizing, training, deleting the old run

@@ -122,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     set_verbose(args.verbose or os.environ.get(VERBOSE) == "1")
     try:
-        if args.command not in LISTING:
+        launcher = (getattr(args, "nproc", 0) or 0) > 1  # `zoo train --nproc N` only starts torchrun: no torch
+        if args.command not in LISTING and not launcher:
             import_held(HEAVY)
         code: int = args.func(args)
         return code

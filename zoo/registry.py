@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 import typing
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -517,11 +518,16 @@ def spec_type_name(spec_cls: Any, kind: Kind) -> str:
     type_name = args[0]
     if not isinstance(type_name, str) or not type_name:
         raise PluginError(f"{spec_cls.__name__}.type must be a non-empty string Literal")
-    try:
-        spec_cls.model_json_schema()
-    except Exception as err:
-        raise PluginError(f"{spec_cls.__name__} has no valid JSON Schema: {_describe(err)}") from err
+    if spec_cls not in _SCHEMA_CHECKED:  # once per class: every Registry (a test's, a CLI call's) re-registers
+        try:
+            spec_cls.model_json_schema()
+        except Exception as err:
+            raise PluginError(f"{spec_cls.__name__} has no valid JSON Schema: {_describe(err)}") from err
+        _SCHEMA_CHECKED.add(spec_cls)
     return type_name
+
+
+_SCHEMA_CHECKED: weakref.WeakSet[type] = weakref.WeakSet()  # spec classes whose JSON Schema was built
 
 
 def conflict_message(cands: Iterable[Entry]) -> str:

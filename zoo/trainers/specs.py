@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
@@ -241,6 +242,8 @@ class EngineSpec(TrainerSpec):
         if "name" in table and table.get("type", table["name"]) == table["name"]:
             table["type"] = table.pop("name")
         table.setdefault("type", DEFAULT_TYPES[info.field_name or ""])
+        if not _finite(table):  # checked here too: the spec must survive its JSON round trip (run.json)
+            raise ValueError("numbers in the table must be finite (an infinite or NaN setting is a mistake)")
         return table
 
     @model_validator(mode="after")
@@ -248,6 +251,16 @@ class EngineSpec(TrainerSpec):
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
         return self
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
 
 
 class SyntheticSpec(BaseModel):
