@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
+from pathlib import Path
 
 
 def make_module(name: str, **attrs: object) -> types.ModuleType:
@@ -83,3 +84,14 @@ def crash_sampling_at(monkeypatch, task_cls: type, n: int) -> Callable[[], None]
 
     monkeypatch.setattr(task_cls, "sample", sample)
     return lambda: monkeypatch.setattr(task_cls, "sample", real)
+
+
+def tiny_llama(folder: Path, vocab: int = 256) -> None:
+    """A 2-layer random Llama (grouped-query attention) saved as a local Hugging Face folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, bos_token_id=None, eos_token_id=None, pad_token_id=None,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)

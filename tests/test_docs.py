@@ -16,6 +16,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from helpers import tiny_llama
 
 import zoo.api
 
@@ -136,16 +137,6 @@ def readme_commands() -> list[list[str]]:
             if line.startswith("zoo ") and not any(word in line for word in NOT_RUN):
                 found.append(shlex.split(line, comments=True))
     return found
-
-
-def tiny_llama(folder: Path, vocab: int = 256) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, bos_token_id=None, eos_token_id=None, pad_token_id=None,
-    )  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(folder)
 
 
 def chat_model(folder: Path, corpus: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_llama
 from serve_helpers import ExplodeSpec, FailSeedSpec, SlowSpec, plugin_config, tiny_model
 
 import zoo
@@ -82,22 +83,9 @@ def test_learned_positions_and_grouped_heads_too():
 @pytest.fixture(scope="module")
 def hf_llama(tmp_path_factory) -> Path:
     """A tiny random Llama in a local Hugging Face folder; 256 ids, so zoo reads bytes with it."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     folder = tmp_path_factory.mktemp("llama")
-    config = LlamaConfig(
-        vocab_size=256,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    tiny_llama(folder)
     return folder
 
 
