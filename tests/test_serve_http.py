@@ -296,3 +296,12 @@ def test_updates_that_arrive_together_go_out_as_one_chunk():
 
     got, tokens = asyncio.run(read())
     assert [(u.text, u.token, u.finish) for u in got] == [("abc", 3, "length")] and tokens == 3
+
+
+def test_every_update_for_a_closed_event_loop_raises_so_the_batcher_stops_its_row():
+    loop = asyncio.new_event_loop()
+    outbox, queue = Outbox(loop), asyncio.Queue[Update]()
+    loop.close()
+    for token in (1, 2):  # the second too: none is queued for a delivery that never comes
+        with pytest.raises(RuntimeError):
+            outbox.post(queue, Update("x", token))

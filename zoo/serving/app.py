@@ -60,16 +60,10 @@ class State:
     api_key: str | None
     draining: bool = False
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, outcome) -> count
-    outboxes: dict[asyncio.AbstractEventLoop, Outbox] = field(default_factory=dict)
+    outbox: Outbox | None = None  # the batchers' way to the event loop, made when the app starts
 
     def count(self, model: str, outcome: str) -> None:
         self.outcomes[model, outcome] = self.outcomes.get((model, outcome), 0) + 1
-
-    def outbox(self, loop: asyncio.AbstractEventLoop) -> Outbox:
-        if loop not in self.outboxes:
-            self.outboxes = {old: box for old, box in self.outboxes.items() if not old.is_closed()}
-            self.outboxes[loop] = Outbox(loop)
-        return self.outboxes[loop]
 
 
 def create_app(models: Sequence[Served], *, limits: Limits | None = None, api_key: str | None = None) -> FastAPI:
@@ -78,6 +72,7 @@ def create_app(models: Sequence[Served], *, limits: Limits | None = None, api_ke
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.outbox = Outbox(asyncio.get_running_loop())
         for m in models:
             m.batcher.start()
         yield
@@ -158,7 +153,9 @@ async def answer(request: Request, state: State, *, chat: bool) -> Response:
     served = state.models.get(req.model)
     if served is None:
         raise ApiError(404, f"model: {req.model!r} is not served here; try {sorted(state.models)}", "model")
-    job = prepare(req, served, state.limits, state.outbox(asyncio.get_running_loop()))
+    if state.outbox is None:  # served without its lifespan: no batcher runs
+        raise unavailable("the server has not started its models")
+    job = prepare(req, served, state.limits, state.outbox)
     try:
         served.batcher.submit(job.request)
     except QueueFull as err:

@@ -13,7 +13,7 @@ model's plain per-layer tensors (`zoo.PastTensors`, e.g. Hugging Face models). A
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -33,6 +33,11 @@ def cache_kind(model: nn.Module, runtime: Runtime) -> str:
     if isinstance(model, PastTensors) and model.past_layout() is not None:
         return "past"
     return "opaque"
+
+
+def width_of(mask: torch.Tensor) -> int:
+    """The columns of a (B, S) mask that some row uses: S less the padding every row has on the left."""
+    return int(mask.shape[1] - int((mask.cumsum(-1) == 0).sum(-1).min()))
 
 
 class BatchCache:
@@ -65,8 +70,9 @@ class BatchCache:
         """Run ``ids`` (B, T) after what the cache holds; ``mask`` (B, T) marks their real tokens.
         Returns the logits (B, T, V), or (B, 1, V) with ``last_only`` where the model can skip the
         others (`last_logits_only`), and keeps the new keys and values."""
-        forward: Callable[..., Any] = getattr(self.model, "forward_with_past" if self.kind == "past" else "forward")
-        keep = last_logits_only(forward) if last_only and ids.shape[1] > 1 else {}
+        keep: dict[str, int] = {}
+        if last_only and ids.shape[1] > 1:
+            keep = last_logits_only(getattr(self.model, "forward_with_past" if self.kind == "past" else "forward"))
         if self.rows == 0:  # a fresh cache: the prompts' own padding is all it holds
             self.mask, self.tensors, self._kv, self.opaque, self.buffer = mask[:, :0], [], None, None, None
         elif self.kind == "kv" and self.room < ids.shape[1]:
@@ -119,10 +125,11 @@ class BatchCache:
             return
         parts = [(self, list(keep))] + ([(newcomers, list(joining))] if newcomers is not None else [])
         parts = [(cache, rows) for cache, rows in parts if rows and cache.tensors]
-        masks = [cache.mask[rows] if rows != list(range(cache.rows)) else cache.mask for cache, rows in parts]
-        length = 0
-        for mask in masks:  # the longest row, its padding dropped, sets the new length
-            length = max(length, int(mask.shape[1] - int((mask.cumsum(-1) == 0).sum(-1).min())))
+        whole = [rows == list(range(cache.rows)) for cache, rows in parts]  # every row, in order: no gather
+        masks = [
+            cache.mask if all_rows else cache.mask[rows] for (cache, rows), all_rows in zip(parts, whole, strict=True)
+        ]
+        length = max((width_of(mask) for mask in masks), default=0)  # the longest row sets the new length
         total = sum(len(rows) for _, rows in parts)
         new_mask = torch.zeros((total, length), dtype=torch.long, device=self.device)
         if not parts:
@@ -134,10 +141,8 @@ class BatchCache:
         shape = (len(parts[0][0].tensors), total, first.shape[1], capacity, first.shape[3])
         out = torch.zeros(shape, dtype=self.dtype, device=self.device)
         at = 0
-        for (cache, rows), mask in zip(parts, masks, strict=True):
-            held = cache._held()
-            if rows != list(range(cache.rows)):
-                held = held.index_select(1, torch.tensor(rows, dtype=torch.long, device=self.device))
+        for (cache, rows), mask, all_rows in zip(parts, masks, whole, strict=True):
+            held = cache._held() if all_rows else cache._held().index_select(1, self._index(rows))
             n, width = len(rows), min(length, mask.shape[1])
             new_mask[at : at + n, length - width :] = mask[:, mask.shape[1] - width :]
             out[:, at : at + n, :, length - width : length] = held[:, :, :, held.shape[3] - width :]
@@ -152,7 +157,7 @@ class BatchCache:
         if not self.splittable or not self.tensors or not newcomers.tensors:
             return False
         mask = newcomers.mask[list(joining)]
-        width = int(mask.shape[1] - int((mask.cumsum(-1) == 0).sum(-1).min()))  # their padding dropped
+        width = width_of(mask)
         length = self.length
         if width > length:
             return False
