@@ -8,7 +8,9 @@ requests join and leave a running batch), and the figures are the median and ran
 aggregate tokens/s, time to first token (p50 of the requests sent while all 16 clients run,
 against a lone client on the batched server; the round's opening burst of 16 at once apart),
 latency p50/p99, and errors. For reference, the same prompts decoded as one static batch
-in-process: `zoo.generate`, and for the Hugging Face model transformers' own ``generate``.
+in-process: `zoo.generate`, and for the Hugging Face model transformers' own ``generate``. And
+the ceiling HTTP cannot change: the same workload through the batcher alone, in-process (16
+clients, ``max_batch`` 16 against 1, interleaved), which is what the model's own compute allows.
 
 Models (random weights, built here; no network): ``minigpt-small`` and a 135M Llama shaped like
 SmolLM2-135M (hidden 576, 30 layers, 9 heads, 3 KV heads, MLP 1536, vocabulary 49152), saved as a
@@ -236,6 +238,60 @@ def static_batches(target: Path, jobs: list[dict[str, Any]], hf: bool, rounds: i
     return {k: statistics.median(v) if v else None for k, v in out.items()}  # None: no transformers model
 
 
+def batcher_alone(target: Path, jobs: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
+    """The workload through `zoo.serving.batcher.Batcher` in-process, no HTTP: 16 clients (each sends
+    its next request when the last one ends) on ``max_batch`` 16 and on 1, rounds interleaved."""
+    import threading
+
+    import zoo
+    from zoo.lm.generation import resolve_sampler
+    from zoo.serving.batcher import Batcher, Request, Update
+
+    model = zoo.open_model(str(target))
+    runtime = zoo.Runtime(device="cpu")
+    runtime.prepare_for_inference(model)
+    tokenizer = zoo.tokenizer_of(model) or zoo.ByteTokenizer()
+    sampler = resolve_sampler("greedy", model, None)
+    prompts = [(tokenizer.encode(j["prompt"]), j["max_tokens"]) for j in jobs]
+
+    def run(max_batch: int) -> float:
+        batcher = Batcher(model, tokenizer, runtime, max_batch=max_batch, max_queue=len(jobs))
+        todo, lock, ended, tokens = list(reversed(prompts)), threading.Lock(), threading.Semaphore(0), [0]
+
+        def send() -> None:  # the next job, as a client does when its last reply has ended
+            with lock:
+                if not todo:
+                    return
+                prompt, budget = todo.pop()
+
+            def emit(update: Update) -> None:
+                tokens[0] += update.token is not None
+                if update.finish is not None:
+                    send()
+                    ended.release()
+
+            batcher.submit(Request(prompt, sampler, budget, emit))
+
+        batcher.start()
+        start = time.perf_counter()
+        for _ in range(CLIENTS):
+            send()
+        for _ in prompts:
+            ended.acquire()
+        rate = tokens[0] / (time.perf_counter() - start)
+        batcher.close()
+        return rate
+
+    run(CLIENTS)  # warm-up
+    pairs = [(run(CLIENTS), run(1)) for _ in range(rounds)]
+    ratio = spread([b / s for b, s in pairs])
+    return {
+        "batcher alone B16 tok/s": statistics.median(b for b, _ in pairs),
+        "batcher alone B1 tok/s": statistics.median(s for _, s in pairs),
+        "batcher alone ratio": ratio["median"],
+    }
+
+
 def left_padded(prompts: list[list[int]], pad: int) -> tuple[Any, Any]:
     import torch
 
@@ -271,6 +327,7 @@ def bench_model(name: str, target: Path, args: argparse.Namespace) -> dict[str, 
     ratios = [b["tok/s"] / s["tok/s"] for b, s in zip(rounds["batched"], rounds["sequential"], strict=True)]
     ratio = spread(ratios)
     statics = static_batches(target, jobs, name.startswith("llama"), max(1, args.rounds // 2))
+    alone = batcher_alone(target, jobs, args.rounds)
     return {
         "model": name,
         "batched tok/s": med("batched", "tok/s"),
@@ -285,6 +342,7 @@ def bench_model(name: str, target: Path, args: argparse.Namespace) -> dict[str, 
         "errors": sum(x["errors"] for side in rounds.values() for x in side),
         "requests per client": requests,
         **{f"{k} tok/s": v for k, v in statics.items()},
+        **alone,
         "rounds": rounds,
     }
 

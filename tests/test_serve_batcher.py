@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import tiny_llama
-from serve_helpers import ExplodeSpec, FailSeedSpec, SlowSpec, plugin_config, tiny_model
+from serve_helpers import TINY, ExplodeSpec, FailSeedSpec, SlowSpec, plugin_config, tiny_model
 
 import zoo
 from zoo.lm.generation import resolve_sampler
@@ -259,3 +259,130 @@ def test_finished_rows_are_dropped_before_the_batch_outgrows_the_model():
     for name, (prompt, budget) in jobs.items():
         alone = zoo.generate(model, tokenizer, prompt, "greedy", max_new_tokens=budget, eos_ids=[])
         assert got[name].finish == "length" and got[name].tokens == alone.ids[0], name
+
+
+def run_threaded(model, tokenizer, sampler, *, prefill_thread: bool) -> list[tuple[Collect, int, int]]:
+    """`run_staggered` on the batcher's own threads: each request is sent once the one before has
+    drawn a few tokens, so newcomers are prefilled while the batch decodes and join it mid-run."""
+    import threading
+
+    batcher = Batcher(model, tokenizer, Runtime(device="cpu"), eos_ids=[], max_batch=3, prefill_thread=prefill_thread)
+    assert batcher.prefill_thread is prefill_thread
+    shared = resolve_sampler(sampler, model)
+    out, ended = [], threading.Semaphore(0)
+    batcher.start()
+    try:
+        for i, prompt in enumerate(PROMPTS):
+            got, budget, seed = Collect(), 8 + 2 * i, 100 + i
+            drawn = threading.Event()
+
+            def emit(update: Update, got: Collect = got, drawn: threading.Event = drawn) -> None:
+                got(update)
+                if len(got.tokens) >= 3 or update.finish:
+                    drawn.set()
+                if update.finish:
+                    ended.release()
+
+            batcher.submit(Request(tokenizer.encode(prompt), shared, budget, emit, seed=seed))
+            out.append((got, budget, seed))
+            assert drawn.wait(30)
+        for _ in PROMPTS:
+            assert ended.acquire(timeout=30)
+    finally:
+        batcher.close(30)
+    return out
+
+
+@pytest.mark.parametrize("prefill_thread", [True, False], ids=["prefill-thread", "one-thread"])
+@pytest.mark.parametrize("sampler", SAMPLERS[:2], ids=["greedy", "top-k"])
+def test_on_its_own_threads_a_requests_tokens_equal_generate(sampler, prefill_thread, hf_llama):
+    for model in (tiny_model(positions="rope"), zoo.open_model(hf_llama)):
+        model.eval()
+        for prompt, (got, budget, seed) in zip(
+            PROMPTS, run_threaded(model, zoo.ByteTokenizer(), sampler, prefill_thread=prefill_thread), strict=True
+        ):
+            alone = zoo.generate(
+                model, zoo.ByteTokenizer(), prompt, sampler, max_new_tokens=budget, seed=seed, eos_ids=[]
+            )
+            assert got.tokens == alone.ids[0], prompt
+            assert got.finish == "length"
+
+
+def test_a_newcomer_is_prefilled_while_the_batch_decodes():
+    """With the prefill thread, a request that arrives during a decoding step gets its first token
+    before that step ends (the step here waits until the test has seen that token)."""
+    import threading
+
+    model, tokenizer = tiny_model(), zoo.ByteTokenizer()
+    forward, in_step, release = model.forward, threading.Event(), threading.Event()
+
+    def slow_decoding(ids, *args, **kwargs):
+        if ids.shape[1] == 1 and not release.is_set():  # a decoding step (the prompts are longer)
+            in_step.set()
+            release.wait(30)
+        return forward(ids, *args, **kwargs)
+
+    model.forward = slow_decoding
+    batcher = Batcher(model, tokenizer, Runtime(device="cpu"), eos_ids=[], max_batch=4, prefill_thread=True)
+    running, newcomer, sampler = Collect(), Collect(), resolve_sampler("greedy", model)
+    batcher.start()
+    try:
+        batcher.submit(Request(tokenizer.encode("the one running"), sampler, 6, running))
+        assert in_step.wait(30)  # its first decoding step has started, and waits
+        first = threading.Event()
+        batcher.submit(Request(tokenizer.encode("newcomer"), sampler, 4, lambda u: (newcomer(u), first.set())))
+        arrived = first.wait(10)
+        release.set()
+        assert arrived, "the newcomer's first token waited for the running step"
+        assert len(running.tokens) == 1  # the step was still running
+    finally:
+        release.set()
+        batcher.close(30)
+    model.forward = forward
+    for prompt, got, budget in (("the one running", running, 6), ("newcomer", newcomer, 4)):
+        assert got.tokens == zoo.generate(model, tokenizer, prompt, "greedy", max_new_tokens=budget, eos_ids=[]).ids[0]
+
+
+def test_large_models_get_a_prefill_thread_small_ones_one_thread():
+    from zoo.serving.batcher import PREFILL_THREAD_PARAMETERS
+
+    small = tiny_model()
+    large = zoo.build_model({**TINY, "vocab_size": 40_000, "d_model": 256, "n_heads": 2})
+    assert sum(p.numel() for p in large.parameters()) >= PREFILL_THREAD_PARAMETERS
+    runtime = Runtime(device="cpu")
+    assert Batcher(small, zoo.ByteTokenizer(), runtime).prefill_thread is False
+    assert Batcher(large, zoo.ByteTokenizer(), runtime).prefill_thread is True
+    assert Batcher(small, zoo.ByteTokenizer(), runtime, prefill_thread=True).prefill_thread is True
+
+
+def test_the_prefill_thread_keeps_the_batch_within_max_batch():
+    """Requests admitted for prefill count against max_batch until they join: at no moment do more
+    than max_batch requests hold a row (counted from their updates: first token to last)."""
+    import threading
+
+    model, tokenizer = tiny_model(), zoo.ByteTokenizer()
+    batcher = Batcher(model, tokenizer, Runtime(device="cpu"), eos_ids=[], max_batch=2, prefill_thread=True)
+    lock, active, most, ended = threading.Lock(), set(), [0], threading.Semaphore(0)
+
+    def emit_for(i: int):
+        def emit(update: Update) -> None:
+            with lock:
+                active.add(i)
+                most[0] = max(most[0], len(active))
+                if update.finish:
+                    active.discard(i)
+                    ended.release()
+
+        return emit
+
+    sampler = resolve_sampler("greedy", model)
+    with batcher.paused():  # all eight wait before the first is admitted
+        batcher.start()
+        for i in range(8):
+            batcher.submit(Request(tokenizer.encode(f"request {i}"), sampler, 3 + i % 3, emit_for(i)))
+    try:
+        for _ in range(8):
+            assert ended.acquire(timeout=30)
+    finally:
+        batcher.close(30)
+    assert most[0] == 2

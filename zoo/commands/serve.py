@@ -31,6 +31,13 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
     p.add_argument("--drain-seconds", type=float, default=60.0, help="on SIGTERM, how long requests may finish")
     p.add_argument("--quantize", choices=QUANTIZE_METHODS, default="none", help="int8: int8 linear layers (CPU)")
+    p.add_argument(
+        "--prefill",
+        choices=["auto", "thread", "inline"],
+        default="auto",
+        help="newcomers' prefill on a thread beside decoding, or inline between steps "
+        "(default auto: a thread for models of 10M parameters or more)",
+    )
     p.add_argument("--device")
     p.add_argument("--precision")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -61,5 +68,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config=cfg,
         drain_seconds=args.drain_seconds,
         log_level=args.log_level,
+        prefill_thread={"auto": None, "thread": True, "inline": False}[args.prefill],
     )
     return 0

@@ -49,6 +49,7 @@ def open_models(
     max_batch: int = 16,
     max_queue: int = 64,
     quantize: str | None = None,
+    prefill_thread: bool | None = None,
 ) -> list[Served]:
     """Each target opened as `zoo generate` opens it (``NAME=TARGET`` names it), with its batcher."""
     named = dict(targets) if isinstance(targets, Mapping) else {}
@@ -79,6 +80,7 @@ def open_models(
             eos_ids=default_eos(tokenizer, model),
             max_batch=max_batch,
             max_queue=max_queue,
+            prefill_thread=prefill_thread,
         )
         served.append(Served(name, model, tokenizer, batcher, config))
     return served
@@ -113,19 +115,30 @@ def serve(
     config: Config | None = None,
     drain_seconds: float = 60.0,
     log_level: str = "info",
+    prefill_thread: bool | None = None,
 ) -> None:
     """Serve causal LMs over the OpenAI HTTP API until SIGTERM/Ctrl-C (see `zoo serve --help`).
 
     ``targets`` are what `zoo generate` opens (a run, artifact, local model folder, preset or
     ``hf:`` reference; ``NAME=TARGET`` names one) or model objects; ``api_key`` (None: none
-    needed) is the bearer token clients must send.
+    needed) is the bearer token clients must send; ``prefill_thread`` prefills newcomers on a
+    thread of their own beside the decoding loop (None: for models of 10M parameters or more,
+    `zoo.serving.batcher.PREFILL_THREAD_PARAMETERS`).
     """
     if not targets:
         raise ZooError("name at least one model to serve")
     cfg = config or default_config()
     settings: dict[str, Any] = {k: v for k, v in (("device", device), ("precision", precision)) if v is not None}
     runtime = Runtime(cfg.runtime, **settings)
-    models = open_models(targets, runtime, cfg, max_batch=max_batch, max_queue=max_queue, quantize=quantize)
+    models = open_models(
+        targets,
+        runtime,
+        cfg,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        quantize=quantize,
+        prefill_thread=prefill_thread,
+    )
     app = create_app(models, limits=limits, api_key=api_key)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"zoo serve: listening on {host} without an API key (--api-key)", file=sys.stderr)
