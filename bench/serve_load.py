@@ -176,11 +176,11 @@ async def load(url: str, model: str, jobs: list[dict[str, Any]], clients: int, t
 class Server:
     """``zoo serve TARGET`` in a subprocess on 127.0.0.1."""
 
-    def __init__(self, target: Path, name: str, max_batch: int, threads: int) -> None:
+    def __init__(self, target: Path, name: str, max_batch: int, threads: int, prefill: str = "auto") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "zoo", "serve", f"{name}={target}", "--port", str(self.port)]
-        cmd += ["--max-batch", str(max_batch), "--max-queue", "256", "--log-level", "warning"]
+        cmd += ["--max-batch", str(max_batch), "--max-queue", "256", "--log-level", "warning", "--prefill", prefill]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
 
@@ -306,7 +306,8 @@ def left_padded(prompts: list[list[int]], pad: int) -> tuple[Any, Any]:
 def bench_model(name: str, target: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Interleaved rounds against the two servers of one model; one row of figures."""
     requests = args.requests or REQUESTS.get(name, 2)
-    batched, sequential = Server(target, name, CLIENTS, args.threads), Server(target, name, 1, args.threads)
+    batched = Server(target, name, CLIENTS, args.threads, args.prefill)
+    sequential = Server(target, name, 1, args.threads, args.prefill)
     try:
         batched.wait()
         sequential.wait()
@@ -356,6 +357,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one round may take")
     parser.add_argument("--models", default="minigpt-small,llama-135m")
+    parser.add_argument("--prefill", default="auto", choices=["auto", "thread", "inline"], help="zoo serve --prefill")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny Llama, one round")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per server (1: steady on a shared, loaded machine)"
@@ -375,8 +377,9 @@ def main() -> None:
     print_table(shown)
     if not args.quick:
         setup = {"clients": CLIENTS, "requests per client": args.requests or REQUESTS, "max_tokens": args.max_tokens}
-        setup["threads"] = args.threads
-        out = write_result("serve_load", rows, {"setup": setup, "load": os.getloadavg()})
+        setup["threads"], setup["prefill"] = args.threads, args.prefill
+        name = "serve_load" if args.prefill == "auto" else f"serve_load-prefill-{args.prefill}"
+        out = write_result(name, rows, {"setup": setup, "load": os.getloadavg()})
         print(f"wrote {out}")
     print(json.dumps(machine()))
 

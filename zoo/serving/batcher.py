@@ -42,7 +42,7 @@ SLOT_GRACE = 2  # steps a finished row's slot waits for a newcomer before the ba
 # "auto" gives models this large a prefill thread: their forward passes run in torch's kernels,
 # outside the interpreter lock, so prefill and decoding run on two cores at once. A smaller
 # model's passes are mostly Python; two threads would only take turns at the lock (minigpt-small,
-# 0.8M parameters, decodes 15% fewer tokens/s with the thread; a 135M Llama 30% more).
+# 0.8M parameters, decodes 13-15% fewer tokens/s with the thread; a 135M Llama 30% more).
 PREFILL_THREAD_PARAMETERS = 10_000_000
 
 
