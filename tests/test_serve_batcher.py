@@ -314,15 +314,8 @@ def test_a_newcomer_is_prefilled_while_the_batch_decodes():
     import threading
 
     model, tokenizer = tiny_model(), zoo.ByteTokenizer()
-    forward, in_step, release = model.forward, threading.Event(), threading.Event()
-
-    def slow_decoding(ids, *args, **kwargs):
-        if ids.shape[1] == 1 and not release.is_set():  # a decoding step (the prompts are longer)
-            in_step.set()
-            release.wait(30)
-        return forward(ids, *args, **kwargs)
-
-    model.forward = slow_decoding
+    forward = model.forward
+    in_step, release = gated(model)  # its decoding steps wait for `release` (the prompts are longer)
     batcher = Batcher(model, tokenizer, Runtime(device="cpu"), eos_ids=[], max_batch=4, prefill_thread=True)
     running, newcomer, sampler = Collect(), Collect(), resolve_sampler("greedy", model)
     batcher.start()
@@ -386,3 +379,64 @@ def test_the_prefill_thread_keeps_the_batch_within_max_batch():
     finally:
         batcher.close(30)
     assert most[0] == 2
+
+
+def gated(model):
+    """``model`` whose decoding steps (one new token) wait until ``release`` is set; ``in_step``
+    tells that one waits."""
+    import threading
+
+    forward, in_step, release = model.forward, threading.Event(), threading.Event()
+
+    def slow_decoding(ids, *args, **kwargs):
+        if ids.shape[1] == 1 and not release.is_set():
+            in_step.set()
+            release.wait(30)
+        return forward(ids, *args, **kwargs)
+
+    model.forward = slow_decoding
+    return in_step, release
+
+
+@pytest.mark.parametrize("prefill_thread", [True, False], ids=["prefill-thread", "one-thread"])
+def test_requests_that_left_the_queue_give_up_their_places_and_close_ends_every_thread(prefill_thread):
+    """Two queued requests whose clients went away do not hold the queue's places while the batch
+    is full; closing with such a request still queued stops both threads."""
+    import time
+
+    model, tokenizer = tiny_model(), zoo.ByteTokenizer()
+    in_step, release = gated(model)
+    batcher = Batcher(
+        model, tokenizer, Runtime(device="cpu"), eos_ids=[], max_batch=1, max_queue=2, prefill_thread=prefill_thread
+    )
+    prefill = batcher.prefill
+    batcher.prefill = lambda: (time.sleep(0.2), prefill())[1]  # type: ignore[method-assign]  # a slow prefill thread
+    sampler = resolve_sampler("greedy", model)
+    running, gone = Collect(), [Request(tokenizer.encode(f"gone {i}"), sampler, 4, Collect()) for i in range(2)]
+    batcher.start()
+    try:
+        batcher.submit(Request(tokenizer.encode("running"), sampler, 3, running))
+        assert in_step.wait(30)  # the one row decodes; the queue fills
+        for request in gone:
+            batcher.submit(request)
+            request.cancel()
+        last = Request(tokenizer.encode("last"), sampler, 2, Collect())
+        batcher.submit(last)  # not QueueFull: the two cancelled ones made room
+        last.cancel()
+    finally:
+        release.set()
+        batcher.close(10)
+    assert running.finish == "length"
+    assert not any(thread.is_alive() for thread in batcher._threads)
+
+
+def test_a_model_is_sized_before_int8_quantization_hides_its_linear_weights():
+    import json
+
+    from zoo.config import default_config
+    from zoo.serving.server import open_models
+
+    spec = {**TINY, "d_model": 512, "n_layers": 4, "n_heads": 8}  # 12.6M parameters, nearly all in Linear layers
+    [served] = open_models([json.dumps(spec)], Runtime(device="cpu"), default_config(), quantize="int8")
+    assert sum(p.numel() for p in served.model.parameters()) < 1_000_000  # what int8 leaves visible
+    assert served.batcher.prefill_thread

@@ -232,7 +232,8 @@ class Sampler(Protocol):
     ``generators`` one seeded ``torch.Generator`` per row (row i of a batch is seeded with
     ``seed + i``): draw with `zoo.draw` so a row samples exactly as it would alone. `zoo serve`
     shares one sampler object among the requests that ask for the same settings and draws their
-    rows in one call, so keep no per-request state in it.
+    rows in one call, and may call ``select`` from two threads at once (its prefill thread and its
+    decoding thread), so keep no per-request state or scratch buffers in it.
     """
 
     needs_seen: bool

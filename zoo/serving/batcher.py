@@ -46,6 +46,12 @@ SLOT_GRACE = 2  # steps a finished row's slot waits for a newcomer before the ba
 PREFILL_THREAD_PARAMETERS = 10_000_000
 
 
+def wants_prefill_thread(model: nn.Module) -> bool:
+    """Whether ``prefill_thread=None`` gives ``model`` a prefill thread (its parameters, counted
+    before any quantization: int8 layers keep their weights outside ``parameters()``)."""
+    return sum(p.numel() for p in model.parameters()) >= PREFILL_THREAD_PARAMETERS
+
+
 class QueueFull(ZooError):
     """More requests wait than the queue holds: the caller should retry later (HTTP 429)."""
 
@@ -118,9 +124,7 @@ class Batcher:
         """``prefill_thread``: prefill on a thread of its own beside the decoding loop (None:
         for models of `PREFILL_THREAD_PARAMETERS` or more)."""
         self.model, self.tokenizer, self.runtime = model, tokenizer, runtime
-        if prefill_thread is None:
-            prefill_thread = sum(p.numel() for p in model.parameters()) >= PREFILL_THREAD_PARAMETERS
-        self.prefill_thread = prefill_thread
+        self.prefill_thread = wants_prefill_thread(model) if prefill_thread is None else prefill_thread
         self.eos = list(eos_ids)
         self.vocab = int(model.vocab_size)  # type: ignore[arg-type]
         self.limit = decode_limit(model)
@@ -160,6 +164,8 @@ class Batcher:
         with self._wake:
             if self._closing:
                 raise Closed("the server is shutting down")
+            if len(self.waiting) >= self.max_queue:  # those whose client went away give up their place
+                self.waiting = collections.deque(r for r in self.waiting if not r.cancelled)
             if len(self.waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self.waiting)} requests are waiting (the queue holds {self.max_queue})")
             self.waiting.append(request)
@@ -217,6 +223,7 @@ class Batcher:
                 while not (self.waiting and self._room() > 0) and not (self._closing and not self.waiting):
                     self._wake.wait()
                 if self._closing and not self.waiting:
+                    self._wake.notify_all()  # the decoding thread may be waiting for the queue to empty
                     return
             self.prefill()
 
@@ -296,8 +303,10 @@ class Batcher:
 
     def _admit(self) -> list[_Row]:
         with self._wake:
-            while self.waiting and self.waiting[0].cancelled:  # gone before it started
-                self.waiting.popleft()
+            if self.waiting and self.waiting[0].cancelled:
+                while self.waiting and self.waiting[0].cancelled:  # gone before it started
+                    self.waiting.popleft()
+                self._wake.notify_all()  # the queue changed: a closing decoding thread may be done
             room = self._room()
             taken: list[Request] = []
             while self.waiting and len(taken) < room:

@@ -25,7 +25,7 @@ from zoo.lm.tokenizers import text_tokenizer
 from zoo.protocols import CausalLM
 from zoo.runtime import Runtime
 from zoo.serving.app import Served, State, create_app
-from zoo.serving.batcher import Batcher
+from zoo.serving.batcher import Batcher, wants_prefill_thread
 from zoo.serving.protocol import Limits
 
 Target = str | Path | nn.Module
@@ -68,6 +68,7 @@ def open_models(
         model = target if isinstance(target, nn.Module) else open_model(spec_ref(str(target)), config)
         if not isinstance(model, CausalLM):
             raise ZooError(f"{name}: zoo serve serves causal language models (zoo.protocols.CausalLM)")
+        threaded = wants_prefill_thread(model) if prefill_thread is None else prefill_thread  # before int8
         if isinstance(target, nn.Module):
             model.to(runtime.device).eval()  # the caller's model keeps its dtype
         else:
@@ -80,7 +81,7 @@ def open_models(
             eos_ids=default_eos(tokenizer, model),
             max_batch=max_batch,
             max_queue=max_queue,
-            prefill_thread=prefill_thread,
+            prefill_thread=threaded,
         )
         served.append(Served(name, model, tokenizer, batcher, config))
     return served
