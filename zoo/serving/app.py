@@ -255,7 +255,7 @@ def prepare(req: Sampling, served: Served, limits: Limits, outbox: Outbox) -> St
         raise ApiError(
             400,
             f"max_tokens: {asked} is more than {min(room, limits.max_tokens)} (this server's limit is "
-            f"{limits.max_tokens}; the prompt's {len(prompt)} tokens leave {room} of the model's context)",
+            f"{limits.max_tokens}; after this prompt the model's context has room for {room})",
             "max_tokens",
         )
     default = 16 if isinstance(req, CompletionRequest) else min(room, limits.max_tokens)  # OpenAI's defaults
