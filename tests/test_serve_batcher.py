@@ -336,9 +336,12 @@ def test_a_newcomer_is_prefilled_while_the_batch_decodes():
         assert got.tokens == zoo.generate(model, tokenizer, prompt, "greedy", max_new_tokens=budget, eos_ids=[]).ids[0]
 
 
-def test_large_models_get_a_prefill_thread_small_ones_one_thread():
+def test_large_models_get_a_prefill_thread_small_ones_one_thread(monkeypatch):
+    """By default: a thread for a large model when torch's threads leave a core free, else one."""
     from zoo.serving.batcher import PREFILL_THREAD_PARAMETERS
 
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     small = tiny_model()
     large = zoo.build_model({**TINY, "vocab_size": 40_000, "d_model": 256, "n_heads": 2})
     assert sum(p.numel() for p in large.parameters()) >= PREFILL_THREAD_PARAMETERS
@@ -346,6 +349,8 @@ def test_large_models_get_a_prefill_thread_small_ones_one_thread():
     assert Batcher(small, zoo.ByteTokenizer(), runtime).prefill_thread is False
     assert Batcher(large, zoo.ByteTokenizer(), runtime).prefill_thread is True
     assert Batcher(small, zoo.ByteTokenizer(), runtime, prefill_thread=True).prefill_thread is True
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 5)  # torch's threads take every core but three
+    assert Batcher(large, zoo.ByteTokenizer(), runtime).prefill_thread is False
 
 
 def test_the_prefill_thread_keeps_the_batch_within_max_batch():
@@ -430,8 +435,11 @@ def test_requests_that_left_the_queue_give_up_their_places_and_close_ends_every_
     assert not any(thread.is_alive() for thread in batcher._threads)
 
 
-def test_a_model_is_sized_before_int8_quantization_hides_its_linear_weights():
+def test_a_model_is_sized_before_int8_quantization_hides_its_linear_weights(monkeypatch):
     import json
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # a core to spare
 
     from zoo.config import default_config
     from zoo.serving.server import open_models

@@ -36,7 +36,7 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
         choices=["auto", "thread", "inline"],
         default="auto",
         help="newcomers' prefill on a thread beside decoding, or inline between steps "
-        "(default auto: a thread for models of 10M parameters or more)",
+        "(default auto: a thread for models of 10M parameters or more when torch's threads leave a core free)",
     )
     p.add_argument("--device")
     p.add_argument("--precision")

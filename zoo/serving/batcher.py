@@ -1,15 +1,16 @@
 """Continuous batching: requests join and leave one running decode batch between its steps.
 
-Two threads share the work (`start`; models under `PREFILL_THREAD_PARAMETERS` use one, see
-there). The prefill thread takes waiting requests as rows free up,
-prefills them together in one forward pass (left-padded, as `zoo.generate` does) and draws their
-first tokens; the decoding thread, between two of its steps, writes the prefilled rows into the
-slots of rows that finished or whose client went away (one copy), or, when they do not fit,
-rebuilds the `BatchCache` with the rows that stay and the newcomers (a slot no newcomer takes
-within `SLOT_GRACE` steps is dropped the same way), and runs one decoding step for all of them.
-So a newcomer's first token does not wait for the step that runs when it arrives, and decoding
-does not stop for prefills: with torch's ops running outside the interpreter lock, the two use
-two cores. `step` does one round of both on the caller's thread (the tests drive it so).
+Two threads share the work (`start`; by default only for models of `PREFILL_THREAD_PARAMETERS`
+or more, and where torch's threads leave a core free: see there). The prefill thread takes
+waiting requests as rows free up, prefills them together in one forward pass (left-padded, as
+`zoo.generate` does) and draws their first tokens; the decoding thread, between two of its
+steps, writes the prefilled rows into the slots of rows that finished or whose client went away
+(one copy), or, when they do not fit, rebuilds the `BatchCache` with the rows that stay and the
+newcomers (a slot no newcomer takes within `SLOT_GRACE` steps is dropped the same way), and runs
+one decoding step for all of them. So a newcomer's first token does not wait for the step that
+runs when it arrives, and decoding does not stop for prefills: with torch's ops running outside
+the interpreter lock, the two use two cores. `step` does one round of both on the caller's
+thread (the tests drive it so).
 
 Every row keeps its own generator (seeded with the request's seed, as `zoo.generate` seeds a
 lone prompt) and text state (`zoo.lm.generation.TextStream`); rows that share a sampler are
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,17 +41,23 @@ from zoo.runtime import Runtime
 from zoo.serving.cache import BatchCache, cache_kind
 
 SLOT_GRACE = 2  # steps a finished row's slot waits for a newcomer before the batch drops it
-# "auto" gives models this large a prefill thread: their forward passes run in torch's kernels,
-# outside the interpreter lock, so prefill and decoding run on two cores at once. A smaller
-# model's passes are mostly Python; two threads would only take turns at the lock (minigpt-small,
-# 0.8M parameters, decodes 13-15% fewer tokens/s with the thread; a 135M Llama 30% more).
+# "auto" gives models this large a prefill thread when torch's own threads leave a core free: their
+# forward passes run in torch's kernels, outside the interpreter lock, so prefill and decoding run
+# on two cores at once. A smaller model's passes are mostly Python; two threads would only take
+# turns at the lock (minigpt-small, 0.8M parameters, decodes 13-15% fewer tokens/s with the
+# thread; a 135M Llama 30% more, one torch thread per side on 2 cores). Where torch already uses
+# every core, a second thread's kernels fight them for the cores (the 135M Llama with torch's
+# default 2 threads on 2 cores, 16 clients: 99-107 tok/s with the thread, 154-166 without).
 PREFILL_THREAD_PARAMETERS = 10_000_000
 
 
 def wants_prefill_thread(model: nn.Module) -> bool:
-    """Whether ``prefill_thread=None`` gives ``model`` a prefill thread (its parameters, counted
-    before any quantization: int8 layers keep their weights outside ``parameters()``)."""
-    return sum(p.numel() for p in model.parameters()) >= PREFILL_THREAD_PARAMETERS
+    """Whether ``prefill_thread=None`` gives ``model`` a prefill thread: `PREFILL_THREAD_PARAMETERS`
+    or more (counted before any quantization: int8 layers keep their weights outside
+    ``parameters()``), and torch's threads take at most half of the CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    spare = 2 * torch.get_num_threads() <= cpus
+    return spare and sum(p.numel() for p in model.parameters()) >= PREFILL_THREAD_PARAMETERS
 
 
 class QueueFull(ZooError):

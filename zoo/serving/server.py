@@ -123,8 +123,8 @@ def serve(
     ``targets`` are what `zoo generate` opens (a run, artifact, local model folder, preset or
     ``hf:`` reference; ``NAME=TARGET`` names one) or model objects; ``api_key`` (None: none
     needed) is the bearer token clients must send; ``prefill_thread`` prefills newcomers on a
-    thread of their own beside the decoding loop (None: for models of 10M parameters or more,
-    `zoo.serving.batcher.PREFILL_THREAD_PARAMETERS`).
+    thread of their own beside the decoding loop (None: for models of 10M parameters or more when
+    torch's threads leave a core free, `zoo.serving.batcher.wants_prefill_thread`).
     """
     if not targets:
         raise ZooError("name at least one model to serve")
