@@ -380,7 +380,8 @@ def main() -> None:
     if not args.quick:
         setup = {"clients": CLIENTS, "requests per client": args.requests or REQUESTS, "max_tokens": args.max_tokens}
         setup["threads"], setup["prefill"] = args.threads, args.prefill
-        name = "serve_load" if args.prefill == "auto" else f"serve_load-prefill-{args.prefill}"
+        name = "serve_load" + (f"-threads-{args.threads}" if args.threads != 1 else "")
+        name += f"-prefill-{args.prefill}" if args.prefill != "auto" else ""
         out = write_result(name, rows, {"setup": setup, "load": os.getloadavg()})
         print(f"wrote {out}")
     print(json.dumps(machine()))
