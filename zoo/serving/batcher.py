@@ -129,8 +129,8 @@ class Batcher:
         max_queue: int = 64,
         prefill_thread: bool | None = None,
     ) -> None:
-        """``prefill_thread``: prefill on a thread of its own beside the decoding loop (None:
-        for models of `PREFILL_THREAD_PARAMETERS` or more)."""
+        """``prefill_thread``: prefill on a thread of its own beside the decoding loop (None: as
+        `wants_prefill_thread` says for ``model``)."""
         self.model, self.tokenizer, self.runtime = model, tokenizer, runtime
         self.prefill_thread = wants_prefill_thread(model) if prefill_thread is None else prefill_thread
         self.eos = list(eos_ids)
