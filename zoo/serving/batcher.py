@@ -333,12 +333,13 @@ class Batcher:
         rebuilt = False
         for joining, fresh in ready:
             going_on = [i for i, r in enumerate(joining) if not r.leaving]
-            if not going_on:
+            newcomers = [joining[i] for i in going_on]
+            if not newcomers:
                 continue
-            if self._place(free, fresh, [joining[i] for i in going_on], going_on):
-                free = free[len(going_on) :]
+            if self._place(free, fresh, newcomers, going_on):
+                free = free[len(newcomers) :]
                 continue
-            self._rebuild(fresh, [joining[i] for i in going_on], going_on)
+            self._rebuild(fresh, newcomers, going_on)
             free, rebuilt = [], True  # a rebuild drops every finished row
         if rebuilt:
             return
