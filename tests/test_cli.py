@@ -148,3 +148,45 @@ def test_closed_pipe_is_not_a_crash(root):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait() == 0 and "Traceback" not in err, err
+
+
+SEEN_BY_TRAIN = """
+import gc, sys
+sys.argv = ["zoo", "train", "--trainer", "t", "--out", "o"]  # as the `zoo` script starts
+import zoo.cli
+from zoo.__main__ import run
+
+def seen(args):
+    print(gc.isenabled(), gc.get_freeze_count(), "torch._dynamo" in sys.modules)
+    return 0
+
+core = zoo.cli.CORE
+zoo.cli.CORE = tuple((n, seen if n == "train" else r, *x) for n, r, *x in core)
+run()
+"""
+
+
+def test_the_command_line_process_collects_during_the_command_but_skips_torchs_objects(root, monkeypatch, capsys):
+    """`zoo train` imports torch (and torch._dynamo, which torch.optim needs) with the collector
+    paused, then freezes those objects: the command itself runs with the collector on. A program
+    that calls `main` keeps its collector as it was."""
+    res = subprocess.run([sys.executable, "-c", SEEN_BY_TRAIN], capture_output=True, text=True, cwd=root)
+    assert res.returncode == 0, res.stderr
+    enabled, frozen, dynamo = res.stdout.split()
+    assert enabled == "True" and int(frozen) > 100_000 and dynamo == "True", res.stdout
+
+    import gc
+
+    import zoo.cli
+
+    before = gc.get_freeze_count()
+    seen: list[tuple[bool, int]] = []
+
+    def train(args) -> int:
+        seen.append((gc.isenabled(), gc.get_freeze_count()))
+        return 0
+
+    core = [(name, train if name == "train" else run_, *rest) for name, run_, *rest in zoo.cli.CORE]
+    monkeypatch.setattr(zoo.cli, "CORE", tuple(core))
+    assert main(["train", "--trainer", "t", "--out", "o"]) == 0
+    assert seen == [(True, before)]
