@@ -157,7 +157,7 @@ import zoo.cli
 from zoo.__main__ import run
 
 def seen(args):
-    print(gc.isenabled(), gc.get_freeze_count(), "torch._dynamo" in sys.modules)
+    print(gc.isenabled(), gc.get_freeze_count())
     return 0
 
 core = zoo.cli.CORE
@@ -167,13 +167,13 @@ run()
 
 
 def test_the_command_line_process_collects_during_the_command_but_skips_torchs_objects(root, monkeypatch, capsys):
-    """`zoo train` imports torch (and torch._dynamo, which torch.optim needs) with the collector
-    paused, then freezes those objects: the command itself runs with the collector on. A program
-    that calls `main` keeps its collector as it was."""
+    """`zoo train` imports torch with the collector paused, then freezes those objects: the
+    command itself runs with the collector on. A program that calls `main` keeps its collector as
+    it was."""
     res = subprocess.run([sys.executable, "-c", SEEN_BY_TRAIN], capture_output=True, text=True, cwd=root)
     assert res.returncode == 0, res.stderr
-    enabled, frozen, dynamo = res.stdout.split()
-    assert enabled == "True" and int(frozen) > 100_000 and dynamo == "True", res.stdout
+    enabled, frozen = res.stdout.split()
+    assert enabled == "True" and int(frozen) > 100_000, res.stdout
 
     import gc
 
@@ -189,4 +189,5 @@ def test_the_command_line_process_collects_during_the_command_but_skips_torchs_o
     core = [(name, train if name == "train" else run_, *rest) for name, run_, *rest in zoo.cli.CORE]
     monkeypatch.setattr(zoo.cli, "CORE", tuple(core))
     assert main(["train", "--trainer", "t", "--out", "o"]) == 0
-    assert seen == [(True, before)]
+    ((enabled, count),) = seen
+    assert enabled and count <= before  # nothing more frozen (frozen objects may have been freed)
