@@ -7,13 +7,12 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+import warm
 
 from zoo.checkpointer import Checkpointer
 from zoo.storage import read_tensors
@@ -47,10 +46,8 @@ TRAINER = {
 
 
 def command(out: Path, corpus: Path, *extra: str) -> list[str]:
+    """`python -m zoo ...`'s arguments (started warm: tests/warm.py)."""
     return [
-        sys.executable,
-        "-m",
-        "zoo",
         "train",
         "--model",
         json.dumps(MODEL),
@@ -69,11 +66,11 @@ def command(out: Path, corpus: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, corpus) -> dict[str, torch.Tensor]:
     out = tmp_path_factory.mktemp("ref") / "run"
-    subprocess.run(command(out, corpus), check=True, capture_output=True)
+    warm.run(command(out, corpus), check=True, capture_output=True)
     return read_tensors(out / "model" / "model.safetensors")
 
 
-def kill_when(proc: subprocess.Popen, ready) -> None:  # type: ignore[type-arg]
+def kill_when(proc: warm.Process, ready) -> None:
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
         if ready():
@@ -103,12 +100,12 @@ def assert_latest_checkpoint_loads(out: Path) -> None:
 @pytest.mark.parametrize("trial", range(3))
 def test_sigkill_then_resume_matches_an_uninterrupted_run(trial, tmp_path, corpus, reference):
     out = tmp_path / "run"
-    proc = subprocess.Popen(command(out, corpus), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = warm.Process(command(out, corpus), stdout=warm.DEVNULL, stderr=warm.DEVNULL)
     root = out / "checkpoints"
     if trial == 0:  # the moment a checkpoint starts being written
         kill_when(proc, lambda: root.is_dir() and any(p.name.startswith(".step-") for p in root.iterdir()))
     else:  # at a random moment once training runs: mid-step, mid-checkpoint, mid-log, between
-        delay = random.Random(trial).uniform(0.0, 1.2)
+        delay = random.Random(trial).uniform(0.0, 0.7)  # 48 steps: ~1 s after run.json (warm, quiet)
         started: list[float] = []
 
         def ready() -> bool:
@@ -119,7 +116,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(trial, tmp_path, corpu
         kill_when(proc, ready)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert_latest_checkpoint_loads(out)
-    done = subprocess.run(command(out, corpus, "--resume"), capture_output=True, text=True)
+    done = warm.run(command(out, corpus, "--resume"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     final = read_tensors(out / "model" / "model.safetensors")
     assert final.keys() == reference.keys()
@@ -136,11 +133,11 @@ def test_sigkill_at_random_times(trial, tmp_path, corpus, reference):
 
 def test_killed_before_any_checkpoint_resumes_from_scratch(tmp_path, corpus, reference):
     out = tmp_path / "run"
-    proc = subprocess.Popen(command(out, corpus), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = warm.Process(command(out, corpus), stdout=warm.DEVNULL, stderr=warm.DEVNULL)
     kill_when(proc, lambda: (out / "data" / "tokens.bin").exists())
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert latest(out / "checkpoints") is None, "a checkpoint was written before the kill"
-    done = subprocess.run(command(out, corpus, "--resume"), capture_output=True, text=True)
+    done = warm.run(command(out, corpus, "--resume"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     final = read_tensors(out / "model" / "model.safetensors")
     assert all(torch.equal(final[k], reference[k]) for k in final)

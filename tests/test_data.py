@@ -3,11 +3,9 @@ clear message naming the file; data that does not fit the model names the fix.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+import warm
 
 import zoo
 from zoo.data.examples import synthetic
@@ -129,9 +127,9 @@ def test_the_fix_names_the_preset_or_the_inline_spec(tmp_path, root):
     np.savez(tmp_path / "d.npz", x=np.ones((10, 5)), y=np.arange(10) % 2)
 
     def train(model: str) -> str:
-        cmd = [sys.executable, "-m", "zoo", "train", "--model", model, "--trainer", "classifier-quick"]
+        cmd = ["train", "--model", model, "--trainer", "classifier-quick"]
         cmd += ["--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "run")]
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+        res = warm.run(cmd, capture_output=True, text=True, cwd=tmp_path)
         assert res.returncode == 2, res.stderr
         return res.stderr
 

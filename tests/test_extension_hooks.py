@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import warm
 
 import zoo
 from zoo.training import train_from_config
@@ -74,9 +75,8 @@ def test_a_registered_data_source_feeds_the_trainer(make_config, tmp_path):
 
 
 def _zoo(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}
-    )
+    """`python -m zoo ARGS` in a process of its own (started warm: tests/warm.py)."""
+    return warm.run(args, capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})})
 
 
 def test_plugin_commands_come_and_go_with_their_plugin(tmp_path):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import warm
 
 from zoo.cli import main
 from zoo.rundir import LOCK_FILE, RunLock
@@ -129,8 +130,8 @@ def test_two_processes_resuming_one_run_one_is_refused(cwd):
     """Real processes: while one `zoo train --resume` runs, a second one on the same run is refused."""
     slow = {**TRAINER, "max_steps": 4000, "eval_every": 0, "checkpoint_every": 0}
     assert train("runs/a", trainer={**slow, "max_steps": 1}) == 0
-    cmd = [sys.executable, "-m", "zoo", "train", "--model", MODEL, "--trainer", json.dumps(slow), "--out", "runs/a"]
-    first = subprocess.Popen([*cmd, "--resume"], stderr=subprocess.PIPE, text=True)
+    cmd = ["train", "--model", MODEL, "--trainer", json.dumps(slow), "--out", "runs/a"]
+    first = warm.Process([*cmd, "--resume"], stderr=subprocess.PIPE, text=True)
     try:
         lock = cwd / "runs" / "a" / LOCK_FILE
         import time
@@ -138,7 +139,7 @@ def test_two_processes_resuming_one_run_one_is_refused(cwd):
         deadline = time.monotonic() + 60
         while lock.read_text().strip() != str(first.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        second = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=120)
+        second = warm.run([*cmd, "--resume"], capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr
         assert f"PID {first.pid}" in second.stderr and "Traceback" not in second.stderr
     finally:

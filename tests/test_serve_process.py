@@ -8,10 +8,10 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import httpx
+import warm
 from serve_helpers import tiny_model
 
 import zoo
@@ -28,8 +28,8 @@ def test_sigterm_drains_the_request_in_flight_then_exits_0(tmp_path):
     zoo.save(tiny_model(seed=2), artifact)
     port = free_port()
     env = {**os.environ, "ZOO_API_KEY": "sesame", "OMP_NUM_THREADS": "1"}  # one thread: steady on a busy machine
-    cmd = [sys.executable, "-m", "zoo", "serve", str(artifact), "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = ["serve", str(artifact), "--port", str(port), "--log-level", "warning"]
+    proc = warm.Process(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url, headers = f"http://127.0.0.1:{port}", {"Authorization": "Bearer sesame"}
     try:
         deadline = time.monotonic() + 60

@@ -12,13 +12,13 @@ import random
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
+import warm
 
 import zoo
 from zoo.checkpointer import Checkpointer
@@ -40,8 +40,6 @@ TRAINER = {
 }
 OLD = {**TRAINER, "max_steps": 3, "schedule": {"name": "cosine", "warmup_steps": 1}}  # a run --force replaces
 NEW = {**TRAINER, "max_steps": 100000, "checkpoint_every": 10}  # the replacing run: killed long before its end
-# as from a terminal: SIGINT not ignored, whatever this test runner inherited (a background job's is)
-TERMINAL = {"preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)}
 
 
 def command(out: Path, corpus: Path, *extra: str, trainer: dict | None = None) -> list[str]:
@@ -53,14 +51,15 @@ def command(out: Path, corpus: Path, *extra: str, trainer: dict | None = None) -
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess[str]:
     assert cmd[0] == "zoo"
-    return subprocess.run([sys.executable, "-m", "zoo", *cmd[1:]], capture_output=True, text=True, timeout=300, **kw)
+    return warm.run(cmd[1:], capture_output=True, text=True, timeout=300, **kw)
 
 
-def start(cmd: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "zoo", *cmd[1:]], stderr=subprocess.PIPE, text=True, **TERMINAL)
+def start(cmd: list[str]) -> warm.Process:
+    """`python -m zoo ...` as from a terminal (SIGINT not ignored, whatever this test runner inherited)."""
+    return warm.Process(cmd[1:], stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(ready, proc: subprocess.Popen[str], limit: float = 120) -> None:
+def wait_for(ready, proc: warm.Process, limit: float = 120) -> None:
     deadline = time.monotonic() + limit
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

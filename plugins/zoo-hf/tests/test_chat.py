@@ -6,12 +6,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
+import warm
 
 import zoo
 from zoo.cli import main
@@ -119,8 +118,8 @@ def test_a_second_eos_id_from_generation_config_stops(chat_folder, tmp_path, cap
 
 def test_zoo_chat_keeps_the_conversation(chat_folder, tmp_path):
     folder, hf, tok = chat_folder
-    res = subprocess.run(
-        [sys.executable, "-m", "zoo", "chat", str(folder), "--max-new-tokens", "6"],
+    res = warm.run(
+        ["chat", str(folder), "--max-new-tokens", "6"],
         input="hello\nhow are you\n",
         capture_output=True,
         text=True,

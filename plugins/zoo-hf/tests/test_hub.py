@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm
 from hubserver import Hub
 from zoo_hf.hub import quiet_unless_terminal, resolve
 
@@ -94,9 +95,8 @@ def env(hub) -> dict[str, str]:
 
 
 def zoo_process(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "zoo", *args], env=env, capture_output=True, text=True, timeout=120, cwd=cwd
-    )
+    """`python -m zoo ARGS` in a process of its own (started warm: tests/warm.py)."""
+    return warm.run(args, env=env, capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

@@ -1,0 +1,290 @@
+"""`python -m zoo ...` processes for tests, started warm: forked from a server that has already
+imported torch and torch._dynamo, the ~2 s that every `zoo train` process spends before it reads
+its arguments. The rest is what the command does from `python -m zoo` on: zoo's own start-up
+(its Ctrl-C guard, the argument parsing, the plugins), the command, the exit. A warm process is a
+real process: its own pid, stdio, working folder, environment and exit status, signals sent to it
+with os.kill, SIGKILL included.
+
+`run` and `Process` take the subset of `subprocess.run` and `subprocess.Popen` the tests use. Where
+the environment differs from the server's in what Python or torch read while they import
+(PYTHON*, TORCH*, OMP_*, ...), they start a cold process instead, as do the tests of start-up
+itself (tests/test_exit_codes.py, tests/test_outside_repo.py) and of several processes
+(tests/test_distributed.py: torchrun starts those).
+
+The server: `python tests/warm.py SOCKET`. For each request it forks a waiter, which forks the
+process, sends its pid, waits for it and sends its exit status (negative: the signal that ended it,
+as Popen reports it). The server exits when its stdin closes (the test process is gone).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+PIPE, DEVNULL = subprocess.PIPE, subprocess.DEVNULL
+# read by Python, torch or the C libraries under it while they import or load: a process whose
+# environment differs from the server's here starts cold
+IMPORT_TIME = ("PYTHON", "TORCH", "PYTORCH", "OMP_", "MKL_", "KMP_", "CUDA", "LD_", "LANG", "LC_")
+
+
+# ----------------------------------------------------------------------------- server
+
+
+def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+    size, _, body = data.partition(b"\n")
+    while len(body) < int(size):
+        body += conn.recv(1 << 16)
+    return json.loads(body), fds
+
+
+def _serve(path: str) -> tuple[dict[str, Any], list[int]]:
+    """Accept requests until stdin closes; returns (in the forked process only) what to run."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the waiters
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    print("ready", flush=True)
+    while True:
+        ready, _, _ = select.select([listener, sys.stdin], [], [])
+        if sys.stdin in ready:  # the test process is gone
+            os._exit(0)
+        conn, _ = listener.accept()
+        if os.fork() != 0:
+            conn.close()
+            continue
+        # the waiter: it never returns (only the process it forks does)
+        waiter = os.getpid()
+        try:
+            listener.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            request, fds = _receive(conn)
+            pid = os.fork()
+            if pid == 0:
+                conn.close()
+                return request, fds
+            for fd in fds:
+                os.close(fd)
+            conn.sendall(f"{pid}\n".encode())
+            _, status = os.waitpid(pid, 0)
+            conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+        except OSError:  # the test went away
+            pass
+        finally:
+            if os.getpid() == waiter:
+                os._exit(0)
+
+
+def _terminal() -> None:
+    """SIGINT as a process started from a terminal has it, whatever the test runner inherited (a
+    background job ignores it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _become(request: dict[str, Any], fds: list[int]) -> None:
+    """Turn the forked process into `python -m zoo ARGS` started in ``cwd`` with ``env``."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own stdin, as Python opens it
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as Python sets it up from a terminal
+    sys.orig_argv = [sys.executable, "-m", "zoo", *request["args"]]
+    sys.argv = ["-m", *request["args"]]
+    sys.path[0] = request["cwd"]  # `python -m` puts the working folder first
+
+
+# ----------------------------------------------------------------------------- client
+
+_server: dict[str, Any] = {}
+
+
+def _server_path() -> str:
+    if not _server:
+        folder = tempfile.mkdtemp(prefix="zoo-warm-")
+        path = os.path.join(folder, "socket")
+        proc = subprocess.Popen(
+            [sys.executable, __file__, path], stdin=PIPE, stdout=PIPE, env=dict(os.environ), cwd=folder
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n", "the warm server did not start"
+        atexit.register(proc.kill)
+        _server.update(path=path, proc=proc, env=dict(os.environ))
+    return str(_server["path"])
+
+
+def _warm_for(env: Mapping[str, str]) -> bool:
+    _server_path()
+    server = _server["env"]
+
+    def keys(e: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in e.items() if k.startswith(IMPORT_TIME)}
+
+    return keys(env) == keys(server)
+
+
+class Process:
+    """A `python -m zoo ARGS` process, as `subprocess.Popen([sys.executable, "-m", "zoo", *ARGS])`."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        stdin: int | IO[Any] | None = None,
+        stdout: int | IO[Any] | None = None,
+        stderr: int | IO[Any] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        text: bool = False,
+    ) -> None:
+        env = dict(os.environ if env is None else env)
+        self.args, self.returncode = list(args), None
+        self._cold: subprocess.Popen[Any] | None = None
+        self.stdin: IO[Any] | None = None
+        self.stdout: IO[Any] | None = None
+        self.stderr: IO[Any] | None = None
+        if not _warm_for(env):
+            cmd = [sys.executable, "-m", "zoo", *self.args]
+            self._cold = subprocess.Popen(
+                cmd, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, text=text, preexec_fn=_terminal
+            )
+            self.pid, self.stdin, self.stdout, self.stderr = (
+                self._cold.pid,
+                self._cold.stdin,
+                self._cold.stdout,
+                self._cold.stderr,
+            )
+            return
+        theirs, ours = [], []
+        for target, how in enumerate((stdin, stdout, stderr)):
+            if how == PIPE:
+                r, w = os.pipe()
+                child, mine = (r, w) if target == 0 else (w, r)
+                ours.append((target, mine))
+            elif how == DEVNULL:
+                child = os.open(os.devnull, os.O_RDWR)
+            else:  # inherited or a file, as Popen takes them
+                child = os.dup(target if how is None else how if isinstance(how, int) else how.fileno())
+            theirs.append(child)
+        for target, fd in ours:
+            stream = os.fdopen(fd, ("w" if target == 0 else "r") + ("" if text else "b"))
+            setattr(self, ("stdin", "stdout", "stderr")[target], stream)
+        request = {"args": self.args, "cwd": os.path.abspath(cwd or os.getcwd()), "env": env}
+        body = json.dumps(request).encode()
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._conn.connect(_server_path())
+        socket.send_fds(self._conn, [f"{len(body)}\n".encode() + body], theirs)
+        for fd in theirs:
+            os.close(fd)
+        self._reply = self._conn.makefile("r")
+        self.pid = int(self._reply.readline())
+
+    def poll(self) -> int | None:
+        if self._cold is not None:
+            self.returncode = self._cold.poll()
+        elif self.returncode is None and select.select([self._conn], [], [], 0)[0]:
+            self._finish()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self._cold is not None:
+            self.returncode = self._cold.wait(timeout)
+        elif self.returncode is None:
+            if not select.select([self._conn], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            self._finish()
+        assert self.returncode is not None
+        return self.returncode
+
+    def _finish(self) -> None:
+        self.returncode = int(self._reply.readline())
+        self._reply.close()
+        self._conn.close()
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
+        if self._cold is not None:
+            out = self._cold.communicate(input, timeout)
+            self.returncode = self._cold.returncode
+            return out
+        results: dict[str, Any] = {}
+
+        def read(name: str) -> None:
+            stream = getattr(self, name)
+            results[name] = stream.read()
+            stream.close()
+
+        readers = [threading.Thread(target=read, args=(n,)) for n in ("stdout", "stderr") if getattr(self, n)]
+        for reader in readers:
+            reader.start()
+        if self.stdin is not None:
+            if input:
+                self.stdin.write(input)
+            self.stdin.close()
+        for reader in readers:
+            reader.join(timeout)
+            if reader.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        self.wait(timeout)
+        return results.get("stdout"), results.get("stderr")
+
+
+def run(
+    args: Sequence[str],
+    *,
+    capture_output: bool = False,
+    check: bool = False,
+    timeout: float | None = None,
+    input: Any = None,
+    **kwargs: Any,
+) -> subprocess.CompletedProcess[Any]:
+    """`subprocess.run([sys.executable, "-m", "zoo", *args], ...)` with a warm process."""
+    if capture_output:
+        kwargs.update(stdout=PIPE, stderr=PIPE)
+    if input is not None:
+        kwargs["stdin"] = PIPE
+    proc = Process(args, **kwargs)
+    try:
+        out, err = proc.communicate(input, timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    res = subprocess.CompletedProcess([sys.executable, "-m", "zoo", *args], proc.wait(), out, err)
+    if check:
+        res.check_returncode()
+    return res
+
+
+if __name__ == "__main__":
+    import gc
+
+    gc.disable()  # as zoo's command line imports them (zoo.cli.import_heavy)
+    import torch
+    import torch._dynamo  # noqa: F401
+
+    gc.enable()
+    gc.freeze()
+    _become(*_serve(sys.argv[1]))  # the forked process: from here on, `python -m zoo`
+    import runpy
+
+    runpy.run_module("zoo", run_name="__main__", alter_sys=True)
