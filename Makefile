@@ -32,8 +32,9 @@ lint: setup
 test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -n auto --dist loadgroup
 
+# the slow tests too (more signals and kills at random moments), and the fuzzers' full number of cases
 test-slow: setup
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -m slow
+	ZOO_THOROUGH=1 HF_HUB_OFFLINE=1 $(BIN)/pytest -n auto --dist loadgroup -m "slow or not slow"
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Callable
 from pathlib import Path
+
+# `make test-slow` sets ZOO_THOROUGH=1: the slow tests run, and the fuzzers their full number of cases
+THOROUGH = os.environ.get("ZOO_THOROUGH") == "1"
+
+
+def examples(quick: int, thorough: int) -> int:
+    """A fuzzer's number of cases: ``quick`` in `make test`, ``thorough`` in `make test-slow`."""
+    return thorough if THOROUGH else quick
 
 
 def make_module(name: str, **attrs: object) -> types.ModuleType:

@@ -66,7 +66,7 @@ def command(out: Path, corpus: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, corpus) -> dict[str, torch.Tensor]:
     out = tmp_path_factory.mktemp("ref") / "run"
-    warm.run(command(out, corpus), check=True, capture_output=True)
+    warm.run(command(out, corpus), check=True, capture_output=True, cold=True)  # as users start it
     return read_tensors(out / "model" / "model.safetensors")
 
 

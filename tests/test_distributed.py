@@ -19,7 +19,7 @@ MODEL = {"type": "minigpt", "vocab_size": 256, "d_model": 64, "n_layers": 2, "n_
 TRAINER = {
     "type": "causal-lm",
     "max_steps": 10,
-    "batch_size": 8,
+    "batch_size": 12,  # divisible by 2 and 3 (an FSDP run resumes on 3)
     "context": 32,
     "eval_every": 5,
     "eval_batches": 1,
@@ -67,6 +67,14 @@ def single(tmp_path_factory, corpus) -> Path:
     """One process; its own fixture, so a test that needs only this one can run on another worker."""
     out = tmp_path_factory.mktemp("runs") / "single"
     train(out, corpus)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fsdp(tmp_path_factory, corpus) -> Path:
+    """Two processes, FSDP (fully_shard per block) on gloo; tests resume copies of it."""
+    out = tmp_path_factory.mktemp("runs") / "fsdp"
+    train(out, corpus, "--nproc", "2", "--set", "runtime.distributed=fsdp")
     return out
 
 
@@ -128,7 +136,7 @@ def test_early_stopping_stops_every_process_at_one_step(corpus, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     (event,) = [x for x in lines if x["split"] == "event"]
     assert event["step"] == 10 and "has not improved for 1 evaluation " in event["reason"]
-    assert lines[-1]["units"] == [10 * 8 * 32 // 2] * 2  # both processes stopped after step 10
+    assert lines[-1]["units"] == [10 * TRAINER["batch_size"] * 32 // 2] * 2  # both stopped after step 10
 
 
 def test_ddp_run_resumes_exactly(runs, corpus, tmp_path):
@@ -141,18 +149,18 @@ def test_ddp_run_resumes_exactly(runs, corpus, tmp_path):
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
 
 
-def test_fsdp_two_processes_equal_one(single, corpus, tmp_path):
+def test_fsdp_two_processes_equal_one(single, fsdp, corpus, tmp_path):
     """FSDP (fully_shard per block) on gloo: same weights as one process, exact resume."""
-    out = tmp_path / "fsdp"
-    train(out, corpus, "--nproc", "2", "--set", "runtime.distributed=fsdp")
-    one, fsdp = weights(single), weights(out)
+    one, sharded = weights(single), weights(fsdp)
     for k in one:
-        torch.testing.assert_close(fsdp[k], one[k], atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(sharded[k], one[k], atol=2e-5, rtol=1e-4)
+    out = tmp_path / "fsdp"
+    shutil.copytree(fsdp, out)
     shutil.rmtree(out / "checkpoints" / "step-00000010")
     shutil.rmtree(out / "model")
     train(out, corpus, "--nproc", "2", "--set", "runtime.distributed=fsdp", "--resume")
     resumed = weights(out)
-    assert all(torch.equal(resumed[k], fsdp[k]) for k in fsdp)
+    assert all(torch.equal(resumed[k], sharded[k]) for k in sharded)
 
 
 def test_ddp_resume_with_another_model_fails_alike_on_every_rank(runs, corpus, tmp_path):
@@ -170,15 +178,13 @@ def test_ddp_resume_with_another_model_fails_alike_on_every_rank(runs, corpus, t
     assert (out / "run.json").read_text() == before
 
 
-def test_fsdp_checkpoints_are_written_in_shards_and_reshard_on_resume(corpus, tmp_path):
+def test_fsdp_checkpoints_are_written_in_shards_and_reshard_on_resume(fsdp, corpus, tmp_path):
     """Each FSDP rank writes its own shards (safetensors, offsets in the header, no pickle), no rank
     holds the whole model; a run saved by 2 processes resumes on 3 and ends where 2 would have."""
     from safetensors import safe_open
 
-    fsdp = ("--set", "runtime.distributed=fsdp")
-    trainer = {**TRAINER, "batch_size": 12, "callbacks": []}  # 12: divisible by 2 and 3
-    straight = tmp_path / "two"
-    train(straight, corpus, "--nproc", "2", *fsdp, trainer=trainer)
+    straight, trainer = fsdp, TRAINER
+    fsdp_args = ("--set", "runtime.distributed=fsdp")
     ckpt = straight / "checkpoints" / "step-00000005"
     files = sorted(p.name for p in ckpt.iterdir())
     shards = [f for f in files if f.startswith("shard-")]
@@ -194,7 +200,7 @@ def test_fsdp_checkpoints_are_written_in_shards_and_reshard_on_resume(corpus, tm
     shutil.copytree(straight, resumed)
     shutil.rmtree(resumed / "checkpoints" / "step-00000010")
     shutil.rmtree(resumed / "model")
-    res = train(resumed, corpus, "--nproc", "3", *fsdp, "--resume", trainer=trainer)
+    res = train(resumed, corpus, "--nproc", "3", *fsdp_args, "--resume", trainer=trainer)
     assert "resuming from" in res.stderr and "(step 5)" in res.stderr
     assert len([p for p in (resumed / "checkpoints" / "step-00000010").iterdir() if p.name.startswith("shard-")]) == 3
     two, three = weights(straight), weights(resumed)
@@ -209,7 +215,7 @@ def test_fsdp_checkpoints_are_written_in_shards_and_reshard_on_resume(corpus, tm
 
     shard = next((resumed / "checkpoints" / "step-00000010").glob("shard-00001-*.safetensors"))
     shard.write_bytes(shard.read_bytes()[:3000])  # a damaged shard: named by zoo, no DCP traceback
-    cmd += ["--nproc", "2", *fsdp]
+    cmd += ["--nproc", "2", *fsdp_args]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and f"{shard.name}: not a readable safetensors file" in res.stderr, res.stderr[-2000:]
     assert "Global metadata is not found" not in res.stderr

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = load_config(ROOT / "registry.toml", env={})
 TYPES = [(kind, t, e.spec_cls) for kind in KINDS for t, e in sorted(CONFIG.registry.types(kind).items())]
 CASES = {"specs": 0, "toml": 0}
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = examples(100, 250)  # per spec type (72) and per registry-text test
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(
     st.none(),
@@ -157,7 +159,7 @@ def test_report_case_counts():
     print(f"\nfuzzed {CASES['specs']} spec dicts over {len(TYPES)} types and {CASES['toml']} registry texts/overrides")
     if CASES["specs"] == 0 and CASES["toml"] == 0:
         pytest.skip("counts the cases of the fuzz tests above: run the file, not this test alone")
-    assert CASES["specs"] >= 200 * len(TYPES) and CASES["toml"] >= 2 * 200
+    assert CASES["specs"] >= 0.8 * EXAMPLES * len(TYPES) and CASES["toml"] >= 2 * 0.8 * EXAMPLES
 
 
 @pytest.mark.parametrize(("kind", "type_name", "spec_cls"), TYPES, ids=[t for _, t, _ in TYPES])

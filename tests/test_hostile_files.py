@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -223,7 +224,7 @@ def run_command(command: str, work: Path, corpus: Path) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=examples(80, 150), deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(data=st.data())
 def test_mutated_files_never_crash_a_command(command, data, pristine, tmp_path_factory):
     work = tmp_path_factory.mktemp(command)

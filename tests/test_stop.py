@@ -50,6 +50,7 @@ def command(out: Path, corpus: Path, *extra: str, trainer: dict | None = None) -
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess[str]:
+    """`python -m zoo ...` in a process of its own (started warm: tests/warm.py)."""
     assert cmd[0] == "zoo"
     return warm.run(cmd[1:], capture_output=True, text=True, timeout=300, **kw)
 
@@ -88,7 +89,7 @@ def trained_to(out: Path) -> int:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, corpus) -> Path:
     out = tmp_path_factory.mktemp("ref") / "run"
-    res = run(command(out, corpus))
+    res = run(command(out, corpus), cold=True)  # what the warm runs must equal: a process as users start it
     assert res.returncode == 0, res.stderr
     return out
 

@@ -7,9 +7,11 @@ with os.kill, SIGKILL included.
 
 `run` and `Process` take the subset of `subprocess.run` and `subprocess.Popen` the tests use. Where
 the environment differs from the server's in what Python or torch read while they import
-(PYTHON*, TORCH*, OMP_*, ...), they start a cold process instead, as do the tests of start-up
-itself (tests/test_exit_codes.py, tests/test_outside_repo.py) and of several processes
-(tests/test_distributed.py: torchrun starts those).
+(PYTHON*, TORCH*, OMP_*, ...), where the server cannot be reached, or with ``cold=True``, they
+start a cold process instead. Cold, always: the tests of start-up itself (tests/test_exit_codes.py,
+tests/test_outside_repo.py), of several processes (tests/test_distributed.py: torchrun starts
+those), and the reference runs that warm runs must equal (tests/test_stop.py, tests/test_crash.py):
+warm processes share the server's hash seed, and they have torch._dynamo before the first step.
 
 The server: `python tests/warm.py SOCKET`. For each request it forks a waiter, which forks the
 process, sends its pid, waits for it and sends its exit status (negative: the signal that ended it,
@@ -19,6 +21,8 @@ as Popen reports it). The server exits when its stdin closes (the test process i
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import json
 import os
 import select
@@ -28,13 +32,30 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 PIPE, DEVNULL = subprocess.PIPE, subprocess.DEVNULL
 # read by Python, torch or the C libraries under it while they import or load: a process whose
 # environment differs from the server's here starts cold
-IMPORT_TIME = ("PYTHON", "TORCH", "PYTORCH", "OMP_", "MKL_", "KMP_", "CUDA", "LD_", "LANG", "LC_")
+IMPORT_TIME = (
+    "PYTHON",
+    "TORCH",
+    "PYTORCH",
+    "OMP_",
+    "MKL_",
+    "KMP_",
+    "OPENBLAS",
+    "GOTO",
+    "CUDA",
+    "LD_",
+    "LANG",
+    "LC_",
+    "TQDM_",
+)
+NAME = f"zoo-warm-{os.getpid()}-{os.urandom(4).hex()}"  # an abstract socket (Linux): no file to clean up
+ENV = dict(os.environ)  # as this test process started: what the server inherits
 
 
 # ----------------------------------------------------------------------------- server
@@ -44,15 +65,18 @@ def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
     size, _, body = data.partition(b"\n")
     while len(body) < int(size):
-        body += conn.recv(1 << 16)
+        more = conn.recv(1 << 16)
+        if not more:
+            raise ConnectionError("the test went away mid-request")
+        body += more
     return json.loads(body), fds
 
 
-def _serve(path: str) -> tuple[dict[str, Any], list[int]]:
+def _serve(name: str) -> tuple[dict[str, Any], list[int]]:
     """Accept requests until stdin closes; returns (in the forked process only) what to run."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the waiters
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    listener.bind("\0" + name)
     listener.listen(64)
     print("ready", flush=True)
     while True:
@@ -96,10 +120,11 @@ def _become(request: dict[str, Any], fds: list[int]) -> None:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own stdin, as Python opens it
+    sys.stdin = open(0, closefd=False, newline="\n")  # noqa: SIM115 - as Python opens it (no newline translation)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    tempfile.tempdir = None  # found again from this process's TMPDIR
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as Python sets it up from a terminal
     sys.orig_argv = [sys.executable, "-m", "zoo", *request["args"]]
     sys.argv = ["-m", *request["args"]]
@@ -108,30 +133,25 @@ def _become(request: dict[str, Any], fds: list[int]) -> None:
 
 # ----------------------------------------------------------------------------- client
 
-_server: dict[str, Any] = {}
+_server: list[subprocess.Popen[bytes]] = []
 
 
-def _server_path() -> str:
+def _server_ready() -> bool:
+    """Start the server on first use (in this test process's starting environment)."""
     if not _server:
-        folder = tempfile.mkdtemp(prefix="zoo-warm-")
-        path = os.path.join(folder, "socket")
-        proc = subprocess.Popen(
-            [sys.executable, __file__, path], stdin=PIPE, stdout=PIPE, env=dict(os.environ), cwd=folder
-        )
-        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n", "the warm server did not start"
+        proc = subprocess.Popen([sys.executable, __file__, NAME], stdin=PIPE, stdout=PIPE, env=ENV, cwd="/")
         atexit.register(proc.kill)
-        _server.update(path=path, proc=proc, env=dict(os.environ))
-    return str(_server["path"])
+        _server.append(proc)
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "ready", or nothing if it failed
+    return _server[0].poll() is None
 
 
 def _warm_for(env: Mapping[str, str]) -> bool:
-    _server_path()
-    server = _server["env"]
-
     def keys(e: Mapping[str, str]) -> dict[str, str]:
         return {k: v for k, v in e.items() if k.startswith(IMPORT_TIME)}
 
-    return keys(env) == keys(server)
+    return keys(env) == keys(ENV) and _server_ready()
 
 
 class Process:
@@ -147,6 +167,7 @@ class Process:
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         text: bool = False,
+        cold: bool = False,
     ) -> None:
         env = dict(os.environ if env is None else env)
         self.args, self.returncode = list(args), None
@@ -154,7 +175,7 @@ class Process:
         self.stdin: IO[Any] | None = None
         self.stdout: IO[Any] | None = None
         self.stderr: IO[Any] | None = None
-        if not _warm_for(env):
+        if cold or not _warm_for(env):
             cmd = [sys.executable, "-m", "zoo", *self.args]
             self._cold = subprocess.Popen(
                 cmd, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, text=text, preexec_fn=_terminal
@@ -178,12 +199,14 @@ class Process:
                 child = os.dup(target if how is None else how if isinstance(how, int) else how.fileno())
             theirs.append(child)
         for target, fd in ours:
-            stream = os.fdopen(fd, ("w" if target == 0 else "r") + ("" if text else "b"))
+            stream: IO[Any] = os.fdopen(fd, "wb" if target == 0 else "rb")
+            if text:  # as Popen wraps them
+                stream = io.TextIOWrapper(stream, write_through=target == 0)  # type: ignore[arg-type]
             setattr(self, ("stdin", "stdout", "stderr")[target], stream)
         request = {"args": self.args, "cwd": os.path.abspath(cwd or os.getcwd()), "env": env}
         body = json.dumps(request).encode()
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._conn.connect(_server_path())
+        self._conn.connect("\0" + NAME)
         socket.send_fds(self._conn, [f"{len(body)}\n".encode() + body], theirs)
         for fd in theirs:
             os.close(fd)
@@ -214,7 +237,8 @@ class Process:
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
-            os.kill(self.pid, sig)
+            with contextlib.suppress(ProcessLookupError):  # it ended a moment ago (as Popen)
+                os.kill(self.pid, sig)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -234,18 +258,22 @@ class Process:
             results[name] = stream.read()
             stream.close()
 
-        readers = [threading.Thread(target=read, args=(n,)) for n in ("stdout", "stderr") if getattr(self, n)]
+        readers = [
+            threading.Thread(target=read, args=(n,), daemon=True) for n in ("stdout", "stderr") if getattr(self, n)
+        ]
         for reader in readers:
             reader.start()
         if self.stdin is not None:
-            if input:
-                self.stdin.write(input)
-            self.stdin.close()
+            with contextlib.suppress(BrokenPipeError):  # it ended before reading all of it (as Popen)
+                if input:
+                    self.stdin.write(input)
+                self.stdin.close()
+        deadline = None if timeout is None else time.monotonic() + timeout
         for reader in readers:
-            reader.join(timeout)
+            reader.join(None if deadline is None else max(deadline - time.monotonic(), 0))
             if reader.is_alive():
                 raise subprocess.TimeoutExpired(self.args, timeout or 0)
-        self.wait(timeout)
+        self.wait(None if deadline is None else max(deadline - time.monotonic(), 0))
         return results.get("stdout"), results.get("stderr")
 
 
@@ -268,6 +296,7 @@ def run(
         out, err = proc.communicate(input, timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
         raise
     res = subprocess.CompletedProcess([sys.executable, "-m", "zoo", *args], proc.wait(), out, err)
     if check:
