@@ -245,10 +245,11 @@ class Registry:
     # ------------------------------------------------------------------ loading
 
     def _load_entry_points(self) -> None:
-        found = metadata.entry_points(group=ENTRY_POINT_GROUP)
-        for ep in sorted(found, key=lambda e: (e.dist.name if e.dist is not None else "", e.name)):
-            dist = ep.dist.name if ep.dist is not None else "unknown"
-            version = ep.dist.version if ep.dist is not None else "0"
+        found = []
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            meta = ep.dist.metadata if ep.dist is not None else None  # parsed on each access: once
+            found.append((meta["Name"], meta["Version"], ep) if meta is not None else ("unknown", "0", ep))
+        for dist, version, ep in sorted(found, key=lambda f: (f[0], f[2].name)):
             name = f"{dist}:{ep.name}"
             if normalize(dist) in self._disabled or normalize(ep.name) in self._disabled:
                 self.plugins[name] = PluginInfo(name, dist, version, "disabled", "disabled by configuration")
