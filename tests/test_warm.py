@@ -31,11 +31,20 @@ def test_a_warm_process_is_the_cold_one(tmp_path, corpus):
     assert not lock.exists() or lock.read_text().strip() != str(os.getpid())  # the run's own process held it
 
 
+def test_an_environment_torch_changed_itself_still_starts_warm(monkeypatch):
+    """torch sets TORCHINDUCTOR_CACHE_DIR once a test compiles: the tests after it stay warm."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/elsewhere")
+    proc = warm.Process(["--version"], stdout=subprocess.PIPE, text=True)
+    assert proc.warm and proc.communicate(timeout=60)[0].startswith("zoo ")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # read while torch loads: a cold process
+    assert not warm.Process(["--version"], stdout=subprocess.DEVNULL).warm
+
+
 def test_a_warm_process_takes_signals_and_reports_them(tmp_path, corpus):
     endless = {**TRAINER, "max_steps": 10**6, "log_every": 1}
     args = ["train", "--model", json.dumps(MODEL), "--trainer", json.dumps(endless), "--data", str(corpus)]
     proc = warm.Process([*args, "--out", "run", "--device", "cpu"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    assert proc.pid != os.getpid() and proc.poll() is None
+    assert proc.warm and proc.pid != os.getpid() and proc.poll() is None
     metrics, deadline = tmp_path / "run" / "metrics.jsonl", time.monotonic() + 60
     while not (metrics.exists() and metrics.read_text()) and time.monotonic() < deadline:
         time.sleep(0.02)

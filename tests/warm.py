@@ -39,21 +39,9 @@ from typing import IO, Any
 PIPE, DEVNULL = subprocess.PIPE, subprocess.DEVNULL
 # read by Python, torch or the C libraries under it while they import or load: a process whose
 # environment differs from the server's here starts cold
-IMPORT_TIME = (
-    "PYTHON",
-    "TORCH",
-    "PYTORCH",
-    "OMP_",
-    "MKL_",
-    "KMP_",
-    "OPENBLAS",
-    "GOTO",
-    "CUDA",
-    "LD_",
-    "LANG",
-    "LC_",
-    "TQDM_",
-)
+IMPORT_TIME = ("PYTHON", "TORCH", "PYTORCH", "CUDA", "LD_", "LANG", "LC_", "TQDM_")
+IMPORT_TIME += ("OMP_", "MKL_", "KMP_", "OPENBLAS", "GOTO")  # the BLAS and OpenMP libraries
+SET_BY_TORCH = {"TORCHINDUCTOR_CACHE_DIR"}  # once anything compiles in this process; read when compiling
 NAME = f"zoo-warm-{os.getpid()}-{os.urandom(4).hex()}"  # an abstract socket (Linux): no file to clean up
 ENV = dict(os.environ)  # as this test process started: what the server inherits
 
@@ -149,7 +137,7 @@ def _server_ready() -> bool:
 
 def _warm_for(env: Mapping[str, str]) -> bool:
     def keys(e: Mapping[str, str]) -> dict[str, str]:
-        return {k: v for k, v in e.items() if k.startswith(IMPORT_TIME)}
+        return {k: v for k, v in e.items() if k.startswith(IMPORT_TIME) and k not in SET_BY_TORCH}
 
     return keys(env) == keys(ENV) and _server_ready()
 
@@ -175,7 +163,8 @@ class Process:
         self.stdin: IO[Any] | None = None
         self.stdout: IO[Any] | None = None
         self.stderr: IO[Any] | None = None
-        if cold or not _warm_for(env):
+        self.warm = not cold and _warm_for(env)
+        if not self.warm:
             cmd = [sys.executable, "-m", "zoo", *self.args]
             self._cold = subprocess.Popen(
                 cmd, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, text=text, preexec_fn=_terminal
