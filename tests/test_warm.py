@@ -35,7 +35,8 @@ def test_an_environment_torch_changed_itself_still_starts_warm(monkeypatch):
     """torch sets TORCHINDUCTOR_CACHE_DIR once a test compiles: the tests after it stay warm."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/elsewhere")
     proc = warm.Process(["--version"], stdout=subprocess.PIPE, text=True)
-    assert proc.warm and proc.communicate(timeout=60)[0].startswith("zoo ")
+    assert proc.warm, proc.why_cold
+    assert proc.communicate(timeout=60)[0].startswith("zoo ")
     monkeypatch.setenv("OMP_NUM_THREADS", "7")  # read while torch loads: a cold process
     assert not warm.Process(["--version"], stdout=subprocess.DEVNULL).warm
 
@@ -44,12 +45,16 @@ def test_a_warm_process_takes_signals_and_reports_them(tmp_path, corpus):
     endless = {**TRAINER, "max_steps": 10**6, "log_every": 1}
     args = ["train", "--model", json.dumps(MODEL), "--trainer", json.dumps(endless), "--data", str(corpus)]
     proc = warm.Process([*args, "--out", "run", "--device", "cpu"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    assert proc.warm and proc.pid != os.getpid() and proc.poll() is None
-    metrics, deadline = tmp_path / "run" / "metrics.jsonl", time.monotonic() + 60
-    while not (metrics.exists() and metrics.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        assert proc.warm, proc.why_cold
+        assert proc.pid != os.getpid() and proc.poll() is None
+        metrics, deadline = tmp_path / "run" / "metrics.jsonl", time.monotonic() + 60
+        while not (metrics.exists() and metrics.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # an endless run: never left behind
     assert proc.returncode == 130 and err.startswith("zoo: stopped at step "), err
     killed = warm.Process([*args, "--out", "run2", "--device", "cpu"], cwd=tmp_path, stderr=subprocess.DEVNULL)
     killed.kill()

@@ -135,11 +135,16 @@ def _server_ready() -> bool:
     return _server[0].poll() is None
 
 
-def _warm_for(env: Mapping[str, str]) -> bool:
+def why_cold(env: Mapping[str, str]) -> str | None:
+    """Why a process with ``env`` would start cold (None: it starts warm)."""
+
     def keys(e: Mapping[str, str]) -> dict[str, str]:
         return {k: v for k, v in e.items() if k.startswith(IMPORT_TIME) and k not in SET_BY_TORCH}
 
-    return keys(env) == keys(ENV) and _server_ready()
+    differ = sorted(k for k in keys(env).keys() | keys(ENV).keys() if env.get(k) != ENV.get(k))
+    if differ:
+        return f"the environment differs from the server's in {', '.join(differ)}"
+    return None if _server_ready() else "the warm server is not running"
 
 
 class Process:
@@ -163,7 +168,8 @@ class Process:
         self.stdin: IO[Any] | None = None
         self.stdout: IO[Any] | None = None
         self.stderr: IO[Any] | None = None
-        self.warm = not cold and _warm_for(env)
+        self.why_cold = "asked for" if cold else why_cold(env)
+        self.warm = self.why_cold is None
         if not self.warm:
             cmd = [sys.executable, "-m", "zoo", *self.args]
             self._cold = subprocess.Popen(
