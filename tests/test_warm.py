@@ -32,8 +32,10 @@ def test_a_warm_process_is_the_cold_one(tmp_path, corpus):
 
 
 def test_an_environment_torch_changed_itself_still_starts_warm(monkeypatch):
-    """torch sets TORCHINDUCTOR_CACHE_DIR once a test compiles: the tests after it stay warm."""
+    """torch sets TORCHINDUCTOR_CACHE_DIR once a test compiles, sklearn KMP_DUPLICATE_LIB_OK when
+    it imports: the tests after them stay warm."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/elsewhere")
+    monkeypatch.setenv("KMP_DUPLICATE_LIB_OK", "True")
     proc = warm.Process(["--version"], stdout=subprocess.PIPE, text=True)
     assert proc.warm, proc.why_cold
     assert proc.communicate(timeout=60)[0].startswith("zoo ")
