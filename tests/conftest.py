@@ -83,7 +83,7 @@ def _command_line_verbosity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ZOO_VERBOSE", raising=False)
 
 
-# `make test` runs `pytest -n auto --dist loadgroup`, with the groups below (pytest_xdist_make_scheduler):
+# `make test` runs `pytest -n <cores + 1> --dist loadgroup`, with the groups below (pytest_xdist_make_scheduler):
 # a file's tests share a worker, as with --dist loadfile (module fixtures are set up once;
 # test_fuzz and test_hostile_files report on the cases the file ran), except the FREE tests, which
 # any worker takes. (xdist 3.8's own xdist_group marks do nothing under pytest 9.2: it renames
