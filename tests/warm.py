@@ -150,6 +150,11 @@ def why_cold(env: Mapping[str, str]) -> str | None:
     return None if _server_ready() else "the warm server is not running"
 
 
+def command(args: Sequence[str]) -> list[str]:
+    """The cold process's command line."""
+    return [sys.executable, "-m", "zoo", *args]
+
+
 class Process:
     """A `python -m zoo ARGS` process, as `subprocess.Popen([sys.executable, "-m", "zoo", *ARGS])`."""
 
@@ -174,16 +179,12 @@ class Process:
         self.why_cold = "asked for" if cold else why_cold(env)
         self.warm = self.why_cold is None
         if not self.warm:
-            cmd = [sys.executable, "-m", "zoo", *self.args]
             self._cold = subprocess.Popen(
-                cmd, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, text=text, preexec_fn=_terminal
-            )
-            self.pid, self.stdin, self.stdout, self.stderr = (
-                self._cold.pid,
-                self._cold.stdin,
-                self._cold.stdout,
-                self._cold.stderr,
-            )
+                command(self.args), stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, text=text,
+                preexec_fn=_terminal,
+            )  # fmt: skip
+            self.pid = self._cold.pid
+            self.stdin, self.stdout, self.stderr = self._cold.stdin, self._cold.stdout, self._cold.stderr
             return
         theirs, ours = [], []
         for target, how in enumerate((stdin, stdout, stderr)):
@@ -296,7 +297,7 @@ def run(
         proc.kill()
         proc.wait()
         raise
-    res = subprocess.CompletedProcess([sys.executable, "-m", "zoo", *args], proc.wait(), out, err)
+    res = subprocess.CompletedProcess(command(args), proc.wait(), out, err)
     if check:
         res.check_returncode()
     return res
